@@ -1,0 +1,18 @@
+# The two set-up commands of the README.
+.PHONY: demo test install
+
+PIP_ENV = HNSWLIB_NO_NATIVE=1 CXXFLAGS="-march=x86-64-v3"
+
+install:
+	$(PIP_ENV) pip install torch==2.13.0
+	$(PIP_ENV) pip install -e ".[all,dev]"
+
+# Install, make demo data, scan it into a local tile table, build the balanced CSV (no server).
+demo: install
+	pytorch-smt-tools make-demo-data demo/
+	pytorch-smt-tools catalog ingest demo/pairs.csv --patch-size 256 --catalog demo/tiles.parquet
+	pytorch-smt-tools build-balanced-dataset conf/examples/balanced_train.yaml
+
+# Provision a PostGIS test database if needed, then ruff, mypy and pytest.
+test:
+	bash scripts/test.sh

@@ -1,0 +1,68 @@
+"""The ``pytorch-smt-tools`` command line (Typer).
+
+Each command: parse arguments, load config, call ONE pipeline, print a short summary.
+``SmtError`` is caught here and only here: one line on stderr, exit code 1, traceback with
+``--debug``. Usage errors exit 2 (Typer's default).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from smt_tools import __version__
+from smt_tools.cli._common import console, state
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="pytorch-smt-tools",
+    help="Curated, class-balanced, leakage-safe segmentation training sets from large rasters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"smt-tools {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    state.debug = debug
+
+
+def _register() -> None:
+    # Imported here so `--help` stays fast and each command module owns its options.
+    from smt_tools.cli import demo
+
+    demo.register(app)
+    for name in ("catalog", "balanced", "embed", "coreset", "split", "train"):
+        try:
+            module = __import__(f"smt_tools.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"smt_tools.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    from smt_tools.cli._common import run_app
+
+    sys.exit(run_app(app, argv))

@@ -1,0 +1,208 @@
+"""The ``balanced_dataset:`` section (build-balanced-dataset, embed).
+
+Key names follow the documented config users already know; ALGORITHMS.md gives the meaning
+of every number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from smt_tools.config._loader import StrictModel
+
+Mode = Literal["masks_only", "embeddings", "embeddings_only"]
+SamplingMethod = Literal[
+    "rank_max",
+    "rank_multiply",
+    "rank_add",
+    "multiplicative",
+    "composition_only",
+    "uniqueness_only",
+]
+KSelection = Literal["elbow", "silhouette", "fixed"]
+KnnBackend = Literal["hnsw", "faiss", "sklearn"]
+
+
+class PatchRecord(StrictModel):
+    """One window of one image/mask pair (as in the documented ``patch_records`` list)."""
+
+    image_path: str
+    mask_path: str
+    row_off: int = Field(ge=0)
+    col_off: int = Field(ge=0)
+    patch_size: int = Field(gt=0)
+
+
+class InputConfig(StrictModel):
+    """Where the tiles come from: exactly one of the four sources.
+
+    - ``patch_records``: inline list (documented shape);
+    - ``patch_records_csv``: CSV with image_path, mask_path, row_off, col_off, patch_size;
+    - ``tiles``: a Parquet tile table written by ``catalog ingest --catalog x.parquet``;
+    - the PostgreSQL block (``host/port/database/user/password/table/where_clause`` or ``dsn``).
+    """
+
+    patch_records: list[PatchRecord] | None = None
+    patch_records_csv: Path | None = None
+    tiles: Path | None = None
+    # PostgreSQL block
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    database: str | None = None
+    user: str | None = None
+    password: str | None = None
+    table: str = "tile"
+    where_clause: str | None = None
+    statement_timeout_s: float = Field(default=60.0, gt=0)
+    # Scanning patch records that carry no statistics
+    scan_workers: int = Field(default=0, ge=0, description="0 = one process per core")
+
+    @property
+    def uses_postgres(self) -> bool:
+        return any(v is not None for v in (self.dsn, self.host, self.database))
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> InputConfig:
+        sources = [
+            name
+            for name, present in (
+                ("patch_records", self.patch_records is not None),
+                ("patch_records_csv", self.patch_records_csv is not None),
+                ("tiles", self.tiles is not None),
+                ("postgres (host/database/dsn)", self.uses_postgres),
+            )
+            if present
+        ]
+        if len(sources) != 1:
+            got = ", ".join(sources) if sources else "none"
+            raise ValueError(
+                "give exactly one input source: patch_records, patch_records_csv, tiles, "
+                f"or a PostgreSQL block (host/database or dsn); found {got}"
+            )
+        if self.patch_records is not None and not self.patch_records:
+            raise ValueError("patch_records is empty; list at least one patch")
+        return self
+
+
+class ClusteringConfig(StrictModel):
+    k_min: int = Field(default=4, ge=1)
+    k_max: int = Field(default=16, ge=1)
+    k_selection: KSelection = "elbow"
+    k: int | None = Field(
+        default=None, ge=1, description="number of clusters for k_selection: fixed"
+    )
+    random_state: int = 42
+    clr_pseudocount: float = Field(default=1e-6, gt=0)
+    silhouette_sample_size: int = Field(default=10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _k_range(self) -> ClusteringConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must be <= k_max ({self.k_max})")
+        if self.k_selection == "fixed" and self.k is None:
+            raise ValueError("k_selection: fixed needs clustering.k")
+        return self
+
+
+class UniquenessConfig(StrictModel):
+    k_neighbors: int = Field(default=5, ge=1)
+    backend: KnnBackend = "hnsw"
+    M: int = Field(default=32, ge=4, description="hnsw graph degree")
+    ef_construction: int = Field(default=200, ge=8)
+    ef: int = Field(default=128, ge=1, description="hnsw query breadth (>= k_neighbors + 1)")
+    pca_dim: int | None = Field(default=None, ge=2, description="optional seeded PCA before search")
+    num_threads: int = Field(default=0, ge=0, description="0 = all cores")
+
+
+class EmbeddingsConfig(StrictModel):
+    dino_model: str = "facebook/dinov2-base"
+    batch_size: int = Field(default=32, ge=1)
+    num_workers: int = Field(default=4, ge=0)
+    use_gpu: bool = False
+    parquet_path: Path | None = None
+    bands: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=3)
+    scale: tuple[float, float] | None = Field(
+        default=None, description="[min, max] radiometric range of the whole dataset"
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError("bands are 1-based band indexes (rasterio convention)")
+        if len(v) == 2:
+            raise ValueError("give 1 band (repeated to RGB) or 3 bands")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_order(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("scale must be [min, max] with min < max")
+        return v
+
+
+class ExclusionConfig(StrictModel):
+    exclude_border_nodata: bool = True
+    exclude_black_border: bool = True
+    nodata_class: int | None = 0
+    black_border_tolerance: int = Field(default=0, ge=0)
+    min_entropy: float | None = Field(default=None, ge=0)
+    max_nodata_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
+class WeightsConfig(StrictModel):
+    weight_floor: float | Literal["auto"] = 0.05
+    rare_class_boost: float = Field(default=1.0, ge=1.0, description="multiplier; 1 = off")
+    rare_class_ids: list[int] | None = None
+
+    @field_validator("weight_floor")
+    @classmethod
+    def _floor_range(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 <= float(v) <= 1:
+            raise ValueError("weight_floor must be in [0, 1] or 'auto'")
+        return v
+
+
+class OutputConfig(StrictModel):
+    csv_path: Path
+    geojson_path: Path | None = None
+    report_dir: Path | None = None
+    include_excluded: bool = True
+    write_catalog_run: bool = True
+
+
+class BalancedDatasetConfig(StrictModel):
+    mode: Mode = "masks_only"
+    sampling_method: SamplingMethod = "rank_max"
+    input: InputConfig
+    clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
+    uniqueness: UniquenessConfig = Field(default_factory=UniquenessConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    exclusion: ExclusionConfig = Field(default_factory=ExclusionConfig)
+    weights: WeightsConfig = Field(default_factory=WeightsConfig)
+    output: OutputConfig
+
+    @model_validator(mode="after")
+    def _mode_method(self) -> BalancedDatasetConfig:
+        if self.mode == "masks_only" and self.sampling_method == "uniqueness_only":
+            raise ValueError(
+                "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings "
+                "or embeddings_only, or another sampling_method"
+            )
+        if self.mode == "embeddings_only" and self.sampling_method == "composition_only":
+            raise ValueError(
+                "sampling_method composition_only needs the composition signal; use mode: "
+                "masks_only or embeddings"
+            )
+        return self
+
+
+class BalancedFile(StrictModel):
+    """A YAML file with a top-level ``balanced_dataset:`` key."""
+
+    balanced_dataset: BalancedDatasetConfig

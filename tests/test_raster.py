@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smt_tools.errors import InputDataError, RasterMismatchError, RasterOpenError
+from smt_tools.raster import PairSpec, RasterCache, inspect_pair, scan, tile_windows
+from smt_tools.raster.stats import image_black_border, mask_window_stats, ring
+from smt_tools.tiletable import entropy_from_counts, tile_key
+from tests.rasters import write_pair, write_tif
+
+
+def test_tile_windows_edge_policies() -> None:
+    drop = tile_windows(10, 7, 4, 3, "drop")
+    assert drop[:, :2].tolist() == [[0, 0], [0, 3], [0, 6], [3, 0], [3, 3], [3, 6]]
+    shift = tile_windows(10, 7, 4, 4, "shift")
+    assert sorted({int(r) for r in shift[:, 0]}) == [0, 3]
+    assert sorted({int(c) for c in shift[:, 1]}) == [0, 4, 6]
+    pad = tile_windows(10, 7, 4, 4, "pad")
+    assert sorted({int(c) for c in pad[:, 1]}) == [0, 4, 8]
+    assert (pad[:, 2:] == 4).all()
+
+
+def test_tile_windows_patch_larger_than_image() -> None:
+    with pytest.raises(InputDataError, match="larger than the image"):
+        tile_windows(100, 100, 256, source="a.tif")
+    assert tile_windows(100, 100, 256, edge="pad").tolist() == [[0, 0, 256, 256]]
+
+
+def test_ring_and_flags() -> None:
+    m = np.ones((4, 4), np.uint8)
+    assert ring(m).size == 12
+    m[2, 2] = 0  # interior nodata does not make a border flag
+    counts, nd, border = mask_window_stats(m, 0)
+    assert (nd, border, int(counts[1])) == (1, False, 15)
+    m[0, 3] = 0
+    assert mask_window_stats(m, 0)[2] is True
+    img = np.full((3, 4, 4), 50, np.uint8)
+    assert image_black_border(img) is False
+    img[:, 3, 1] = 0  # one ring pixel black in every band
+    assert image_black_border(img) is True
+    img2 = np.full((3, 4, 4), 50, np.uint8)
+    img2[0, 0, 0] = 0  # black in one band only: not black
+    assert image_black_border(img2) is False
+    assert image_black_border(img2, tolerance=60) is True
+
+
+def test_entropy_known_values() -> None:
+    ent = entropy_from_counts(np.array([[5, 5, 0], [10, 0, 0], [0, 0, 0]]))
+    assert ent[0] == pytest.approx(math.log(2))
+    assert ent[1] == 0.0
+    assert math.isnan(ent[2])
+
+
+def _hand_pair(tmp_path: Path) -> tuple[Path, Path]:
+    # 8x8 raster, 4x4 tiles. Classes 1,2,3; nodata 0 on the left column of the top-left tile.
+    mask = np.ones((8, 8), np.uint8)
+    mask[0:4, 4:8] = 2
+    mask[4:8, 0:2] = 3
+    mask[0:4, 0] = 0
+    image = np.full((3, 8, 8), 100, np.uint8)
+    image[:, 7, 4:8] = 0  # black bottom row of the bottom-right tile
+    return write_pair(tmp_path, "hand", mask, image)
+
+
+def test_scan_hand_built_tiles(tmp_path: Path) -> None:
+    img, msk = _hand_pair(tmp_path)
+    src = inspect_pair(PairSpec(str(img), str(msk)))
+    win = tile_windows(src.image.width, src.image.height, 4)
+    table = scan([src], [win], workers=1)
+    f = table.frame
+    assert table.class_values.tolist() == [1, 2, 3]
+    assert table.counts.tolist() == [[12, 0, 0], [0, 16, 0], [8, 0, 8], [16, 0, 0]]
+    assert f["valid_pixels"].tolist() == [12, 16, 16, 16]
+    assert f["nodata_ratio"].tolist() == [0.25, 0.0, 0.0, 0.0]
+    assert f["has_mask_border_nodata"].tolist() == [True, False, False, False]
+    assert f["has_image_black_border"].tolist() == [False, False, False, True]
+    assert f["class_entropy"].tolist() == pytest.approx([0.0, 0.0, math.log(2), 0.0])
+    # footprints: origin (500000, 5000000), 1 m pixels, north-up
+    assert f.loc[1, ["minx", "miny", "maxx", "maxy"]].tolist() == [500004, 4999996, 500008, 5000000]
+    assert f["crs"].unique().tolist() == ["EPSG:32631"]
+    assert f.loc[2, "tile_id"] == tile_key(img, 4, 0, 4, 4)
+
+
+def test_scan_pad_counts_missing_pixels_as_nodata(tmp_path: Path) -> None:
+    img, msk = write_pair(tmp_path, "p", np.ones((6, 6), np.uint8))
+    src = inspect_pair(PairSpec(str(img), str(msk)))
+    table = scan([src], [tile_windows(6, 6, 4, 4, "pad")], workers=1)
+    f = table.frame
+    assert f["nodata_ratio"].tolist() == pytest.approx([0.0, 0.5, 0.5, 0.75])
+    assert f["has_mask_border_nodata"].tolist() == [False, True, True, True]
+
+
+def test_scan_parallel_equals_serial(demo_dir: Path) -> None:
+    import pandas as pd
+
+    pairs = pd.read_csv(demo_dir / "pairs.csv")
+    sources = [
+        inspect_pair(PairSpec(str(demo_dir / r.image), str(demo_dir / r.mask)))
+        for r in pairs.itertuples()
+    ]
+    wins = [tile_windows(s.image.width, s.image.height, 128) for s in sources]
+    a = scan(sources, wins, workers=1)
+    b = scan(sources, wins, workers=2, chunk_size=5)
+    assert np.array_equal(a.counts, b.counts)
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    assert len(a) == 4 * 16
+    assert a.class_values.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_pair_mismatch_names_both_files(tmp_path: Path) -> None:
+    img = write_tif(tmp_path / "a.tif", np.zeros((3, 8, 8), np.uint8))
+    msk = write_tif(tmp_path / "b.tif", np.zeros((9, 8), np.uint8))
+    with pytest.raises(RasterMismatchError, match=r"a\.tif.*b\.tif.*size 8x8 vs 8x9"):
+        inspect_pair(PairSpec(str(img), str(msk)))
+    msk2 = write_tif(tmp_path / "c.tif", np.zeros((8, 8), np.uint8), crs="EPSG:32632")
+    with pytest.raises(RasterMismatchError, match="CRS EPSG:32631 vs EPSG:32632"):
+        inspect_pair(PairSpec(str(img), str(msk2)))
+
+
+def test_missing_and_corrupt_files(tmp_path: Path) -> None:
+    cache = RasterCache(2)
+    with pytest.raises(RasterOpenError, match=r"nope\.tif: file not found"):
+        cache.get(tmp_path / "nope.tif")
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    with pytest.raises(RasterOpenError, match=r"bad\.tif: not a readable raster"):
+        cache.get(bad)
+
+
+def test_lru_cache_closes_evicted_handles(tmp_path: Path) -> None:
+    paths = [write_tif(tmp_path / f"{i}.tif", np.zeros((4, 4), np.uint8)) for i in range(3)]
+    with RasterCache(2) as cache:
+        first = cache.get(paths[0])
+        cache.get(paths[1])
+        assert cache.get(paths[0]) is first  # hit, and now most recent
+        cache.get(paths[2])  # evicts paths[1]
+        assert len(cache) == 2
+        assert str(paths[1]) not in cache
+        assert not first.closed
+    assert first.closed
