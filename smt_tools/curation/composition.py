@@ -1,0 +1,191 @@
+"""Semantic composition: CLR transform, KMeans with a chosen k, comp = 1 / cluster size.
+
+ALGORITHMS.md §3. KMeans runs on the DISTINCT CLR rows with their multiplicities as sample
+weights: the objective (and so the inertia used by the elbow) is exactly that of KMeans on
+all rows, but many identical rows (pure-background tiles) cost nothing. Distinct rows come out
+of :func:`numpy.unique` in sorted order, so the result does not depend on input row order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+KSelection = Literal["elbow", "silhouette", "fixed"]
+
+
+def clr(p: np.ndarray, pseudocount: float = 1e-6) -> np.ndarray:
+    """Centred log-ratio of proportions.
+
+    p: (n, C) float64 rows of class proportions. Returns (n, C) float64
+    ``ln(p + eps) - mean_c ln(p + eps)``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"clr expects a 2-D array (n, C); got shape {p.shape}")
+    if pseudocount <= 0:
+        raise ValueError(f"clr pseudocount must be > 0; got {pseudocount}")
+    logp = np.log(p + pseudocount)
+    return logp - logp.mean(axis=1, keepdims=True)
+
+
+def elbow_k(ks: np.ndarray, inertias: np.ndarray) -> int:
+    """The k with the largest perpendicular distance to the chord first -> last point.
+
+    k and inertia are min-max normalised to [0, 1] first; exact ties go to the smaller k.
+    ks: (m,) int, ascending; inertias: (m,) float.
+    """
+    ks = np.asarray(ks, dtype=np.float64)
+    y = np.asarray(inertias, dtype=np.float64)
+    if ks.shape != y.shape or ks.ndim != 1 or ks.size == 0:
+        raise ValueError("ks and inertias must be 1-D arrays of the same non-zero length")
+    if ks.size <= 2:
+        return int(ks[0])
+    xn = (ks - ks.min()) / (ks.max() - ks.min())
+    span = y.max() - y.min()
+    yn = (y - y.min()) / span if span > 0 else np.zeros_like(y)
+    dx, dy = xn[-1] - xn[0], yn[-1] - yn[0]
+    norm = float(np.hypot(dx, dy))
+    if norm == 0:
+        return int(ks[0])
+    dist = np.abs(dy * (xn - xn[0]) - dx * (yn - yn[0])) / norm
+    return int(ks[int(np.argmax(dist))])  # argmax: first (smallest k) of exact ties
+
+
+@dataclass
+class CompositionResult:
+    """Result of :func:`cluster_compositions` for n rows.
+
+    labels: (n,) int64 cluster id per row, numbered by first appearance among the sorted
+    distinct CLR rows (so ids do not depend on input row order).
+    sizes: (n,) int64 size of each row's cluster; comp: (n,) float64 = 1 / sizes.
+    k: chosen number of clusters; k_scores: {k: inertia (elbow) or silhouette}.
+    """
+
+    labels: np.ndarray
+    sizes: np.ndarray
+    comp: np.ndarray
+    k: int
+    k_selection: str
+    k_scores: dict[int, float] = field(default_factory=dict)
+    k_range: tuple[int, int] = (1, 1)
+    distinct_rows: int = 0
+
+    @property
+    def cluster_sizes(self) -> dict[int, int]:
+        """{cluster id: number of rows}."""
+        ids, counts = np.unique(self.labels, return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts, strict=True)}
+
+
+def cluster_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, comp) for cluster ids (n,): size of each row's cluster and comp = 1 / size.
+
+    Cluster ids [0,0,1,1,1,2] -> comp [.5,.5,1/3,1/3,1/3,1].
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    sizes = counts[inv.reshape(-1)].astype(np.int64)
+    return sizes, 1.0 / sizes
+
+
+def _fit(x: np.ndarray, w: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, float]:
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, random_state=random_state, n_init="auto")
+    km.fit(x, sample_weight=w)
+    return km.labels_.astype(np.int64), float(km.inertia_)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Cluster ids renumbered 0.. by first appearance (KMeans ids are arbitrary)."""
+    uniq, first = np.unique(labels, return_index=True)
+    rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+    return rank[np.searchsorted(uniq, labels)].astype(np.int64)
+
+
+def cluster_compositions(
+    p: np.ndarray,
+    *,
+    k_min: int = 4,
+    k_max: int = 16,
+    k_selection: KSelection = "elbow",
+    k: int | None = None,
+    random_state: int = 42,
+    pseudocount: float = 1e-6,
+    silhouette_sample_size: int = 10_000,
+) -> CompositionResult:
+    """CLR + KMeans over proportions p (n, C) float64 of the INCLUDED tiles.
+
+    k_max is clamped to (distinct CLR rows - 1) and k_min to k_max; fewer than 2 distinct rows
+    gives one cluster. ``fixed`` uses ``k`` (clamped the same way), ``elbow`` fits every k in
+    [k_min, k_max] and takes :func:`elbow_k` of the inertias, ``silhouette`` takes the k with
+    the best silhouette on a seeded sample of at most ``silhouette_sample_size`` rows (ties:
+    smaller k).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    n = p.shape[0]
+    if n == 0:
+        raise ValueError("cluster_compositions needs at least one row")
+    if k_min < 1 or k_max < k_min:
+        raise ValueError(f"need 1 <= k_min <= k_max; got k_min={k_min}, k_max={k_max}")
+    if k_selection == "fixed" and (k is None or k < 1):
+        raise ValueError("k_selection 'fixed' needs k >= 1")
+    x = clr(p, pseudocount)
+    distinct, inverse, mult = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n_distinct = distinct.shape[0]
+    weights = mult.astype(np.float64)
+    if n_distinct < 2:
+        labels = np.zeros(n, np.int64)
+        sizes, comp = cluster_weights(labels)
+        return CompositionResult(labels, sizes, comp, 1, k_selection, {}, (1, 1), n_distinct)
+    hi = min(k_max, n_distinct - 1)
+    lo = min(k_min, hi)
+    scores: dict[int, float] = {}
+    fits: dict[int, np.ndarray] = {}
+    if k_selection == "fixed":
+        assert k is not None
+        chosen = min(k, n_distinct)
+    elif k_selection == "elbow":
+        for kk in range(lo, hi + 1):
+            fits[kk], scores[kk] = _fit(distinct, weights, kk, random_state)
+        ks = np.array(sorted(scores))
+        chosen = elbow_k(ks, np.array([scores[int(v)] for v in ks]))
+    elif k_selection == "silhouette":
+        from sklearn.metrics import silhouette_score
+
+        rng = np.random.default_rng(random_state)
+        sample = (
+            np.sort(rng.choice(n, size=silhouette_sample_size, replace=False))
+            if n > silhouette_sample_size
+            else np.arange(n)
+        )
+        best_k, best = lo, -np.inf
+        for kk in range(max(lo, 2), hi + 1):
+            fits[kk], _ = _fit(distinct, weights, kk, random_state)
+            lab = fits[kk][inverse[sample]]
+            if np.unique(lab).size < 2 or np.unique(lab).size >= sample.size:
+                continue
+            s = float(silhouette_score(x[sample], lab))
+            scores[kk] = s
+            if s > best:
+                best_k, best = kk, s
+        chosen = best_k
+    else:
+        raise ValueError(f"unknown k_selection {k_selection!r}")
+    if chosen in fits:
+        distinct_labels = fits[chosen]
+    elif chosen <= 1:
+        distinct_labels = np.zeros(n_distinct, np.int64)
+    else:
+        distinct_labels, inertia = _fit(distinct, weights, chosen, random_state)
+        scores.setdefault(chosen, inertia)
+    labels = _relabel(distinct_labels)[inverse]
+    sizes, comp = cluster_weights(labels)
+    k_eff = int(np.unique(labels).size)
+    return CompositionResult(labels, sizes, comp, k_eff, k_selection, scores, (lo, hi), n_distinct)
