@@ -1,0 +1,282 @@
+"""Visual uniqueness: mean cosine distance to the k nearest OTHER tiles (ALGORITHMS.md §4).
+
+One interface, three backends:
+
+- ``sklearn``: exact, brute-force cosine (scikit-learn ``NearestNeighbors``);
+- ``faiss``: exact, ``IndexFlatIP`` on L2-normalised rows (optional package ``faiss-cpu``);
+- ``hnsw``: approximate, hnswlib inner-product graph (optional package ``hnswlib``),
+  ``M`` / ``ef_construction`` / ``ef`` configurable.
+
+Optional ``pca_dim``: a seeded randomized PCA is fitted on the rows, rows are projected and
+re-normalised, and the index searches in that space. Whatever the search space, the returned
+distances are recomputed in the ORIGINAL space for every candidate, and candidates are
+re-ranked by them, so scores are exact cosine distances of the neighbours found. With
+``pca_dim`` the search returns more candidates than ``k`` (see :func:`candidate_count`), which
+is what keeps recall high against neighbours in the original space.
+
+Self is removed by identity (``ids``), never by assuming it is the first column: approximate
+indexes, and exact ones with duplicates, may return self anywhere or not at all. When self is
+absent the farthest candidate is dropped instead, so every row keeps ``k`` other tiles.
+
+Cosine distance is computed as ``0.5 * ||a - b||^2`` on unit rows (equal to ``1 - cos`` for
+unit vectors): exact duplicates score exactly 0 and orthogonal vectors exactly 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from smt_tools.errors import InputDataError, missing_dependency
+
+Backend = Literal["hnsw", "faiss", "sklearn"]
+BACKENDS: tuple[str, ...] = ("hnsw", "faiss", "sklearn")
+
+#: Extra candidates per query when searching in a PCA space (re-ranked in the original space).
+PCA_CANDIDATE_FACTOR = 4
+
+
+def candidate_count(k: int, n: int, pca_dim: int | None) -> int:
+    """Neighbours asked from the index per query: ``k + 1`` (self included), or more with PCA."""
+    want = k + 1 if pca_dim is None else max(k + 1, PCA_CANDIDATE_FACTOR * (k + 1))
+    return min(want, n)
+
+
+def _validate(x: np.ndarray, k: int, backend: str, ids: np.ndarray | None) -> np.ndarray:
+    if backend not in BACKENDS:
+        raise InputDataError(
+            f"uniqueness.backend must be one of {', '.join(BACKENDS)}; got {backend!r}"
+        )
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise InputDataError(f"embeddings must be a 2-D (n, d) array; got shape {arr.shape}")
+    n = arr.shape[0]
+    if k < 1:
+        raise InputDataError(f"uniqueness.k_neighbors must be >= 1; got {k}")
+    if n < k + 1:
+        raise InputDataError(
+            f"uniqueness needs more tiles than k_neighbors: {n} tiles, k_neighbors = {k}; "
+            "lower uniqueness.k_neighbors or include more tiles"
+        )
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        where = np.flatnonzero(bad)[:5].tolist()
+        raise InputDataError(
+            f"{int(bad.sum())} embedding rows contain NaN/inf (first rows {where}); "
+            "recompute them (embed --rebuild) — NaN scores are never ranked"
+        )
+    x64 = arr.astype(np.float64, copy=True)
+    norms = np.linalg.norm(x64, axis=1)
+    zero = norms == 0
+    if zero.any():
+        where = np.flatnonzero(zero)[:5].tolist()
+        raise InputDataError(
+            f"{int(zero.sum())} embedding rows are all zeros (first rows {where}); "
+            "a zero vector has no direction, so its cosine distance is undefined"
+        )
+    x64 /= norms[:, None]
+    if ids is not None:
+        ids_arr = np.asarray(ids)
+        if ids_arr.shape != (n,):
+            raise InputDataError(f"ids must have shape ({n},); got {ids_arr.shape}")
+        if len(np.unique(ids_arr)) != n:
+            raise InputDataError("ids must be unique (one id per embedding row)")
+    return x64
+
+
+def _pca(x64: np.ndarray, pca_dim: int, random_state: int) -> np.ndarray:
+    """Seeded randomized PCA to ``pca_dim`` columns, rows re-normalised (float32)."""
+    from sklearn.decomposition import PCA
+
+    dim = min(pca_dim, x64.shape[0], x64.shape[1])
+    pca = PCA(n_components=dim, svd_solver="randomized", random_state=random_state)
+    z = pca.fit_transform(x64.astype(np.float32))
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(z / norms, dtype=np.float32)
+
+
+# --- raw searches: (n, kq) int64 positional labels (-1 = none), self possibly included ---------
+
+
+def _search_sklearn(z: np.ndarray, kq: int, *, num_threads: int, **_: object) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(
+        n_neighbors=kq, metric="cosine", algorithm="brute", n_jobs=num_threads or -1
+    )
+    nn.fit(z)
+    _, labels = nn.kneighbors(z, return_distance=True)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _search_faiss(z: np.ndarray, kq: int, *, num_threads: int, **_: object) -> np.ndarray:
+    try:
+        import faiss
+    except ImportError:
+        raise missing_dependency("faiss-cpu", "faiss", "uniqueness.backend: faiss") from None
+    if num_threads > 0:
+        faiss.omp_set_num_threads(num_threads)
+    index = faiss.IndexFlatIP(z.shape[1])
+    index.add(z)
+    _, labels = index.search(z, kq)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _search_hnsw(
+    z: np.ndarray,
+    kq: int,
+    *,
+    M: int,
+    ef_construction: int,
+    ef: int,
+    random_state: int,
+    num_threads: int,
+    **_: object,
+) -> np.ndarray:
+    try:
+        import hnswlib
+    except ImportError:
+        raise missing_dependency("hnswlib", "hnsw", "uniqueness.backend: hnsw") from None
+    n, d = z.shape
+    index = hnswlib.Index(space="ip", dim=d)
+    index.init_index(
+        max_elements=n, M=M, ef_construction=max(ef_construction, kq), random_seed=random_state
+    )
+    index.set_num_threads(num_threads if num_threads > 0 else -1)
+    index.add_items(z, np.arange(n, dtype=np.int64))
+    index.set_ef(max(ef, kq))
+    labels, _ = index.knn_query(z, k=kq)
+    return np.asarray(labels, dtype=np.int64)
+
+
+_SEARCH: dict[str, Callable[..., np.ndarray]] = {
+    "sklearn": _search_sklearn,
+    "faiss": _search_faiss,
+    "hnsw": _search_hnsw,
+}
+
+
+def _exact_distances(x64: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(n, kq) float64 cosine distances ``0.5 * ||x_i - x_j||^2`` (inf where label is -1)."""
+    n, kq = labels.shape
+    out = np.full((n, kq), np.inf, dtype=np.float64)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        lab = labels[start:stop]
+        valid = lab >= 0
+        diff = x64[np.where(valid, lab, 0)] - x64[start:stop, None, :]
+        d = 0.5 * np.einsum("ikd,ikd->ik", diff, diff)
+        out[start:stop] = np.where(valid, np.clip(d, 0.0, 2.0), np.inf)
+    return out
+
+
+def _remove_self(
+    labels: np.ndarray, dists: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each row's own entry by identity, sort by distance, keep ``k`` (n, k) columns.
+
+    labels: (n, kq) int64 positional labels, -1 for "no result"; dists: (n, kq) float64.
+    When a row's self is not among its candidates, its farthest candidate is dropped.
+    """
+    n = labels.shape[0]
+    own = np.arange(n, dtype=np.int64)
+    if ids is None:
+        is_self = labels == own[:, None]
+    else:
+        id_arr = np.asarray(ids)
+        is_self = (labels >= 0) & (id_arr[np.where(labels >= 0, labels, 0)] == id_arr[:, None])
+    d = np.where(is_self | (labels < 0), np.inf, dists)
+    lab = np.where(is_self, -1, labels)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    out_lab = np.take_along_axis(lab, order, axis=1)
+    out_d = np.take_along_axis(d, order, axis=1)
+    missing = (out_lab < 0) | ~np.isfinite(out_d)
+    if missing.any():
+        rows = np.flatnonzero(missing.any(axis=1))
+        raise InputDataError(
+            f"the kNN index returned fewer than k = {k} other tiles for {len(rows)} rows "
+            f"(first row {int(rows[0])}); raise uniqueness.ef or use an exact backend"
+        )
+    return out_lab.astype(np.int64), out_d
+
+
+def _knn(
+    x: np.ndarray,
+    k: int,
+    backend: str,
+    ids: np.ndarray | None,
+    M: int,
+    ef_construction: int,
+    ef: int,
+    pca_dim: int | None,
+    random_state: int,
+    num_threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    x64 = _validate(x, k, backend, ids)
+    n = x64.shape[0]
+    kq = candidate_count(k, n, pca_dim)
+    z = (
+        _pca(x64, pca_dim, random_state)
+        if pca_dim is not None and pca_dim < x64.shape[1]
+        else np.ascontiguousarray(x64, dtype=np.float32)
+    )
+    labels = _SEARCH[backend](
+        z,
+        kq,
+        M=M,
+        ef_construction=ef_construction,
+        ef=ef,
+        random_state=random_state,
+        num_threads=num_threads,
+    )
+    dists = _exact_distances(x64, labels)
+    return _remove_self(labels, dists, k, ids)
+
+
+def knn_search(
+    x: np.ndarray,
+    k: int,
+    backend: Backend | str = "hnsw",
+    *,
+    ids: np.ndarray | None = None,
+    M: int = 32,
+    ef_construction: int = 200,
+    ef: int = 128,
+    pca_dim: int | None = None,
+    random_state: int = 0,
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest OTHER rows of every row, by cosine distance.
+
+    x: (n, d) float embeddings (normalised here again; NaN/inf or zero rows are errors).
+    ids: (n,) unique identities used to recognise self (default: row positions).
+    Returns (n, k) int64 positional neighbour indices and (n, k) float32 cosine distances
+    (``1 - cos``, computed in the original space), nearest first.
+    """
+    idx, dist = _knn(x, k, backend, ids, M, ef_construction, ef, pca_dim, random_state, num_threads)
+    return idx, dist.astype(np.float32)
+
+
+def uniqueness_scores(
+    x: np.ndarray,
+    k: int,
+    backend: Backend | str = "hnsw",
+    *,
+    ids: np.ndarray | None = None,
+    M: int = 32,
+    ef_construction: int = 200,
+    ef: int = 128,
+    pca_dim: int | None = None,
+    random_state: int = 0,
+    num_threads: int = 0,
+) -> np.ndarray:
+    """(n,) float64 mean cosine distance to the ``k`` nearest other rows (ALGORITHMS.md §4).
+
+    Same arguments as :func:`knn_search`. Exact duplicates score 0; 8 one-hot vectors with
+    k = 1 score 1.0 each.
+    """
+    _, dist = _knn(x, k, backend, ids, M, ef_construction, ef, pca_dim, random_state, num_threads)
+    return dist.mean(axis=1)
