@@ -101,7 +101,7 @@ def _pca(x64: np.ndarray, pca_dim: int, random_state: int) -> np.ndarray:
 # --- raw searches: (n, kq) int64 positional labels (-1 = none), self possibly included ---------
 
 
-def _search_sklearn(z: np.ndarray, kq: int, *, num_threads: int, **_: object) -> np.ndarray:
+def _search_sklearn(z: np.ndarray, kq: int, *, num_threads: int, **_unused: object) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(
@@ -112,7 +112,7 @@ def _search_sklearn(z: np.ndarray, kq: int, *, num_threads: int, **_: object) ->
     return np.asarray(labels, dtype=np.int64)
 
 
-def _search_faiss(z: np.ndarray, kq: int, *, num_threads: int, **_: object) -> np.ndarray:
+def _search_faiss(z: np.ndarray, kq: int, *, num_threads: int, **_unused: object) -> np.ndarray:
     try:
         import faiss
     except ImportError:
@@ -134,7 +134,7 @@ def _search_hnsw(
     ef: int,
     random_state: int,
     num_threads: int,
-    **_: object,
+    **_unused: object,
 ) -> np.ndarray:
     try:
         import hnswlib
