@@ -1,0 +1,451 @@
+"""Segmentation datasets that read windows of large GeoTIFFs on the fly (no tiles on disk).
+
+- :class:`CSVWindowedSegmentationDataset`: one CSV row = one window (the balanced CSV written by
+  ``build-balanced-dataset``: image_path, mask_path, row_off, col_off, patch_size).
+- :class:`RandomCropSegmentationDataset`: a CSV of whole scenes (image, mask); random (or grid)
+  square crops, optional class-balanced image choice, CutMix / ClassMix, soft labels.
+
+Both return ``{"image": float32 tensor (bands, H, W), "mask": int64 tensor (H, W)}`` (soft
+labels: float32 (n_classes, H, W), an all-zero vector on ignored pixels). Images are scaled to
+[0, 1] with a per-DATASET range (``scale: [min, max]``, else the dtype's range: uint8 / 255,
+uint16 / 65535; float data is used as is), so 16-bit data is never truncated to 8 bits.
+Mask pixels outside the raster (windows past the edge) are ``ignore_index`` (255); with
+``class_values`` / ``class_remap`` every raw value not listed is ``ignore_index`` too.
+
+Raster handles come from :class:`smt_tools.raster.RasterCache` (LRU, closes on eviction) and are
+opened per DataLoader worker; randomness is a function of (seed, epoch, index), so a crop does
+not depend on which worker draws it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from smt_tools.errors import ConfigError, InputDataError, RasterMismatchError
+from smt_tools.raster import tile_windows
+from smt_tools.train._base import (
+    _as_bool,
+    _read_csv,
+    _resolve_paths,
+    _select_folds,
+    _WindowDataset,
+    read_window,
+)
+
+__all__ = ["CSVWindowedSegmentationDataset", "RandomCropSegmentationDataset", "read_window"]
+
+
+# ----------------------------------------------------------------------------- windowed
+
+
+class CSVWindowedSegmentationDataset(_WindowDataset):
+    """One CSV row = one window of an image/mask pair.
+
+    Parameters (config keys):
+        input_csv_path: CSV with one row per window (the balanced CSV).
+        root_dir: folder relative paths are resolved against (default: the CSV's folder).
+        n_classes: number of training classes (model output channels; 1 = binary).
+        bands: 1-based image bands to read (default all).
+        image_dtype / scale: the scaling range (default the file dtype's range).
+        class_values: raw mask value of each class (position = class index); other values ignored.
+        class_remap: {raw value: class index} (alternative to class_values).
+        ignore_index: mask value for pixels outside the raster / unmapped (default 255).
+        image_column, mask_column, row_off_column, col_off_column, patch_size_column: CSV names.
+        patch_size: fixed window size when the CSV has no patch_size column.
+        drop_excluded: drop rows with excluded == true or sampler_weight == 0 (default False).
+        folds / exclude_folds / fold_column: keep / drop rows by fold (image-level split).
+        n_first_rows_to_read: read only the first N CSV rows.
+        lru_cache_size, serialize_rasterio_reads, rasterio_lock_dir, reopen_rasterio_on_read:
+            handle cache and read serialisation (see RandomCropSegmentationDataset).
+        use_rasterio: accepted for compatibility (always true).
+    """
+
+    def __init__(
+        self,
+        input_csv_path: str | os.PathLike[str],
+        root_dir: str | os.PathLike[str] | None = None,
+        n_classes: int = 2,
+        bands: Sequence[int] | None = None,
+        image_dtype: str | None = None,
+        scale: Sequence[float] | None = None,
+        class_values: Sequence[int] | None = None,
+        class_remap: Mapping[int, int] | None = None,
+        ignore_index: int = 255,
+        augmentation_list: Any = None,
+        soft_labels: bool = False,
+        image_column: str = "image_path",
+        mask_column: str = "mask_path",
+        row_off_column: str = "row_off",
+        col_off_column: str = "col_off",
+        patch_size_column: str = "patch_size",
+        patch_size: int | None = None,
+        drop_excluded: bool = False,
+        folds: Sequence[int] | None = None,
+        exclude_folds: Sequence[int] | None = None,
+        fold_column: str = "fold",
+        n_first_rows_to_read: int | None = None,
+        lru_cache_size: int = 64,
+        serialize_rasterio_reads: bool = False,
+        rasterio_lock_dir: str | None = None,
+        reopen_rasterio_on_read: bool = False,
+        seed: int | None = None,
+        use_rasterio: bool = True,
+    ) -> None:
+        name = "CSVWindowedSegmentationDataset"
+        if not use_rasterio:
+            raise ConfigError(f"{name}: use_rasterio: false is not supported (reads are windowed)")
+        super().__init__(
+            n_classes=n_classes,
+            bands=bands,
+            image_dtype=image_dtype,
+            scale=scale,
+            class_values=class_values,
+            class_remap=class_remap,
+            ignore_index=ignore_index,
+            augmentation_list=augmentation_list,
+            soft_labels=soft_labels,
+            lru_cache_size=lru_cache_size,
+            serialize_rasterio_reads=serialize_rasterio_reads,
+            rasterio_lock_dir=rasterio_lock_dir,
+            reopen_rasterio_on_read=reopen_rasterio_on_read,
+            seed=seed,
+            name=name,
+        )
+        self.input_csv_path = Path(input_csv_path)
+        frame = _read_csv(self.input_csv_path, n_first_rows_to_read, name)
+        src = str(self.input_csv_path)
+        needed = [image_column, mask_column, row_off_column, col_off_column]
+        if patch_size is None:
+            needed.append(patch_size_column)
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise InputDataError(
+                f"{src}: missing column(s) {', '.join(missing)}; expected the balanced CSV "
+                "(image_path, mask_path, row_off, col_off, patch_size) or set the *_column keys"
+            )
+        if drop_excluded:
+            drop = np.zeros(len(frame), dtype=bool)
+            if "excluded" in frame.columns:
+                drop |= _as_bool(frame["excluded"])
+            if "sampler_weight" in frame.columns:
+                drop |= (
+                    pd.to_numeric(frame["sampler_weight"], errors="coerce").fillna(0).to_numpy()
+                    <= 0
+                )
+            frame = frame.loc[~drop].reset_index(drop=True)
+            if frame.empty:
+                raise InputDataError(f"{src}: every row is excluded (drop_excluded: true)")
+        frame = _select_folds(frame, folds, exclude_folds, fold_column, src)
+        base = Path(root_dir) if root_dir is not None else self.input_csv_path.parent
+        self.frame = frame
+        self._images = _resolve_paths(frame[image_column], base)
+        self._masks = _resolve_paths(frame[mask_column], base)
+        self._rows: np.ndarray = frame[row_off_column].astype(np.int64).to_numpy()
+        self._cols: np.ndarray = frame[col_off_column].astype(np.int64).to_numpy()
+        self._sizes: np.ndarray = (
+            np.full(len(frame), int(patch_size), dtype=np.int64)
+            if patch_size is not None
+            else frame[patch_size_column].astype(np.int64).to_numpy()
+        )
+        if (self._sizes <= 0).any():
+            raise InputDataError(f"{src}: {patch_size_column} must be positive")
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def window(self, index: int) -> tuple[str, str, int, int, int]:
+        """(image_path, mask_path, row_off, col_off, size) of row ``index``."""
+        return (
+            self._images[index],
+            self._masks[index],
+            int(self._rows[index]),
+            int(self._cols[index]),
+            int(self._sizes[index]),
+        )
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        img_path, msk_path, r, c, s = self.window(index)
+        img, msk, inside = self._read_pair(img_path, msk_path, r, c, s, s)
+        classes = self._mask_to_classes(msk, inside, f"{msk_path} window ({r}, {c}, {s})")
+        return self._finish(self._scale_image(img), classes, index)
+
+
+# ----------------------------------------------------------------------------- random crops
+
+
+class RandomCropSegmentationDataset(_WindowDataset):
+    """Random (or grid) square crops from whole scenes listed in a CSV (image, mask).
+
+    Parameters (config keys, the documented ones first):
+        input_csv_path: CSV of full-size images and masks (columns image, mask; ``image_path`` /
+            ``mask_path`` are accepted too, or set image_column / mask_column).
+        root_dir: folder relative paths are resolved against (default: the CSV's folder).
+        crop_size: side of the square crop in pixels.
+        samples_per_epoch: dataset length in random mode (ignored in grid mode).
+        n_classes: number of classes.
+        augmentation_list: albumentations transforms (``_target_`` dicts) after cropping.
+        lru_cache_size: open raster handles kept per worker (LRU, evicted handles are closed).
+        class_balanced_sampling: choose images by Σ_c p_img[c] / f_c (inverse global class
+            frequency) times their area, instead of by area alone; computed once from decimated
+            mask reads (at most ``histogram_size`` px a side).
+        cutmix_prob, cutmix_alpha: class-aware CutMix (a box of side crop·sqrt(1-λ),
+            λ ~ Beta(α, α), from a second crop whose image has a different dominant class).
+        classmix_prob: ClassMix (pixels of one class of a second crop pasted onto the first).
+        soft_labels: float one-hot masks (n_classes, H, W) instead of class indices.
+        grid_mode, grid_step: deterministic sliding-window crops covering every pixel
+            (step defaults to crop_size; the last crop is shifted back to the edge).
+        serialize_rasterio_reads, rasterio_lock_dir: one reader at a time per raster across
+            processes (file locks), for GDAL builds that fail on concurrent compressed reads.
+        reopen_rasterio_on_read: open + close the raster inside each (locked) read.
+        n_first_rows_to_read: read only the first N CSV rows.
+        seed: base seed (None: torch's per-worker seed); crops depend on (seed, epoch, index).
+    """
+
+    def __init__(
+        self,
+        input_csv_path: str | os.PathLike[str],
+        root_dir: str | os.PathLike[str] | None = None,
+        crop_size: int = 512,
+        samples_per_epoch: int = 1000,
+        n_classes: int = 2,
+        augmentation_list: Any = None,
+        lru_cache_size: int = 64,
+        class_balanced_sampling: bool = False,
+        cutmix_prob: float = 0.0,
+        cutmix_alpha: float = 1.0,
+        classmix_prob: float = 0.0,
+        soft_labels: bool = False,
+        grid_mode: bool = False,
+        grid_step: int | None = None,
+        serialize_rasterio_reads: bool = False,
+        rasterio_lock_dir: str | None = None,
+        reopen_rasterio_on_read: bool = False,
+        n_first_rows_to_read: int | None = None,
+        bands: Sequence[int] | None = None,
+        image_dtype: str | None = None,
+        scale: Sequence[float] | None = None,
+        class_values: Sequence[int] | None = None,
+        class_remap: Mapping[int, int] | None = None,
+        ignore_index: int = 255,
+        image_column: str | None = None,
+        mask_column: str | None = None,
+        folds: Sequence[int] | None = None,
+        exclude_folds: Sequence[int] | None = None,
+        fold_column: str = "fold",
+        histogram_size: int = 256,
+        seed: int | None = None,
+    ) -> None:
+        name = "RandomCropSegmentationDataset"
+        super().__init__(
+            n_classes=n_classes,
+            bands=bands,
+            image_dtype=image_dtype,
+            scale=scale,
+            class_values=class_values,
+            class_remap=class_remap,
+            ignore_index=ignore_index,
+            augmentation_list=augmentation_list,
+            soft_labels=soft_labels,
+            lru_cache_size=lru_cache_size,
+            serialize_rasterio_reads=serialize_rasterio_reads,
+            rasterio_lock_dir=rasterio_lock_dir,
+            reopen_rasterio_on_read=reopen_rasterio_on_read,
+            seed=seed,
+            name=name,
+        )
+        if crop_size < 1:
+            raise ConfigError(f"{name}: crop_size must be >= 1; got {crop_size}")
+        if samples_per_epoch < 1 and not grid_mode:
+            raise ConfigError(f"{name}: samples_per_epoch must be >= 1; got {samples_per_epoch}")
+        for key, p in (("cutmix_prob", cutmix_prob), ("classmix_prob", classmix_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{name}: {key} must be in [0, 1]; got {p}")
+        if cutmix_alpha <= 0:
+            raise ConfigError(f"{name}: cutmix_alpha must be > 0; got {cutmix_alpha}")
+        if grid_step is not None and grid_step < 1:
+            raise ConfigError(f"{name}: grid_step must be >= 1; got {grid_step}")
+        self.input_csv_path = Path(input_csv_path)
+        src = str(self.input_csv_path)
+        frame = _read_csv(self.input_csv_path, n_first_rows_to_read, name)
+        image_column = image_column or ("image" if "image" in frame.columns else "image_path")
+        mask_column = mask_column or ("mask" if "mask" in frame.columns else "mask_path")
+        missing = [c for c in (image_column, mask_column) if c not in frame.columns]
+        if missing:
+            raise InputDataError(
+                f"{src}: missing column(s) {', '.join(missing)}; expected columns image, mask "
+                "(or set image_column / mask_column)"
+            )
+        frame = _select_folds(frame, folds, exclude_folds, fold_column, src)
+        # one row per scene (a balanced CSV lists each scene many times)
+        frame = frame.drop_duplicates(subset=[image_column, mask_column]).reset_index(drop=True)
+        base = Path(root_dir) if root_dir is not None else self.input_csv_path.parent
+        self.frame = frame
+        self.images = _resolve_paths(frame[image_column], base)
+        self.masks = _resolve_paths(frame[mask_column], base)
+        self.crop_size = int(crop_size)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.class_balanced_sampling = bool(class_balanced_sampling)
+        self.cutmix_prob = float(cutmix_prob)
+        self.cutmix_alpha = float(cutmix_alpha)
+        self.classmix_prob = float(classmix_prob)
+        self.grid_mode = bool(grid_mode)
+        self.grid_step = int(grid_step) if grid_step is not None else self.crop_size
+        self.histogram_size = int(histogram_size)
+        self.sizes = self._read_sizes()  # (n_images, 2) height, width
+        self.class_shares: np.ndarray | None = None  # (n_images, n_classes)
+        if self.class_balanced_sampling or self.cutmix_prob > 0:
+            self.class_shares = self._class_shares()
+        self.image_weights = self._image_weights()
+        self.grid = self._grid_positions() if self.grid_mode else None
+        self.cache.close()  # handles are reopened lazily in each worker
+
+    # -- set-up
+    def _read_sizes(self) -> np.ndarray:
+        sizes = np.zeros((len(self.images), 2), dtype=np.int64)
+        for i, (ip, mp) in enumerate(zip(self.images, self.masks, strict=True)):
+            img, msk = self.cache.get(ip), self.cache.get(mp)
+            if (img.height, img.width) != (msk.height, msk.width):
+                raise RasterMismatchError(
+                    f"{ip} is {img.width}x{img.height} px but its mask {mp} is "
+                    f"{msk.width}x{msk.height}; image and mask must have the same size"
+                )
+            sizes[i] = (img.height, img.width)
+        return sizes
+
+    def _class_shares(self) -> np.ndarray:
+        from rasterio.enums import Resampling
+
+        shares = np.zeros((len(self.masks), self.n_classes), dtype=np.float64)
+        for i, mp in enumerate(self.masks):
+            ds = self.cache.get(mp)
+            f = max(1.0, max(ds.height, ds.width) / self.histogram_size)
+            shape = (max(1, round(ds.height / f)), max(1, round(ds.width / f)))
+            raw = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+            cls = self._mask_to_classes(raw, np.ones(raw.shape, dtype=bool), mp)
+            valid = cls[cls != self.ignore_index]
+            if valid.size:
+                shares[i] = (
+                    np.bincount(valid, minlength=self.n_classes)[: self.n_classes] / valid.size
+                )
+        return shares
+
+    def _image_weights(self) -> np.ndarray:
+        area = (self.sizes[:, 0] * self.sizes[:, 1]).astype(np.float64)
+        w = area.copy()
+        if self.class_balanced_sampling and self.class_shares is not None:
+            f = (self.class_shares * area[:, None]).sum(axis=0) / area.sum()
+            inv = np.where(f > 0, 1.0 / np.where(f > 0, f, 1.0), 0.0)
+            w = area * (self.class_shares @ inv)
+            if w.sum() <= 0:
+                w = area.copy()
+        return w / w.sum()
+
+    def _grid_positions(self) -> np.ndarray:
+        rows = []
+        for i, (h, w) in enumerate(self.sizes):
+            edge = "shift" if h >= self.crop_size and w >= self.crop_size else "pad"
+            win = tile_windows(int(w), int(h), self.crop_size, self.grid_step, edge, self.images[i])
+            rows.append(np.column_stack([np.full(len(win), i, dtype=np.int64), win[:, :2]]))
+        return np.concatenate(rows)
+
+    # -- sampling
+    def __len__(self) -> int:
+        return len(self.grid) if self.grid is not None else self.samples_per_epoch
+
+    def _random_position(
+        self, rng: np.random.Generator, image: int | None = None, p: np.ndarray | None = None
+    ) -> tuple[int, int, int]:
+        i = (
+            int(rng.choice(len(self.images), p=self.image_weights if p is None else p))
+            if image is None
+            else image
+        )
+        h, w = self.sizes[i]
+        r = int(rng.integers(0, max(int(h) - self.crop_size, 0) + 1))
+        c = int(rng.integers(0, max(int(w) - self.crop_size, 0) + 1))
+        return i, r, c
+
+    def _crop(self, i: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.crop_size
+        img, msk, inside = self._read_pair(self.images[i], self.masks[i], r, c, s, s)
+        classes = self._mask_to_classes(msk, inside, f"{self.masks[i]} window ({r}, {c}, {s})")
+        return self._scale_image(img), classes
+
+    def position(self, index: int) -> tuple[int, int, int]:
+        """(image index, row_off, col_off) of item ``index`` for the current epoch."""
+        if self.grid is not None:
+            i, r, c = self.grid[index]
+            return int(i), int(r), int(c)
+        rng = np.random.default_rng(self._item_seed(index))
+        return self._random_position(rng)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < 0 or index >= len(self):
+            raise IndexError(index)
+        i, r, c = self.position(index)
+        image, mask = self._crop(i, r, c)
+        if not self.grid_mode and (self.cutmix_prob > 0 or self.classmix_prob > 0):
+            rng = np.random.default_rng(self._item_seed(index, salt=1))
+            if self.cutmix_prob > 0 and rng.random() < self.cutmix_prob:
+                image, mask = self._cutmix(image, mask, i, rng)
+            if self.classmix_prob > 0 and rng.random() < self.classmix_prob:
+                image, mask = self._classmix(image, mask, rng)
+        return self._finish(image, mask, index)
+
+    def _partner_weights(self, first: int) -> np.ndarray:
+        if self.class_shares is None:
+            return self.image_weights
+        dominant = self.class_shares.argmax(axis=1)
+        other = dominant != dominant[first]
+        if not other.any():
+            return self.image_weights
+        w = self.image_weights * other
+        return w / w.sum()
+
+    def _cutmix(
+        self, image: np.ndarray, mask: np.ndarray, first: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        j, r, c = self._random_position(rng, p=self._partner_weights(first))
+        img2, msk2 = self._crop(j, r, c)
+        s = self.crop_size
+        lam = float(rng.beta(self.cutmix_alpha, self.cutmix_alpha))
+        side = round(float(s * np.sqrt(1.0 - lam)))
+        if side <= 0:
+            return image, mask
+        cy, cx = int(rng.integers(0, s)), int(rng.integers(0, s))
+        y0, y1 = max(cy - side // 2, 0), min(cy - side // 2 + side, s)
+        x0, x1 = max(cx - side // 2, 0), min(cx - side // 2 + side, s)
+        image = image.copy()
+        mask = mask.copy()
+        image[:, y0:y1, x0:x1] = img2[:, y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] = msk2[y0:y1, x0:x1]
+        return image, mask
+
+    def _classmix(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        j, r, c = self._random_position(rng)
+        img2, msk2 = self._crop(j, r, c)
+        present = np.unique(msk2[msk2 != self.ignore_index])
+        if present.size == 0:
+            return image, mask
+        if self.class_shares is not None:
+            # prefer rarer classes: weight ∝ 1 / global share
+            f = self.class_shares.mean(axis=0)[present]
+            w = 1.0 / np.maximum(f, 1e-6)
+            cls = int(rng.choice(present, p=w / w.sum()))
+        else:
+            cls = int(rng.choice(present))
+        sel = msk2 == cls
+        image = image.copy()
+        mask = mask.copy()
+        image[:, sel] = img2[:, sel]
+        mask[sel] = cls
+        return image, mask

@@ -1,0 +1,81 @@
+"""WeightedRandomSampler from the balanced CSV's ``sampler_weight`` column (training loader only)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.errors import InputDataError
+
+if TYPE_CHECKING:
+    from torch.utils.data import WeightedRandomSampler
+
+
+def sampler_weights(frame: pd.DataFrame, source: str, column: str = "sampler_weight") -> np.ndarray:
+    """Validated weights (n,) float64 from ``frame[column]``; one-line errors naming ``source``."""
+    if column not in frame.columns:
+        raise InputDataError(
+            f"{source}: weighted_sampler: true needs a '{column}' column; build the CSV with "
+            "`pytorch-smt-tools build-balanced-dataset` or set data_loader.weighted_sampler: false"
+        )
+    w = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputDataError(
+            f"{source}: {column} must be a finite number >= 0; row {row} has "
+            f"{frame[column].iloc[row]!r}"
+        )
+    if w.sum() <= 0:
+        raise InputDataError(f"{source}: every {column} is 0; nothing can be sampled")
+    return w
+
+
+def build_weighted_sampler(
+    dataset_or_weights: Any,
+    num_samples: int | None = None,
+    replacement: bool = True,
+    seed: int | None = None,
+    source: str = "train_dataset",
+    column: str = "sampler_weight",
+) -> WeightedRandomSampler:
+    """A ``torch.utils.data.WeightedRandomSampler`` over the rows of a dataset.
+
+    dataset_or_weights: a dataset with a ``frame`` DataFrame holding ``column`` (one row per
+        item, e.g. :class:`~smt_tools.train.CSVWindowedSegmentationDataset`), a DataFrame, or an
+        array of weights (n,).
+    num_samples: draws per epoch (default: the number of rows).
+    replacement: draw with replacement (default True; False needs num_samples <= rows with w > 0).
+    seed: seeds the sampler's own generator (same seed, same draws).
+    """
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    frame = getattr(dataset_or_weights, "frame", dataset_or_weights)
+    if isinstance(frame, pd.DataFrame):
+        w = sampler_weights(frame, source, column)
+    else:
+        w = sampler_weights(
+            pd.DataFrame({column: np.asarray(frame, dtype=np.float64)}), source, column
+        )
+    n = len(w) if num_samples is None else int(num_samples)
+    if n < 1:
+        raise InputDataError(f"{source}: weighted_sampler_num_samples must be >= 1; got {n}")
+    if not replacement and n > int((w > 0).sum()):
+        raise InputDataError(
+            f"{source}: weighted_sampler_num_samples={n} without replacement exceeds the "
+            f"{int((w > 0).sum())} rows with a positive weight; lower it or set "
+            "weighted_sampler_replacement: true"
+        )
+    gen = None
+    if seed is not None:
+        gen = torch.Generator()
+        gen.manual_seed(int(seed))
+    return WeightedRandomSampler(
+        [float(x) for x in w],
+        num_samples=n,
+        replacement=replacement,
+        generator=gen,
+    )
