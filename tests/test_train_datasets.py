@@ -132,7 +132,7 @@ def test_windowed_raw_value_out_of_range_is_clear_error(
         ],
     )
     ds = CSVWindowedSegmentationDataset(csv, n_classes=4)  # raw 4 is not < 4
-    with pytest.raises(InputDataError, match="mask value 4 is not a class index.*class_values"):
+    with pytest.raises(InputDataError, match=r"mask value 4 is not a class index.*class_values"):
         ds[0]
 
 
@@ -330,7 +330,7 @@ def test_weighted_sampler_draws_rare_rows_more_often() -> None:
 
 
 def test_weighted_sampler_errors() -> None:
-    with pytest.raises(InputDataError, match="needs a 'sampler_weight' column.*build-balanced"):
+    with pytest.raises(InputDataError, match=r"needs a .sampler_weight. column.*build-balanced"):
         build_weighted_sampler(pd.DataFrame({"x": [1]}), source="b.csv")
     with pytest.raises(InputDataError, match="every sampler_weight is 0"):
         build_weighted_sampler(pd.DataFrame({"sampler_weight": [0.0, 0.0]}))
