@@ -1,0 +1,159 @@
+"""The split's spatial buffer computed in PostGIS (catalog input).
+
+Same rule and same metric CRS as :func:`smt_tools.splits.buffer.buffer_exclusions`: tiles in
+the metric CRS are the exact boxes of their native window (``ST_MakeEnvelope`` from
+``source_image.transform`` and the window, the same numbers the tile table carries); tiles in
+any other CRS use their stored lon/lat footprint ``ST_Transform``-ed into it (the shapely path
+reprojects the same densified rings). Pairs come from ``ST_DWithin`` on a GiST-indexed temporary
+table, so both backends give the same answer on the same tiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyproj import CRS
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from smt_tools.catalog.engine import engine_label, scrub
+from smt_tools.errors import CatalogError, InputDataError, SmtError
+
+__all__ = ["buffer_exclusions_postgis", "srid_of"]
+
+
+def srid_of(crs: str) -> int:
+    """EPSG code of ``crs`` (PostGIS SRID); InputDataError when it has none."""
+    try:
+        code = CRS.from_user_input(crs).to_epsg()
+    except Exception as exc:
+        raise InputDataError(f"unknown CRS {crs[:60]!r}: {exc}") from None
+    if code is None:
+        raise InputDataError(
+            f"the distance CRS {crs[:60]!r} has no EPSG code, which PostGIS needs; "
+            "use tiles in an EPSG-coded projected CRS"
+        )
+    return int(code)
+
+
+def _quote_ident(name: str) -> str:
+    parts = name.split(".")
+    if not all(parts) or len(parts) > 2:
+        raise InputDataError(f"invalid table name {name!r}; expected 'table' or 'schema.table'")
+    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+_GEOM_SQL = """
+create temp table smt_split_geom on commit drop as
+select f.pos, f.fold,
+       case when s.crs = :native then
+         ST_MakeEnvelope(
+           least(s.transform[3] + s.transform[1] * t.col_off + s.transform[2] * t.row_off,
+                 s.transform[3] + s.transform[1] * (t.col_off + t.width) + s.transform[2] * t.row_off,
+                 s.transform[3] + s.transform[1] * t.col_off + s.transform[2] * (t.row_off + t.height),
+                 s.transform[3] + s.transform[1] * (t.col_off + t.width) + s.transform[2] * (t.row_off + t.height)),
+           least(s.transform[6] + s.transform[4] * t.col_off + s.transform[5] * t.row_off,
+                 s.transform[6] + s.transform[4] * (t.col_off + t.width) + s.transform[5] * t.row_off,
+                 s.transform[6] + s.transform[4] * t.col_off + s.transform[5] * (t.row_off + t.height),
+                 s.transform[6] + s.transform[4] * (t.col_off + t.width) + s.transform[5] * (t.row_off + t.height)),
+           greatest(s.transform[3] + s.transform[1] * t.col_off + s.transform[2] * t.row_off,
+                 s.transform[3] + s.transform[1] * (t.col_off + t.width) + s.transform[2] * t.row_off,
+                 s.transform[3] + s.transform[1] * t.col_off + s.transform[2] * (t.row_off + t.height),
+                 s.transform[3] + s.transform[1] * (t.col_off + t.width) + s.transform[2] * (t.row_off + t.height)),
+           greatest(s.transform[6] + s.transform[4] * t.col_off + s.transform[5] * t.row_off,
+                 s.transform[6] + s.transform[4] * (t.col_off + t.width) + s.transform[5] * t.row_off,
+                 s.transform[6] + s.transform[4] * t.col_off + s.transform[5] * (t.row_off + t.height),
+                 s.transform[6] + s.transform[4] * (t.col_off + t.width) + s.transform[5] * (t.row_off + t.height)),
+           :srid)
+       else ST_Transform(t.footprint, :srid) end as g
+from smt_split_fold f
+join {table} t on t.id = f.tile_id
+join source_image s on s.id = t.source_image_id
+"""
+
+_PAIRS_SQL = """
+select distinct a.pos, b.fold
+from smt_split_geom a
+join smt_split_geom b on ST_DWithin(a.g, b.g, :buffer)
+where a.fold >= 0 and a.fold <> b.fold
+"""
+
+
+def buffer_exclusions_postgis(
+    engine: Engine,
+    tile_ids: np.ndarray,
+    fold: np.ndarray,
+    buffer_m: float,
+    n_splits: int,
+    metric_crs: str,
+    table: str = "tile",
+) -> np.ndarray:
+    """PostGIS twin of :func:`smt_tools.splits.buffer.buffer_exclusions`.
+
+    tile_ids: (n,) int64 ``tile.id`` values; fold: (n,) int64 (``-1`` = holdout test);
+    metric_crs: the distance CRS (``"EPSG:xxxx"``, see :func:`smt_tools.splits.metric_crs`).
+    Returns (n, n_splits + 1) bool exclusions, rows aligned with ``tile_ids``. Runs in one
+    transaction on temporary tables (dropped at commit); nothing in the catalog changes.
+    """
+    if buffer_m < 0:
+        raise InputDataError(f"buffer_m must be >= 0; got {buffer_m}")
+    ids = np.asarray(tile_ids, dtype=np.int64)
+    fold = np.asarray(fold, dtype=np.int64)
+    if len(ids) != len(fold):
+        raise InputDataError(f"{len(ids)} tile ids but {len(fold)} fold values")
+    srid = srid_of(metric_crs)
+    label = engine_label(engine)
+    payload = "".join(
+        f"{int(t)}\t{int(f)}\t{p}\n" for p, (t, f) in enumerate(zip(ids, fold, strict=True))
+    ).encode()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "create temp table smt_split_fold (tile_id bigint primary key, "
+                    "fold integer not null, pos integer not null) on commit drop"
+                )
+            )
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with (
+                raw.cursor() as cur,
+                cur.copy("COPY smt_split_fold (tile_id, fold, pos) FROM STDIN") as cp,
+            ):
+                cp.write(payload)
+            conn.execute(
+                text(_GEOM_SQL.format(table=_quote_ident(table))),
+                {"native": metric_crs, "srid": srid},
+            )
+            found = int(conn.execute(text("select count(*) from smt_split_geom")).scalar_one())
+            if found != len(ids):
+                raise CatalogError(
+                    f"catalog {label}: {len(ids) - found} of {len(ids)} tiles are not in table "
+                    f"{table!r}; re-run the split on the current catalog"
+                )
+            conn.execute(text("create index on smt_split_geom using gist (g)"))
+            conn.execute(text("analyze smt_split_geom"))
+            rows = conn.execute(text(_PAIRS_SQL), {"buffer": float(buffer_m)}).all()
+    except SmtError:
+        raise
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise CatalogError(
+            f"catalog {label}: spatial buffer query failed: {scrub(first, label)}"
+        ) from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CatalogError(
+            f"catalog {label}: spatial buffer query failed: {scrub(first, label)}"
+        ) from None
+    out = np.zeros((len(ids), n_splits + 1), dtype=bool)
+    if rows:
+        pos = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        other = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        # each row: tile `pos` trains while fold `other` is evaluated (-1 = holdout test set)
+        col = np.where(other < 0, n_splits, other)
+        out[pos, col] = True
+    return out

@@ -1,0 +1,166 @@
+"""``split`` and ``check-leakage``: leakage-safe folds and their audit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from smt_tools.cli._common import console, err_console, guard
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("split")
+    @guard
+    def split(
+        config: Path = typer.Argument(..., help="YAML file with a top-level `split:` section."),
+    ) -> None:
+        """Group k-fold by source image (optionally pixel-stratified), with a spatial buffer.
+
+        Adds `fold` (-1 = holdout test) and `buffer_excluded_folds` to the CSV, or records
+        tile_result.fold rows in the catalog.
+        """
+        from smt_tools.config import load_config
+        from smt_tools.config.split import SplitFile
+        from smt_tools.pipelines.split import run_split
+
+        start = time.perf_counter()
+        cfg = load_config(config, SplitFile).split
+        result = run_split(cfg)
+        table = Table(
+            title=f"{result.n_splits} folds ({result.strategy}, by {result.group_column})"
+        )
+        table.add_column("fold", justify="right")
+        table.add_column("tiles", justify="right")
+        table.add_column("groups", justify="right")
+        table.add_column("buffer-dropped train tiles", justify="right")
+        for value in result.class_values:
+            table.add_column(f"class {value}", justify="right")
+        for f in result.folds:
+            table.add_row(
+                "test" if f.fold < 0 else str(f.fold),
+                str(f.tiles),
+                str(f.groups),
+                str(f.buffer_dropped),
+                *(f"{s:.3f}" for s in f.shares),
+            )
+        if result.class_values:
+            table.add_row("global", "", "", "", *(f"{s:.3f}" for s in result.global_share))
+        console.print(table)
+        where = [str(p) for p in (result.csv_path, result.geojson_path) if p is not None]
+        if result.run_id is not None:
+            where.append(f"catalog run {result.run_id}")
+        dev = (
+            f"largest class-share deviation from global {result.max_deviation:.4f}; "
+            if result.class_values
+            else ""
+        )
+        console.print(
+            f"Split {result.n_tiles} tiles from {result.n_groups} groups; {dev}"
+            f"buffer {result.buffer_m:g} m ({result.backend}, {result.distance_crs}); "
+            f"wrote {', '.join(where)} in {time.perf_counter() - start:.1f} s"
+        )
+
+    @app.command("check-leakage")
+    @guard
+    def check_leakage(
+        train: Path | None = typer.Option(None, "--train", help="CSV of training tiles."),
+        val: Path | None = typer.Option(None, "--val", help="CSV of validation tiles."),
+        folds: Path | None = typer.Option(
+            None,
+            "--folds",
+            help="CSV with a `fold` column (from `split`), instead of --train/--val.",
+        ),
+        embeddings: Path | None = typer.Option(
+            None, "--embeddings", help="Embedding cache (Parquet) for the near-duplicate check."
+        ),
+        model_id: str | None = typer.Option(
+            None, "--model-id", help="Model of the embeddings when the cache holds several."
+        ),
+        buffer_m: float = typer.Option(
+            0.0,
+            "--buffer-m",
+            min=0.0,
+            help="Tiles of different splits closer than this (metres) leak; 0 = only overlaps.",
+        ),
+        threshold: float = typer.Option(
+            0.02,
+            "--near-duplicate-threshold",
+            help="Cosine distance below which two embeddings are near-duplicates.",
+        ),
+        k_neighbors: int = typer.Option(
+            10, "--k", min=1, help="Neighbours searched per tile for near-duplicates."
+        ),
+        knn_backend: str = typer.Option(
+            "sklearn", "--knn-backend", help="kNN backend: sklearn (exact), faiss or hnsw."
+        ),
+        group_column: str = typer.Option(
+            "source_image_id", "--group-column", help="Column that groups tiles (source image)."
+        ),
+        report: Path | None = typer.Option(
+            None, "--report", help="Write a GeoJSON of the leaking tiles (+ a QGIS .qml style)."
+        ),
+    ) -> None:
+        """Audit splits: shared source images, overlapping/near tiles, near-duplicate embeddings,
+        and the crop-level-split smell. Exit code 1 when leakage is found."""
+        from smt_tools.pipelines.leakage import run_check_leakage
+
+        result = run_check_leakage(
+            train=train,
+            val=val,
+            folds=folds,
+            embeddings=embeddings,
+            model_id=model_id,
+            buffer_m=buffer_m,
+            near_duplicate_threshold=threshold,
+            k_neighbors=k_neighbors,
+            knn_backend=knn_backend,
+            group_column=group_column,
+            report=report,
+        )
+        counts = ", ".join(f"{name}: {n}" for name, n in result.label_tiles.items())
+        table = Table(title=f"Leakage audit ({counts} tiles)")
+        for col, justify in (
+            ("check", "left"),
+            ("result", "left"),
+            ("tiles", "right"),
+            ("groups/pairs", "right"),
+            ("example tile ids", "left"),
+            ("detail", "left"),
+        ):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        labels = {
+            "source_image": "(a) source image in >1 split",
+            "spatial": "(b) footprints overlap / within buffer",
+            "near_duplicate": "(c) embedding near-duplicates",
+            "crop_level": "(d) crop-level split smell",
+        }
+        for f in result.audit.findings:
+            status = (
+                "[bold red]LEAK[/]"
+                if f.leak
+                else ("[yellow]WARNING[/]" if f.warning else "[green]ok[/]")
+            )
+            table.add_row(
+                labels.get(f.check, f.check),
+                status,
+                str(f.n_tiles),
+                str(f.n_items),
+                ", ".join(str(t) for t in f.examples),
+                f.detail,
+            )
+        if not result.spatial_checked:
+            table.add_row(labels["spatial"], "skipped", "", "", "", "no footprint columns")
+        if not result.embeddings_checked:
+            table.add_row(labels["near_duplicate"], "skipped", "", "", "", "no --embeddings given")
+        console.print(table)
+        if result.report_path is not None:
+            console.print(
+                f"Wrote {len(result.audit.leaking_rows)} leaking tiles to {result.report_path}"
+            )
+        if result.has_leak:
+            err_console.print("Leakage found: see the table above.")
+            raise typer.Exit(1)
+        console.print("No leakage found.")

@@ -1,0 +1,68 @@
+"""The ``split:`` section (``pytorch-smt-tools split CONFIG``).
+
+Input is either a balanced CSV (``input_csv_path``, as written by build-balanced-dataset) or the
+catalog (``catalog:`` block). See ALGORITHMS.md §8 for what the folds and the buffer mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from smt_tools.config._loader import StrictModel
+
+SplitStrategy = Literal["group", "stratified_group"]
+
+
+class SplitCatalogConfig(StrictModel):
+    """Tiles from the PostGIS catalog.
+
+    ``url`` (default ``$SMT_DATABASE_URL``), ``table`` (default ``tile``), an optional SQL
+    ``where_clause`` on that table, and an optional ``run_id``: only the tiles of that run's
+    results that were not excluded (e.g. a build-balanced-dataset run).
+    """
+
+    url: str | None = None
+    table: str = "tile"
+    where_clause: str | None = None
+    run_id: int | None = Field(default=None, gt=0)
+    statement_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class SplitOutputConfig(StrictModel):
+    """Where the folds go. ``csv_path`` is required for CSV input and optional for the catalog
+    (which always records a run with ``tile_result.fold``); ``geojson_path`` adds a map with a
+    QGIS style next to it."""
+
+    csv_path: Path | None = None
+    geojson_path: Path | None = None
+
+
+class SplitConfig(StrictModel):
+    input_csv_path: Path | None = None
+    catalog: SplitCatalogConfig | None = None
+    n_splits: int = Field(default=5, ge=2)
+    strategy: SplitStrategy = "stratified_group"
+    group_column: str = Field(default="source_image_id", min_length=1)
+    buffer_m: float = Field(default=0.0, ge=0)
+    random_state: int = 0
+    holdout: float = Field(default=0.0, ge=0, lt=1)
+    output: SplitOutputConfig = Field(default_factory=SplitOutputConfig)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> SplitConfig:
+        if (self.input_csv_path is None) == (self.catalog is None):
+            raise ValueError(
+                "give exactly one input: input_csv_path (a balanced CSV) or catalog (url/table/run_id)"
+            )
+        if self.input_csv_path is not None and self.output.csv_path is None:
+            raise ValueError("output.csv_path is required when the input is a CSV")
+        return self
+
+
+class SplitFile(StrictModel):
+    """A YAML file with a top-level ``split:`` key."""
+
+    split: SplitConfig

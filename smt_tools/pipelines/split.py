@@ -1,0 +1,399 @@
+"""``split``: group / stratified-group k-fold with a spatial buffer (ALGORITHMS.md §8).
+
+Input: a balanced CSV (one row per tile) or the catalog. Output:
+- CSV input: the same CSV with two more columns, ``fold`` (int; ``-1`` = holdout test set) and
+  ``buffer_excluded_folds`` (``;``-separated folds, ``-1`` for the holdout test set, whose
+  training set must NOT use this tile because it lies within ``buffer_m`` of a tile evaluated
+  there; empty when none). Training set of fold f = rows with ``fold >= 0``, ``fold != f`` and f
+  not in ``buffer_excluded_folds``; validation set = rows with ``fold == f``.
+- catalog input: a ``run`` row (command ``split``, the buffer exclusions in its summary) with
+  ``tile_result.fold`` per tile; plus the CSV when ``output.csv_path`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.config.split import SplitConfig
+from smt_tools.errors import InputDataError
+from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, metric_crs, metric_footprints
+from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
+
+__all__ = [
+    "FoldSummary",
+    "SplitResult",
+    "compute_split",
+    "format_excluded_folds",
+    "parse_excluded_folds",
+    "read_split_csv",
+    "run_split",
+]
+
+_BOUNDS = ("minx", "miny", "maxx", "maxy", "crs")
+
+
+@dataclass(frozen=True)
+class FoldSummary:
+    """One fold: fold id (``-1`` = holdout test), validation tiles, groups, valid pixels, class
+    shares (C,) of its pixels, and training tiles the buffer drops for it."""
+
+    fold: int
+    tiles: int
+    groups: int
+    pixels: int
+    shares: tuple[float, ...]
+    buffer_dropped: int
+
+
+@dataclass
+class SplitResult:
+    n_tiles: int
+    n_groups: int
+    n_splits: int
+    strategy: str
+    group_column: str
+    buffer_m: float
+    backend: str
+    distance_crs: str
+    class_values: tuple[int, ...]
+    global_share: tuple[float, ...]
+    max_deviation: float
+    folds: list[FoldSummary]
+    fold: np.ndarray = field(repr=False)
+    exclusions: np.ndarray = field(repr=False)
+    csv_path: Path | None = None
+    geojson_path: Path | None = None
+    run_id: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers (also stored as the catalog run's summary)."""
+        return {
+            "tiles": self.n_tiles,
+            "groups": self.n_groups,
+            "n_splits": self.n_splits,
+            "strategy": self.strategy,
+            "group_column": self.group_column,
+            "buffer_m": self.buffer_m,
+            "buffer_backend": self.backend,
+            "distance_crs": self.distance_crs,
+            "class_values": list(self.class_values),
+            "global_share": [round(x, 6) for x in self.global_share],
+            "max_share_deviation": round(self.max_deviation, 6),
+            "folds": [
+                {
+                    "fold": f.fold,
+                    "tiles": f.tiles,
+                    "groups": f.groups,
+                    "pixels": f.pixels,
+                    "shares": [round(x, 6) for x in f.shares],
+                    "buffer_dropped_train_tiles": f.buffer_dropped,
+                }
+                for f in self.folds
+            ],
+        }
+
+
+def format_excluded_folds(exclusions: np.ndarray) -> list[str]:
+    """``(n, k+1)`` bool exclusions -> ``"0;2"``-style strings; the last column is written as -1."""
+    k = exclusions.shape[1] - 1
+    names = [str(f) for f in range(k)] + [str(TEST_FOLD)]
+    rows, cols = np.nonzero(exclusions)
+    out = [""] * exclusions.shape[0]
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        out[r] = names[c] if not out[r] else out[r] + ";" + names[c]
+    return out
+
+
+def parse_excluded_folds(values: pd.Series, n_splits: int) -> np.ndarray:
+    """Inverse of :func:`format_excluded_folds`: (n, n_splits + 1) bool."""
+    out = np.zeros((len(values), n_splits + 1), dtype=bool)
+    for r, text in enumerate(values.fillna("").astype(str).tolist()):
+        for part in text.replace(",", ";").split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                f = int(float(part))
+            except ValueError:
+                raise InputDataError(
+                    f"buffer_excluded_folds: {text!r} is not a ';'-separated list of folds"
+                ) from None
+            if f == TEST_FOLD:
+                out[r, n_splits] = True
+            elif 0 <= f < n_splits:
+                out[r, f] = True
+            else:
+                raise InputDataError(
+                    f"buffer_excluded_folds: fold {f} out of range 0..{n_splits - 1} (or -1)"
+                )
+    return out
+
+
+def _counts_from_json(frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) int64 counts and (C,) class values from ``class_counts_json``."""
+    parsed: list[dict[str, Any]] = []
+    for k, text in enumerate(frame["class_counts_json"].tolist()):
+        try:
+            obj = json.loads(text) if isinstance(text, str) else {}
+        except json.JSONDecodeError:
+            raise InputDataError(
+                f"{source}: class_counts_json of row {k + 2} is not JSON; got {str(text)[:60]!r}"
+            ) from None
+        if not isinstance(obj, dict):
+            raise InputDataError(f"{source}: class_counts_json of row {k + 2} is not an object")
+        parsed.append(obj)
+    keys = sorted({int(key) for obj in parsed for key in obj})
+    pos = {v: i for i, v in enumerate(keys)}
+    counts = np.zeros((len(parsed), len(keys)), dtype=np.int64)
+    for r, obj in enumerate(parsed):
+        for key, value in obj.items():
+            counts[r, pos[int(key)]] = int(value)
+    return counts, np.asarray(keys, dtype=np.int64)
+
+
+def read_split_csv(
+    path: str | Path, group_column: str, need_counts: bool
+) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
+    """A balanced CSV: ``(frame, counts (n, C) int64 or None, class_values (C,) or None)``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            f"{p}: input CSV not found; run build-balanced-dataset first or fix the path"
+        )
+    try:
+        frame = pd.read_csv(p, low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputDataError(f"{p}: not a readable CSV: {str(exc).splitlines()[0]}") from None
+    required = ["tile_id", group_column, *_BOUNDS]
+    if need_counts:
+        required.append("class_counts_json")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        hint = (
+            "; set split.group_column to an existing column"
+            if group_column in missing
+            else "; is this a balanced CSV from build-balanced-dataset?"
+        )
+        raise InputDataError(f"{p}: missing column(s) {', '.join(missing)}{hint}")
+    if len(frame) == 0:
+        raise InputDataError(f"{p}: the CSV has no rows")
+    if frame["tile_id"].duplicated().any():
+        dup = frame.loc[frame["tile_id"].duplicated(), "tile_id"].iloc[0]
+        raise InputDataError(f"{p}: tile_id {dup} appears twice; one row per tile expected")
+    if frame[group_column].isna().any():
+        row = int(np.flatnonzero(frame[group_column].isna().to_numpy())[0]) + 2
+        raise InputDataError(f"{p}: column {group_column} is empty in row {row}")
+    if need_counts:
+        counts, values = _counts_from_json(frame, str(p))
+        return frame, counts, values
+    return frame, None, None
+
+
+def compute_split(
+    frame: pd.DataFrame,
+    counts: np.ndarray | None,
+    cfg: SplitConfig,
+    buffer_fn: Callable[[np.ndarray, str], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Folds and buffer exclusions of ``frame`` (rows = tiles).
+
+    Returns ``fold`` (n,) int64 (``-1`` holdout), ``exclusions`` (n, n_splits + 1) bool and the
+    distance CRS. ``buffer_fn(fold, crs)`` replaces the shapely buffer (the PostGIS backend).
+    """
+    groups = frame[cfg.group_column].to_numpy()
+    fold = np.full(len(frame), TEST_FOLD, dtype=np.int64)
+    test = (
+        holdout_mask(groups, cfg.holdout, cfg.random_state)
+        if cfg.holdout > 0
+        else np.zeros(len(frame), dtype=bool)
+    )
+    cv = np.flatnonzero(~test)
+    fold[cv] = assign_folds(
+        groups[cv],
+        cfg.n_splits,
+        counts=None if counts is None else counts[cv],
+        strategy=cfg.strategy,
+        random_state=cfg.random_state,
+    )
+    crs = metric_crs(frame)
+    if buffer_fn is not None:
+        exclusions = buffer_fn(fold, crs)
+    else:
+        geoms = metric_footprints(frame, crs)
+        exclusions = buffer_exclusions(geoms, fold, cfg.buffer_m, cfg.n_splits)
+    return fold, exclusions, crs
+
+
+def _fold_summaries(
+    frame: pd.DataFrame,
+    counts: np.ndarray | None,
+    fold: np.ndarray,
+    exclusions: np.ndarray,
+    cfg: SplitConfig,
+) -> tuple[list[FoldSummary], np.ndarray, float, np.ndarray]:
+    k = cfg.n_splits
+    codes, _ = encode_groups(frame[cfg.group_column].to_numpy())
+    c = counts if counts is not None else np.zeros((len(frame), 0), dtype=np.int64)
+    report = fold_report(c, fold, k)
+    test = fold == TEST_FOLD
+    out: list[FoldSummary] = []
+    for f in range(k):
+        rows = fold == f
+        out.append(
+            FoldSummary(
+                fold=f,
+                tiles=int(rows.sum()),
+                groups=len(np.unique(codes[rows])),
+                pixels=int(report.pixels[f]),
+                shares=tuple(float(x) for x in report.shares[f]),
+                buffer_dropped=int(exclusions[:, f].sum()),
+            )
+        )
+    if test.any():
+        px = c[test].sum(axis=0).astype(np.float64)
+        out.append(
+            FoldSummary(
+                fold=TEST_FOLD,
+                tiles=int(test.sum()),
+                groups=len(np.unique(codes[test])),
+                pixels=int(px.sum()),
+                shares=tuple(float(x) for x in (px / px.sum() if px.sum() > 0 else px)),
+                buffer_dropped=int(exclusions[:, k].sum()),
+            )
+        )
+    return out, report.global_share, report.max_deviation, codes
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
+    from smt_tools.export.geojson import write_geojson
+    from smt_tools.export.qgis_style import write_qml
+
+    props = [
+        c
+        for c in ("tile_id", "source_image_id", "group_id", "fold", "buffer_excluded_folds")
+        if c in frame.columns
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_geojson(frame, path, props)
+    write_qml(path.with_suffix(".qml"), field="fold", excluded_field=None)
+
+
+def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
+    from smt_tools.catalog import redact
+
+    data = cfg.model_dump(mode="json")
+    if data.get("catalog") and data["catalog"].get("url"):
+        data["catalog"]["url"] = redact(data["catalog"]["url"])
+    return data
+
+
+def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -> SplitResult:
+    """Run the ``split`` command for a validated config (see module docstring for outputs)."""
+    started = datetime.now(timezone.utc)
+    need_counts = cfg.strategy == "stratified_group"
+    engine = None
+    buffer_fn: Callable[[np.ndarray, str], np.ndarray] | None = None
+    class_values: np.ndarray | None
+    try:
+        if cfg.input_csv_path is not None:
+            frame, counts, class_values = read_split_csv(
+                cfg.input_csv_path, cfg.group_column, need_counts
+            )
+            backend = "shapely"
+        else:
+            assert cfg.catalog is not None
+            from smt_tools.catalog import connect, load_tiles, resolve_url
+            from smt_tools.catalog.spatial import buffer_exclusions_postgis
+
+            engine = connect(resolve_url(cfg.catalog.url))
+            where = cfg.catalog.where_clause
+            if cfg.catalog.run_id is not None:
+                run_filter = (
+                    f"id in (select tile_id from tile_result where run_id = {int(cfg.catalog.run_id)}"
+                    " and coalesce(excluded, false) = false)"
+                )
+                where = f"({where}) and {run_filter}" if where else run_filter
+            table = load_tiles(engine, cfg.catalog.table, where, cfg.catalog.statement_timeout_s)
+            frame, counts, class_values = table.frame.copy(), table.counts, table.class_values
+            if cfg.group_column not in frame.columns:
+                raise InputDataError(
+                    f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
+                    f"use one of {', '.join(frame.columns[:8])}, ..."
+                )
+            tile_ids = frame["tile_id"].to_numpy(np.int64)
+            eng = engine
+            cat_table = cfg.catalog.table
+
+            def buffer_fn(fold: np.ndarray, crs: str) -> np.ndarray:
+                return buffer_exclusions_postgis(
+                    eng, tile_ids, fold, cfg.buffer_m, cfg.n_splits, crs, table=cat_table
+                )
+
+            backend = "postgis"
+        if progress:
+            progress(f"{len(frame)} tiles loaded")
+        fold, exclusions, crs = compute_split(frame, counts, cfg, buffer_fn)
+        folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
+        result = SplitResult(
+            n_tiles=len(frame),
+            n_groups=len(np.unique(codes)),
+            n_splits=cfg.n_splits,
+            strategy=cfg.strategy,
+            group_column=cfg.group_column,
+            buffer_m=cfg.buffer_m,
+            backend=backend,
+            distance_crs=crs,
+            class_values=tuple(int(v) for v in (class_values if class_values is not None else [])),
+            global_share=tuple(float(x) for x in global_share),
+            max_deviation=float(max_dev),
+            folds=folds,
+            fold=fold,
+            exclusions=exclusions,
+        )
+        out = frame.copy()
+        out["fold"] = fold
+        out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
+        if cfg.output.csv_path is not None:
+            _atomic_csv(out, Path(cfg.output.csv_path))
+            result.csv_path = Path(cfg.output.csv_path)
+        if cfg.output.geojson_path is not None:
+            _write_geojson(out, Path(cfg.output.geojson_path))
+            result.geojson_path = Path(cfg.output.geojson_path)
+        if engine is not None:
+            from smt_tools.catalog import record_run
+
+            result.run_id = record_run(
+                engine,
+                "split",
+                _config_for_run(cfg),
+                result.summary(),
+                pd.DataFrame({"tile_id": frame["tile_id"].to_numpy(np.int64), "fold": fold}),
+                started,
+                datetime.now(timezone.utc),
+            )
+        return result
+    finally:
+        if engine is not None:
+            engine.dispose()
