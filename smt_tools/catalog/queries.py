@@ -1,0 +1,340 @@
+"""Reads and run records: load tiles into a TileTable, record a run's per-tile results, stats."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from smt_tools.catalog.engine import engine_label, scrub
+from smt_tools.catalog.migrate import require_schema
+from smt_tools.errors import CatalogError, EmptySelectionError, SmtError, UnsafeQueryError
+from smt_tools.tiletable import TILE_COLUMNS, TileTable
+
+#: Columns of ``tile_result`` that :func:`record_run` writes when present in ``results``.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "sampler_weight",
+    "freq_cluster_id",
+    "uniqueness_score",
+    "excluded",
+    "coreset_score",
+    "coreset_selected",
+    "fold",
+)
+_INT_RESULTS = {"freq_cluster_id", "fold"}
+_BOOL_RESULTS = {"excluded", "coreset_selected"}
+
+_COMMENT = re.compile(r"--|/\*|\*/")
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` (optionally ``schema.name``) as a quoted SQL identifier."""
+    parts = name.split(".")
+    if not name or len(parts) > 2 or any(not p for p in parts):
+        raise UnsafeQueryError(f"table name {name!r} is not a valid [schema.]name")
+    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+def check_where_clause(clause: str) -> str:
+    """Reject clauses with ``;`` or SQL comments (cheap first line of defence; the query also
+    runs READ ONLY with a statement timeout)."""
+    if ";" in clause:
+        raise UnsafeQueryError(
+            f"where clause {clause!r} contains ';': give one boolean expression, e.g. \"nodata_ratio < 0.05\""
+        )
+    if _COMMENT.search(clause):
+        raise UnsafeQueryError(
+            f"where clause {clause!r} contains an SQL comment ('--' or '/* */'); remove it"
+        )
+    if not clause.strip():
+        raise UnsafeQueryError("where clause is empty; omit it to load every tile")
+    return clause
+
+
+def _sqlstate(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", "") or "")
+
+
+def _one_line(exc: SQLAlchemyError, label: str) -> str:
+    orig = getattr(exc, "orig", None)
+    msg = str(orig if orig is not None else exc).splitlines()[0] if str(orig or exc) else "error"
+    return scrub(msg, label)
+
+
+def load_tiles(
+    engine: Engine,
+    table: str = "tile",
+    where_clause: str | None = None,
+    statement_timeout_s: float = 60.0,
+) -> TileTable:
+    """Tiles of the catalog (``table``: ``tile`` or a view/table with its columns) as a TileTable.
+
+    The frame has every column of :data:`TILE_COLUMNS` (native bounds from the source image's
+    transform and the window, ``crs`` from ``source_image``), rows sorted by ``tile_id``;
+    counts (n, C) int64 are aligned to ``catalog_class`` (ascending class value; classes with no
+    pixel in the selection dropped, as a local scan of the same tiles would). ``where_clause``
+    filters rows of ``table`` (e.g. ``"nodata_ratio < 0.05"``); it runs in a READ ONLY
+    transaction with a statement timeout.
+    """
+    label = engine_label(engine)
+    require_schema(engine)
+    ident = quote_identifier(table)
+    where = f" where ({check_where_clause(where_clause)})" if where_clause is not None else ""
+    sql = (
+        "select t.id, t.source_image_id, s.group_id, s.image_path, s.mask_path, t.row_off, "
+        "t.col_off, t.height, t.width, s.transform, s.crs, t.valid_pixels, t.nodata_ratio, "
+        "t.class_entropy, t.has_mask_border_nodata, t.has_image_black_border, t.class_counts, "
+        f"s.nodata_class from (select * from {ident}{where}) t "
+        "join source_image s on s.id = t.source_image_id order by t.id"
+    )
+    timeout_ms = max(1, int(statement_timeout_s * 1000))
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("set transaction read only")
+            conn.exec_driver_sql(f"set local statement_timeout = {timeout_ms}")
+            classes = conn.execute(
+                text("select position, class_value from catalog_class order by position")
+            ).all()
+            rows = conn.execute(text(sql)).all()
+            conn.rollback()
+    except DBAPIError as exc:
+        state = _sqlstate(exc)
+        if state == "57014":
+            raise CatalogError(
+                f"catalog {label}: loading tiles took longer than {statement_timeout_s:g} s "
+                "(statement timeout); narrow the where clause or raise the timeout"
+            ) from None
+        if where_clause is not None and state.startswith(("42", "22")):
+            raise UnsafeQueryError(
+                f"where clause {where_clause!r} rejected by the database: {_one_line(exc, label)}"
+            ) from None
+        raise CatalogError(
+            f"catalog {label}: loading tiles failed: {_one_line(exc, label)}"
+        ) from None
+    except SQLAlchemyError as exc:
+        raise CatalogError(
+            f"catalog {label}: loading tiles failed: {_one_line(exc, label)}"
+        ) from None
+    if not rows:
+        what = f"where {where_clause!r}" if where_clause is not None else "(no tiles ingested)"
+        raise EmptySelectionError(
+            f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
+        )
+    return _to_tiletable(rows, classes, label)
+
+
+def _to_tiletable(rows: Sequence[Any], classes: Sequence[Any], label: str) -> TileTable:
+    n = len(rows)
+    cols = list(zip(*rows, strict=True))
+    nodata_values = set(cols[17])
+    if len(nodata_values) > 1:
+        raise CatalogError(
+            f"catalog {label}: the selected tiles were ingested with different nodata classes "
+            f"{sorted(nodata_values, key=str)}; re-ingest them with one --nodata-class"
+        )
+    nodata = next(iter(nodata_values))
+    n_pos = len(classes)
+    counts_pos = np.zeros((n, n_pos), np.int64)
+    for i, arr in enumerate(cols[16]):
+        k = min(len(arr), n_pos)
+        counts_pos[i, :k] = arr[:k]
+    values_by_pos = np.array([int(c[1]) for c in classes], np.int64)
+    order = np.argsort(values_by_pos, kind="stable")
+    keep = order[counts_pos[:, order].sum(axis=0) > 0]
+    counts = counts_pos[:, keep]
+    class_values = values_by_pos[keep]
+    tr = np.array(cols[9], dtype=np.float64).reshape(n, 6)
+    r = np.array(cols[5], np.float64)
+    c = np.array(cols[6], np.float64)
+    h = np.array(cols[7], np.float64)
+    w = np.array(cols[8], np.float64)
+    corners = ((c, r), (c + w, r), (c, r + h), (c + w, r + h))
+    xs = np.stack([tr[:, 0] * x + tr[:, 1] * y + tr[:, 2] for x, y in corners])
+    ys = np.stack([tr[:, 3] * x + tr[:, 4] * y + tr[:, 5] for x, y in corners])
+    entropy = np.array([np.nan if v is None else float(v) for v in cols[13]], np.float64)
+    frame = pd.DataFrame(
+        {
+            "tile_id": np.array(cols[0], np.int64),
+            "source_image_id": np.array(cols[1], np.int64),
+            "group_id": list(cols[2]),
+            "image_path": list(cols[3]),
+            "mask_path": list(cols[4]),
+            "row_off": r.astype(np.int64),
+            "col_off": c.astype(np.int64),
+            "height": h.astype(np.int64),
+            "width": w.astype(np.int64),
+            "minx": xs.min(axis=0),
+            "miny": ys.min(axis=0),
+            "maxx": xs.max(axis=0),
+            "maxy": ys.max(axis=0),
+            "crs": list(cols[10]),
+            "valid_pixels": np.array(cols[11], np.int64),
+            "nodata_ratio": np.array(cols[12], np.float64),
+            "class_entropy": entropy,
+            "has_mask_border_nodata": np.array(cols[14], bool),
+            "has_image_black_border": np.array(cols[15], bool),
+        },
+        columns=list(TILE_COLUMNS),
+    )
+    return TileTable(
+        frame=frame,
+        counts=counts,
+        class_values=class_values,
+        nodata_class=None if nodata is None else int(nodata),
+    )
+
+
+def _result_copy_text(run_id: int, results: pd.DataFrame, columns: list[str]) -> bytes:
+    parts: list[list[str]] = [
+        [str(run_id)] * len(results),
+        results["tile_id"].astype(np.int64).astype(str).tolist(),
+    ]
+    for col in columns:
+        values = results[col].tolist()
+        if col in _BOOL_RESULTS:
+            parts.append(["\\N" if pd.isna(v) else ("t" if bool(v) else "f") for v in values])
+        elif col in _INT_RESULTS:
+            parts.append(["\\N" if pd.isna(v) else str(int(v)) for v in values])
+        else:
+            parts.append(["\\N" if pd.isna(v) else repr(float(v)) for v in values])
+    lines = ["\t".join(p) for p in zip(*parts, strict=True)]
+    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+
+def record_run(
+    engine: Engine,
+    command: str,
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    results: pd.DataFrame,
+    started_at: datetime,
+    finished_at: datetime,
+) -> int:
+    """Insert a ``run`` row and its ``tile_result`` rows (COPY) in one transaction; return run id.
+
+    results: column ``tile_id`` plus any of :data:`RESULT_COLUMNS` (other columns ignored).
+    Tile ids unknown to the catalog are an error (nothing is written).
+    """
+    from smt_tools import __version__
+
+    label = engine_label(engine)
+    if "tile_id" not in results.columns:
+        raise CatalogError("record_run: results need a tile_id column")
+    if results["tile_id"].duplicated().any():
+        dup = int(results.loc[results["tile_id"].duplicated(), "tile_id"].iloc[0])
+        raise CatalogError(f"record_run: tile_id {dup} appears twice in the results")
+    columns = [c for c in RESULT_COLUMNS if c in results.columns]
+    require_schema(engine)
+    try:
+        with engine.begin() as conn:
+            run_id = int(
+                conn.execute(
+                    text(
+                        "insert into run (command, config, started_at, finished_at, tool_version, "
+                        "summary) values (:c, cast(:cfg as jsonb), :s, :f, :v, cast(:sm as jsonb)) "
+                        "returning id"
+                    ),
+                    {
+                        "c": command,
+                        "cfg": json.dumps(dict(config), default=str),
+                        "s": started_at,
+                        "f": finished_at,
+                        "v": __version__,
+                        "sm": json.dumps(dict(summary), default=str),
+                    },
+                ).scalar_one()
+            )
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            payload = _result_copy_text(run_id, results, columns)
+            with (
+                raw.cursor() as cur,
+                cur.copy(
+                    f"COPY tile_result (run_id, tile_id{''.join(', ' + c for c in columns)}) FROM STDIN"
+                ) as cp,
+            ):
+                cp.write(payload)
+    except SmtError:
+        raise
+    except SQLAlchemyError as exc:
+        raise CatalogError(
+            f"catalog {label}: recording the run failed: {_one_line(exc, label)}; nothing was written"
+        ) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, label)
+            hint = (
+                "; some tile ids are not in the catalog (ingest their source images first)"
+                if "foreign key" in str(exc)
+                else ""
+            )
+            raise CatalogError(
+                f"catalog {label}: recording the run failed: {msg}{hint}; nothing was written"
+            ) from None
+        raise
+    return run_id
+
+
+def count_rows(engine: Engine) -> tuple[int, int]:
+    """(tiles, source images) in the catalog."""
+    label = engine_label(engine)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("select (select count(*) from tile), (select count(*) from source_image)")
+            ).one()
+    except SQLAlchemyError as exc:
+        raise CatalogError(f"catalog {label}: counting tiles failed: {_one_line(exc, label)}") from None
+    return int(row[0]), int(row[1])
+
+
+def catalog_stats(engine: Engine) -> dict[str, Any]:
+    """Counts for ``catalog stats``: tiles, source images, groups, runs, and per class
+    (value, name, colour, pixels); plus total window pixels and valid pixels."""
+    label = engine_label(engine)
+    require_schema(engine)
+    try:
+        with engine.connect() as conn:
+            head = conn.execute(
+                text(
+                    "select (select count(*) from tile), (select count(*) from source_image), "
+                    "(select count(distinct group_id) from source_image), (select count(*) from run), "
+                    "(select coalesce(sum(height::bigint * width), 0) from tile), "
+                    "(select coalesce(sum(valid_pixels), 0) from tile), "
+                    "(select max(ingested_at) from source_image)"
+                )
+            ).one()
+            per_class = conn.execute(
+                text(
+                    "select c.class_value, c.name, c.colour, coalesce(s.px, 0) from catalog_class c "
+                    "left join (select o.pos, sum(o.v) as px from tile, "
+                    "unnest(class_counts) with ordinality as o(v, pos) group by o.pos) s "
+                    "on s.pos = c.position order by c.class_value"
+                )
+            ).all()
+    except SQLAlchemyError as exc:
+        raise CatalogError(
+            f"catalog {label}: reading stats failed: {_one_line(exc, label)}"
+        ) from None
+    return {
+        "tiles": int(head[0]),
+        "source_images": int(head[1]),
+        "groups": int(head[2]),
+        "runs": int(head[3]),
+        "window_pixels": int(head[4]),
+        "valid_pixels": int(head[5]),
+        "last_ingest": head[6],
+        "classes": [
+            {"class_value": int(r[0]), "name": r[1], "colour": r[2], "pixels": int(r[3])}
+            for r in per_class
+        ],
+    }

@@ -1,0 +1,119 @@
+"""``catalog init | ingest | stats``: the PostGIS tile catalog (or a local Parquet tile table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from smt_tools.cli._common import console, guard, progress_bar
+
+_CATALOG_HELP = (
+    "postgresql://user@host:5432/db URL, or a .parquet file for a local tile table "
+    "(default: $SMT_DATABASE_URL)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(
+        name="catalog",
+        help="Tile catalog: init the PostGIS schema, ingest image/mask pairs, show stats.",
+        no_args_is_help=True,
+    )
+    app.add_typer(sub, name="catalog")
+
+    @sub.command("init")
+    @guard
+    def init(
+        catalog: str | None = typer.Option(
+            None, "--catalog", help="postgresql:// URL (default: $SMT_DATABASE_URL)."
+        ),
+    ) -> None:
+        """Create or upgrade the catalog schema (idempotent; records applied migrations)."""
+        from smt_tools.pipelines.catalog_init import run_catalog_init
+
+        result = run_catalog_init(catalog)
+        for name in result.already_applied:
+            console.print(f"already applied  {name}")
+        for name in result.applied:
+            console.print(f"applied          {name}")
+        state = (
+            "up to date" if not result.applied else f"{len(result.applied)} migration(s) applied"
+        )
+        console.print(f"Catalog {result.target}: {state}")
+
+    @sub.command("ingest")
+    @guard
+    def ingest(
+        pairs_csv: Path = typer.Argument(
+            ..., help="CSV with columns image, mask[, group] (paths relative to the CSV)."
+        ),
+        patch_size: int = typer.Option(256, "--patch-size", min=1, help="Tile size in pixels."),
+        stride: int | None = typer.Option(
+            None, "--stride", min=1, help="Step between tiles (default: the patch size)."
+        ),
+        edge: str = typer.Option(
+            "drop", "--edge", help="Partial tiles at the right/bottom edge: drop, shift or pad."
+        ),
+        nodata_class: int | None = typer.Option(
+            0, "--nodata-class", help="Mask value that means nodata (-1: none)."
+        ),
+        black_tolerance: float = typer.Option(
+            0.0, "--black-tolerance", min=0.0, help="Image value <= this (all bands) is black."
+        ),
+        workers: int = typer.Option(
+            0, "--workers", min=0, help="Scan processes (0: one per core)."
+        ),
+        class_names: Path | None = typer.Option(
+            None, "--class-names", help="CSV class_value,name[,colour] for catalog_class."
+        ),
+        catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+    ) -> None:
+        """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
+        from smt_tools.pipelines.ingest import run_ingest
+
+        result = run_ingest(
+            pairs_csv,
+            catalog=catalog,
+            patch_size=patch_size,
+            stride=stride,
+            edge=edge,
+            nodata_class=None if nodata_class is not None and nodata_class < 0 else nodata_class,
+            black_tolerance=black_tolerance,
+            workers=workers,
+            class_names_csv=class_names,
+            progress_factory=lambda desc, total: progress_bar(desc, total, "tiles"),
+        )
+        console.print(
+            f"Images: {result.images_total} listed, {result.images_scanned} scanned "
+            f"({result.images_new} new, {result.images_replaced} changed), "
+            f"{result.images_skipped} unchanged skipped"
+        )
+        console.print(
+            f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s "
+            f"(scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s); "
+            f"{result.target} now holds {result.tiles_in_catalog} tiles of "
+            f"{result.sources_in_catalog} source images"
+        )
+
+    @sub.command("stats")
+    @guard
+    def stats(
+        catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+    ) -> None:
+        """Tiles, source images and class pixel shares."""
+        from smt_tools.pipelines.catalog_stats import run_catalog_stats
+
+        s = run_catalog_stats(catalog)
+        runs = "" if s.runs is None else f", {s.runs} runs"
+        console.print(
+            f"{s.target}: {s.tiles} tiles, {s.source_images} source images, {s.groups} groups{runs}; "
+            f"nodata {100 * s.nodata_share:.2f} % of window pixels"
+        )
+        table = Table("class", "name", "pixels", "share")
+        for c in s.classes:
+            table.add_row(
+                str(c.class_value), c.name or "", f"{c.pixels:,}", f"{100 * c.share:.2f} %"
+            )
+        console.print(table)

@@ -1,0 +1,225 @@
+"""The local tile table: a Parquet file holding a :class:`~smt_tools.tiletable.TileTable`.
+
+Layout: the columns of :data:`~smt_tools.tiletable.TILE_COLUMNS`, ``class_counts``
+(``list<int64>``, element j counts ``class_values[j]``), the source fingerprint columns of
+:data:`SOURCE_COLUMNS` (file size + mtime of image and mask and the tiling parameters, so a
+re-ingest into the same file is incremental), and any extra frame columns. Schema metadata
+``smt_tools.tile_table`` (JSON) holds ``version``, ``class_values``, ``nodata_class`` and
+``class_names``. Writes are atomic (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from smt_tools.errors import InputDataError
+from smt_tools.raster.scan import SourceRecord
+from smt_tools.tiletable import TILE_COLUMNS, TileTable
+
+FORMAT_VERSION = 1
+META_KEY = b"smt_tools.tile_table"
+
+#: Per-row source fingerprint columns (incremental re-ingest compares them).
+SOURCE_COLUMNS: tuple[str, ...] = (
+    "image_size",
+    "image_mtime",
+    "mask_size",
+    "mask_mtime",
+    "patch_size",
+    "stride",
+    "edge_policy",
+    "black_tolerance",
+)
+_SOURCE_DTYPES: dict[str, str] = {
+    "image_size": "Int64",
+    "image_mtime": "Float64",
+    "mask_size": "Int64",
+    "mask_mtime": "Float64",
+    "patch_size": "Int64",
+    "stride": "Int64",
+    "edge_policy": "string",
+    "black_tolerance": "Float64",
+}
+
+
+def attach_sources(
+    table: TileTable, sources: Sequence[SourceRecord], params: Mapping[str, Any]
+) -> TileTable:
+    """``table`` with the :data:`SOURCE_COLUMNS` filled from ``sources`` and the scan ``params``
+    (``patch_size, stride, edge_policy, black_tolerance``)."""
+    frame = table.frame.copy()
+    by_id = {int(s.source_image_id): s for s in sources}
+    ids = frame["source_image_id"].to_numpy(np.int64)
+    missing = sorted(set(ids.tolist()) - set(by_id))
+    if missing:
+        raise InputDataError(f"tile table: source_image_id {missing[0]} has no source record")
+    recs = [by_id[int(i)] for i in ids]
+    frame["image_size"] = pd.array([r.image.file_size for r in recs], dtype="Int64")
+    frame["image_mtime"] = pd.array([r.image.file_mtime for r in recs], dtype="Float64")
+    frame["mask_size"] = pd.array([r.mask.file_size for r in recs], dtype="Int64")
+    frame["mask_mtime"] = pd.array([r.mask.file_mtime for r in recs], dtype="Float64")
+    n = len(frame)
+    frame["patch_size"] = pd.array([int(params["patch_size"])] * n, dtype="Int64")
+    frame["stride"] = pd.array([int(params["stride"])] * n, dtype="Int64")
+    frame["edge_policy"] = pd.array([str(params["edge_policy"])] * n, dtype="string")
+    frame["black_tolerance"] = pd.array([float(params["black_tolerance"])] * n, dtype="Float64")
+    return TileTable(frame, table.counts, table.class_values, table.nodata_class)
+
+
+def write_tile_table(
+    table: TileTable,
+    path: str | os.PathLike[str],
+    sources: list[SourceRecord] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
+) -> None:
+    """Write ``table`` to ``path`` (Parquet, atomic).
+
+    With ``sources`` (and ``params``) the fingerprint columns are filled from them; otherwise
+    fingerprint columns already in ``table.frame`` are kept, and missing ones written as null.
+    """
+    missing = [c for c in TILE_COLUMNS if c not in table.frame.columns]
+    if missing:
+        raise InputDataError(f"tile table: missing columns {', '.join(missing)}")
+    if sources is not None:
+        table = attach_sources(
+            table,
+            sources,
+            params or {"patch_size": 0, "stride": 0, "edge_policy": "", "black_tolerance": 0.0},
+        )
+    frame = table.frame.copy()
+    for col, dtype in _SOURCE_DTYPES.items():
+        if col not in frame.columns:
+            frame[col] = pd.Series([None] * len(frame), index=frame.index, dtype=dtype)
+    extra = [c for c in frame.columns if c not in TILE_COLUMNS and c not in SOURCE_COLUMNS]
+    ordered = frame[[*TILE_COLUMNS, *SOURCE_COLUMNS, *extra]]
+    arrow = pa.Table.from_pandas(ordered, preserve_index=False)
+    n, c = table.counts.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int64) * c, type=pa.int64())
+    counts = pa.LargeListArray.from_arrays(offsets, pa.array(table.counts.reshape(-1), pa.int64()))
+    arrow = arrow.add_column(len(TILE_COLUMNS), "class_counts", counts.cast(pa.list_(pa.int64())))
+    meta = {
+        "version": FORMAT_VERSION,
+        "class_values": [int(v) for v in table.class_values],
+        "nodata_class": None if table.nodata_class is None else int(table.nodata_class),
+        "class_names": {str(int(k)): [v[0], v[1]] for k, v in sorted((class_names or {}).items())},
+    }
+    schema_meta = dict(arrow.schema.metadata or {})
+    schema_meta.pop(b"pandas", None)
+    schema_meta[META_KEY] = json.dumps(meta).encode("utf-8")
+    arrow = arrow.replace_schema_metadata(schema_meta)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        pq.write_table(arrow, tmp, compression="zstd")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``smt_tools.tile_table`` metadata of ``path`` (clear error if not a tile table)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            f"{p}: tile table not found; create it with `pytorch-smt-tools catalog ingest PAIRS_CSV --catalog {p}`"
+        )
+    try:
+        schema = pq.read_schema(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(
+            f"{p}: not a Parquet tile table ({str(exc).splitlines()[0]}); "
+            "write one with `pytorch-smt-tools catalog ingest PAIRS_CSV --catalog FILE.parquet`"
+        ) from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None or "class_counts" not in schema.names:
+        raise InputDataError(
+            f"{p}: a Parquet file but not an smt-tools tile table (no {META_KEY.decode()} metadata); "
+            "write one with `pytorch-smt-tools catalog ingest PAIRS_CSV --catalog FILE.parquet`"
+        )
+    meta: dict[str, Any] = json.loads(raw)
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise InputDataError(
+            f"{p}: tile table format version {meta.get('version')} is newer than this smt-tools "
+            f"supports ({FORMAT_VERSION}); upgrade smt-tools"
+        )
+    return meta
+
+
+def read_tile_table(path: str | os.PathLike[str], include_sources: bool = False) -> TileTable:
+    """Read a tile table written by :func:`write_tile_table`.
+
+    The frame has :data:`TILE_COLUMNS` plus any extra columns that were written; the
+    fingerprint columns :data:`SOURCE_COLUMNS` only with ``include_sources=True``.
+    counts: (n, C) int64 aligned with ``class_values`` from the metadata.
+    """
+    p = Path(path)
+    meta = read_meta(p)
+    try:
+        arrow = pq.read_table(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{p}: unreadable tile table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in TILE_COLUMNS if c not in arrow.column_names]
+    if missing:
+        raise InputDataError(f"{p}: tile table lacks columns {', '.join(missing)}")
+    class_values = np.asarray(meta.get("class_values", []), dtype=np.int64)
+    n = arrow.num_rows
+    lists = arrow.column("class_counts").combine_chunks()
+    lengths = lists.value_lengths().to_numpy(zero_copy_only=False) if n else np.zeros(0)
+    if n and (np.any(lengths != len(class_values))):
+        raise InputDataError(
+            f"{p}: class_counts rows must each have {len(class_values)} entries (one per class value)"
+        )
+    counts = (
+        lists.flatten()
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int64)
+        .reshape(n, len(class_values))
+        if n
+        else np.zeros((0, len(class_values)), np.int64)
+    )
+    arrow = arrow.drop_columns(["class_counts"])
+    if not include_sources:
+        arrow = arrow.drop_columns([c for c in SOURCE_COLUMNS if c in arrow.column_names])
+    frame = arrow.to_pandas()
+    if include_sources:
+        for col, dtype in _SOURCE_DTYPES.items():
+            if col in frame.columns:
+                frame[col] = frame[col].astype(dtype)
+    nodata = meta.get("nodata_class")
+    return TileTable(
+        frame=frame,
+        counts=counts,
+        class_values=class_values,
+        nodata_class=None if nodata is None else int(nodata),
+    )
+
+
+def read_class_names(path: str | os.PathLike[str]) -> dict[int, tuple[str | None, str | None]]:
+    """Class value -> (name, colour) stored in a tile table's metadata."""
+    meta = read_meta(path)
+    return {int(k): (v[0], v[1]) for k, v in meta.get("class_names", {}).items()}
+
+
+def source_fingerprints(table: TileTable) -> pd.DataFrame:
+    """One row per source image of a table read with ``include_sources=True``: columns
+    ``source_image_id, image_path, mask_path`` + :data:`SOURCE_COLUMNS` + ``nodata_class``."""
+    cols = ["source_image_id", "image_path", "mask_path", "group_id", *SOURCE_COLUMNS]
+    have = [c for c in cols if c in table.frame.columns]
+    out = table.frame[have].drop_duplicates("source_image_id").reset_index(drop=True)
+    out["nodata_class"] = table.nodata_class
+    return out

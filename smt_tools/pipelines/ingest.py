@@ -1,0 +1,475 @@
+"""``catalog ingest``: scan image/mask pairs into the PostGIS catalog or a local Parquet table.
+
+Order of work (validate, then compute, then write once):
+
+1. read the pairs CSV (and the optional class-names CSV);
+2. open the target: check the catalog is reachable and migrated, or read the existing table;
+3. inspect EVERY pair (both files open, same size/transform/CRS, patch fits) so a bad file
+   fails before anything is scanned or written;
+4. skip source images whose image and mask size + mtime (and tiling parameters) are unchanged;
+5. scan the rest in parallel processes (one read per window);
+6. write everything in ONE transaction (PostGIS, COPY) or one atomic file replace (Parquet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.raster import (
+    EDGE_POLICIES,
+    PairSpec,
+    RasterCache,
+    SourceRecord,
+    inspect_pair,
+    scan,
+    tile_windows,
+)
+from smt_tools.tiletable import TileTable, canonical_path
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+#: Columns compared to decide whether a catalogued source image is unchanged.
+_COMPARED = (
+    "mask_path",
+    "group_id",
+    "image_size",
+    "image_mtime",
+    "mask_size",
+    "mask_mtime",
+    "nodata_class",
+    "patch_size",
+    "stride",
+    "edge_policy",
+    "black_tolerance",
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What an ingest did (printed as the closing summary)."""
+
+    target: str  # redacted URL or Parquet path
+    kind: str  # "postgis" or "parquet"
+    images_total: int
+    images_new: int
+    images_replaced: int
+    images_skipped: int
+    tiles_written: int
+    tiles_in_catalog: int
+    sources_in_catalog: int
+    scan_seconds: float
+    write_seconds: float
+    elapsed_seconds: float
+
+    @property
+    def images_scanned(self) -> int:
+        return self.images_new + self.images_replaced
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles_written / self.scan_seconds if self.scan_seconds > 0 else 0.0
+
+
+def read_pairs_csv(path: str | os.PathLike[str], check_exists: bool = True) -> list[PairSpec]:
+    """Pairs from a CSV with columns ``image``, ``mask`` and optional ``group``.
+
+    Relative paths are resolved against the CSV's folder. Errors name the file, row and column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            f"{p}: pairs CSV not found; give a CSV with columns image, mask[, group]"
+        )
+    base = p.resolve().parent
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputDataError(
+            f"{p}: not a readable CSV ({exc}); expected columns image, mask[, group]"
+        ) from None
+    if not header:
+        raise InputDataError(f"{p}: pairs CSV is empty; expected a header row image, mask[, group]")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in ("image", "mask") if c not in names]
+    if missing:
+        raise InputDataError(
+            f"{p}: pairs CSV lacks column(s) {', '.join(missing)}; expected columns image, mask[, group]; "
+            f"found: {', '.join(h.strip() for h in header) or 'none'}"
+        )
+    ii, mi = names.index("image"), names.index("mask")
+    gi = names.index("group") if "group" in names else None
+    pairs: list[PairSpec] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = {
+            c: (row[i].strip() if i < len(row) else "") for c, i in (("image", ii), ("mask", mi))
+        }
+        for col, value in cells.items():
+            if not value:
+                raise InputDataError(
+                    f"{p}: line {line}: empty '{col}' value; every row needs an image and a mask path"
+                )
+        image = canonical_path(base / cells["image"])
+        mask = canonical_path(base / cells["mask"])
+        if check_exists:
+            for col, full in (("image", image), ("mask", mask)):
+                if not Path(full).is_file():
+                    raise InputDataError(
+                        f"{p}: line {line}: {col} file {full} not found "
+                        f"(relative paths are resolved against {base})"
+                    )
+        if image in seen:
+            raise InputDataError(
+                f"{p}: line {line}: image {image} is already listed on line {seen[image]}; list each image once"
+            )
+        seen[image] = line
+        group = row[gi].strip() if gi is not None and gi < len(row) and row[gi].strip() else None
+        pairs.append(PairSpec(image, mask, group))
+    if not pairs:
+        raise InputDataError(
+            f"{p}: pairs CSV has a header but no rows; add one row per image/mask pair"
+        )
+    return pairs
+
+
+def read_class_names_csv(path: str | os.PathLike[str]) -> dict[int, tuple[str | None, str | None]]:
+    """Class value -> (name, colour) from a CSV with columns ``class_value, name[, colour]``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(
+            f"{p}: class names CSV not found; expected columns class_value, name[, colour]"
+        )
+    with p.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip().lower() for h in next(reader, [])]
+        rows = list(reader)
+    if "color" in header and "colour" not in header:
+        header[header.index("color")] = "colour"
+    missing = [c for c in ("class_value", "name") if c not in header]
+    if missing:
+        raise InputDataError(
+            f"{p}: class names CSV lacks column(s) {', '.join(missing)}; expected class_value, name[, colour]"
+        )
+    vi, ni = header.index("class_value"), header.index("name")
+    ci = header.index("colour") if "colour" in header else None
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for line, row in enumerate(rows, start=2):
+        if not any(c.strip() for c in row):
+            continue
+        raw = row[vi].strip() if vi < len(row) else ""
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InputDataError(
+                f"{p}: line {line}: class_value must be an integer; got {raw!r}"
+            ) from None
+        name = row[ni].strip() if ni < len(row) and row[ni].strip() else None
+        colour = row[ci].strip() if ci is not None and ci < len(row) and row[ci].strip() else None
+        out[value] = (name, colour)
+    return out
+
+
+@contextlib.contextmanager
+def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
+
+
+def _validate(
+    patch_size: int, stride: int, edge: str, black_tolerance: float, workers: int
+) -> None:
+    if patch_size < 1:
+        raise ConfigError(f"--patch-size must be >= 1; got {patch_size}")
+    if stride < 1:
+        raise ConfigError(f"--stride must be >= 1; got {stride}")
+    if edge not in EDGE_POLICIES:
+        raise ConfigError(f"--edge must be one of {', '.join(EDGE_POLICIES)}; got {edge!r}")
+    if not math.isfinite(black_tolerance) or black_tolerance < 0:
+        raise ConfigError(f"--black-tolerance must be >= 0; got {black_tolerance}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0 = one per core); got {workers}")
+
+
+def is_parquet_target(target: str | None) -> bool:
+    return bool(target) and str(target).lower().endswith(".parquet")
+
+
+def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> bool:
+    now: dict[str, Any] = {
+        "mask_path": rec.mask.path,
+        "group_id": rec.group_id,
+        "image_size": rec.image.file_size,
+        "image_mtime": rec.image.file_mtime,
+        "mask_size": rec.mask.file_size,
+        "mask_mtime": rec.mask.file_mtime,
+        **params,
+    }
+    for col in _COMPARED:
+        a, b = old.get(col), now[col]
+        if (a is None or (isinstance(a, float) and math.isnan(a)) or a is pd.NA) and b is None:
+            continue
+        if a is None or a is pd.NA or b is None:
+            return False
+        if isinstance(b, float) or isinstance(a, float):
+            if float(a) != float(b):
+                return False
+        elif isinstance(b, int):
+            if int(a) != b:
+                return False
+        elif str(a) != str(b):
+            return False
+    return True
+
+
+def run_ingest(
+    pairs_csv: str | os.PathLike[str],
+    *,
+    catalog: str | None = None,
+    patch_size: int = 256,
+    stride: int | None = None,
+    edge: str = "drop",
+    nodata_class: int | None = 0,
+    black_tolerance: float = 0.0,
+    workers: int = 0,
+    class_names_csv: str | os.PathLike[str] | None = None,
+    chunk_size: int = 256,
+    progress_factory: ProgressFactory | None = None,
+) -> IngestResult:
+    """Ingest the pairs of ``pairs_csv`` into ``catalog`` (PostgreSQL URL, default
+    ``$SMT_DATABASE_URL``; or a ``.parquet`` path for a local tile table)."""
+    start = time.perf_counter()
+    stride = patch_size if stride is None else stride
+    _validate(patch_size, stride, edge, black_tolerance, workers)
+    params: dict[str, Any] = {
+        "nodata_class": nodata_class,
+        "patch_size": int(patch_size),
+        "stride": int(stride),
+        "edge_policy": str(edge),
+        "black_tolerance": float(black_tolerance),
+    }
+    pairs = read_pairs_csv(pairs_csv)
+    names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
+    if nodata_class is not None:
+        names.pop(int(nodata_class), None)
+    progress_factory = progress_factory or _no_progress
+    target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
+    if is_parquet_target(target):
+        assert target is not None
+        return _ingest_parquet(
+            Path(target), pairs, names, params, workers, chunk_size, progress_factory, start
+        )
+    return _ingest_postgis(
+        target, pairs, names, params, workers, chunk_size, progress_factory, start
+    )
+
+
+def _inspect(
+    pairs: list[PairSpec], params: dict[str, Any]
+) -> tuple[list[SourceRecord], list[np.ndarray]]:
+    records: list[SourceRecord] = []
+    windows: list[np.ndarray] = []
+    with RasterCache(maxsize=8) as cache:
+        for pair in pairs:
+            rec = inspect_pair(pair, cache)
+            if not rec.image.crs:
+                raise InputDataError(
+                    f"{rec.image.path}: raster has no CRS; the catalog stores lon/lat footprints, "
+                    "so georeference the image and mask (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
+                )
+            windows.append(
+                tile_windows(
+                    rec.image.width,
+                    rec.image.height,
+                    params["patch_size"],
+                    params["stride"],
+                    params["edge_policy"],
+                    source=rec.image.path,
+                )
+            )
+            records.append(rec)
+    return records, windows
+
+
+def _plan(
+    records: list[SourceRecord], existing: pd.DataFrame, params: dict[str, Any]
+) -> tuple[list[int], list[int], list[int]]:
+    """Indexes of records that are new / changed / unchanged."""
+    by_id = {int(r["source_image_id"]): r for _, r in existing.iterrows()} if len(existing) else {}
+    new, changed, same = [], [], []
+    for i, rec in enumerate(records):
+        old = by_id.get(int(rec.source_image_id))
+        if old is None:
+            new.append(i)
+        elif _unchanged(rec, old, params):
+            same.append(i)
+        else:
+            changed.append(i)
+    return new, changed, same
+
+
+def _scan(
+    records: list[SourceRecord],
+    windows: list[np.ndarray],
+    todo: list[int],
+    params: dict[str, Any],
+    workers: int,
+    chunk_size: int,
+    progress_factory: ProgressFactory,
+) -> tuple[TileTable | None, float]:
+    if not todo:
+        return None, 0.0
+    t0 = time.perf_counter()
+    total = int(sum(windows[i].shape[0] for i in todo))
+    with progress_factory("Scanning tiles", total) as advance:
+        table = scan(
+            [records[i] for i in todo],
+            [windows[i] for i in todo],
+            nodata_class=params["nodata_class"],
+            black_tolerance=params["black_tolerance"],
+            read_image=True,
+            workers=workers,
+            chunk_size=chunk_size,
+            progress=advance,
+        )
+    return table, time.perf_counter() - t0
+
+
+def _ingest_postgis(
+    target: str | None,
+    pairs: list[PairSpec],
+    names: dict[int, tuple[str | None, str | None]],
+    params: dict[str, Any],
+    workers: int,
+    chunk_size: int,
+    progress_factory: ProgressFactory,
+    start: float,
+) -> IngestResult:
+    from smt_tools import catalog as cat
+
+    url = cat.resolve_url(target)
+    engine = cat.connect(url)
+    try:
+        cat.require_schema(engine)
+        records, windows = _inspect(pairs, params)
+        existing = cat.source_fingerprints(engine)
+        new, changed, same = _plan(records, existing, params)
+        todo = sorted(new + changed)
+        table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
+        write_s = 0.0
+        if table is not None or names:
+            if table is None:
+                table = TileTable(
+                    pd.DataFrame(columns=["source_image_id"]),
+                    np.zeros((0, 0), np.int64),
+                    np.zeros(0, np.int64),
+                    params["nodata_class"],
+                )
+            stats = cat.write_ingest(
+                engine,
+                table,
+                [records[i] for i in todo],
+                params,
+                replace_ids=[records[i].source_image_id for i in changed],
+                class_names=names,
+            )
+            write_s = stats.seconds
+        n_tiles, n_sources = cat.count_rows(engine)
+        label = cat.engine_label(engine)
+    finally:
+        engine.dispose()
+    return IngestResult(
+        target=label,
+        kind="postgis",
+        images_total=len(records),
+        images_new=len(new),
+        images_replaced=len(changed),
+        images_skipped=len(same),
+        tiles_written=0 if table is None else len(table),
+        tiles_in_catalog=n_tiles,
+        sources_in_catalog=n_sources,
+        scan_seconds=scan_s,
+        write_seconds=write_s,
+        elapsed_seconds=time.perf_counter() - start,
+    )
+
+
+def _ingest_parquet(
+    path: Path,
+    pairs: list[PairSpec],
+    names: dict[int, tuple[str | None, str | None]],
+    params: dict[str, Any],
+    workers: int,
+    chunk_size: int,
+    progress_factory: ProgressFactory,
+    start: float,
+) -> IngestResult:
+    from smt_tools.export import tiletable_io as tio
+
+    old: TileTable | None = None
+    old_names: dict[int, tuple[str | None, str | None]] = {}
+    if path.exists():
+        old = tio.read_tile_table(path, include_sources=True)
+        old_names = tio.read_class_names(path)
+    elif not path.parent.is_dir():
+        raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
+    records, windows = _inspect(pairs, params)
+    existing = tio.source_fingerprints(old) if old is not None else pd.DataFrame()
+    new, changed, same = _plan(records, existing, params)
+    todo = sorted(new + changed)
+    all_names = {**old_names, **names}
+    kept: TileTable | None = None
+    if old is not None:
+        drop = {int(records[i].source_image_id) for i in todo}
+        keep_idx = np.flatnonzero(~old.frame["source_image_id"].isin(list(drop)).to_numpy())
+        kept = old.take(keep_idx)
+        if len(kept) and kept.nodata_class != params["nodata_class"]:
+            raise InputDataError(
+                f"{path}: tile table was built with nodata class {kept.nodata_class}; got "
+                f"--nodata-class {params['nodata_class']}: use the same one (or a new file)"
+            )
+    table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
+    write_s = 0.0
+    merged: TileTable | None = kept
+    if table is not None:
+        fresh = tio.attach_sources(table, [records[i] for i in todo], params)
+        merged = TileTable.concat([kept, fresh]) if kept is not None and len(kept) else fresh
+        merged.nodata_class = params["nodata_class"]
+    if table is not None or (names and all_names != old_names) or old is None:
+        if merged is None:
+            raise InputDataError(f"{path}: nothing to write")
+        t0 = time.perf_counter()
+        tio.write_tile_table(merged, path, class_names=all_names)
+        write_s = time.perf_counter() - t0
+    n_tiles = 0 if merged is None else len(merged)
+    n_sources = 0 if merged is None else int(merged.frame["source_image_id"].nunique())
+    return IngestResult(
+        target=str(path),
+        kind="parquet",
+        images_total=len(records),
+        images_new=len(new),
+        images_replaced=len(changed),
+        images_skipped=len(same),
+        tiles_written=0 if table is None else len(table),
+        tiles_in_catalog=n_tiles,
+        sources_in_catalog=n_sources,
+        scan_seconds=scan_s,
+        write_seconds=write_s,
+        elapsed_seconds=time.perf_counter() - start,
+    )
