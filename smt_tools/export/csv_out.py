@@ -1,0 +1,82 @@
+"""The balanced CSV written by build-balanced-dataset (read by coreset, split and train).
+
+One row per tile; the columns are :data:`BALANCED_COLUMNS` (+ ``uniqueness_score`` when the
+mode has uniqueness), named so the training module reads it without extra keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.export._atomic import atomic_path
+
+#: Columns of the balanced CSV, in order (CONTRACTS.md).
+BALANCED_COLUMNS: tuple[str, ...] = (
+    "image_path",
+    "mask_path",
+    "row_off",
+    "col_off",
+    "patch_size",
+    "tile_id",
+    "source_image_id",
+    "group_id",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "crs",
+    "valid_pixels",
+    "class_entropy",
+    "nodata_ratio",
+    "class_dist_json",
+    "class_counts_json",
+    "has_mask_border_nodata",
+    "has_image_black_border",
+    "excluded",
+    "freq_cluster_id",
+    "freq_cluster_size",
+    "freq_cluster_weight",
+    "sampler_weight",
+)
+UNIQUENESS_COLUMN = "uniqueness_score"
+
+
+def _json_objects(class_values: np.ndarray, values: np.ndarray, fmt: str) -> list[str]:
+    """One JSON object string per row of ``values`` (n, C): ``{"<class>": value, ...}``."""
+    template = "{" + ", ".join(f'"{int(v)}": {fmt}' for v in class_values) + "}"
+    if values.shape[1] == 0:
+        return ["{}"] * values.shape[0]
+    return [template % tuple(row) for row in values.tolist()]
+
+
+def class_dist_json(counts: np.ndarray, class_values: np.ndarray) -> list[str]:
+    """JSON object class value -> proportion over valid pixels, per row of counts (n, C) int64
+    (all zeros when a tile has no valid pixel)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    valid = counts.sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(valid > 0, counts / np.where(valid > 0, valid, 1.0), 0.0)
+    return _json_objects(class_values, p, "%.8g")
+
+
+def class_counts_json(counts: np.ndarray, class_values: np.ndarray) -> list[str]:
+    """JSON object class value -> pixel count, per row of counts (n, C) int64."""
+    return _json_objects(class_values, np.asarray(counts, dtype=np.int64), "%d")
+
+
+def write_balanced_csv(
+    frame: pd.DataFrame, path: str | os.PathLike[str], columns: Sequence[str] = BALANCED_COLUMNS
+) -> None:
+    """Write ``frame[columns]`` (plus ``uniqueness_score`` if present) to ``path`` atomically."""
+    cols = list(columns)
+    if UNIQUENESS_COLUMN in frame.columns and UNIQUENESS_COLUMN not in cols:
+        cols.append(UNIQUENESS_COLUMN)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"balanced CSV: frame lacks column(s) {', '.join(missing)}")
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame[cols].to_csv(tmp, index=False, float_format="%.10g")

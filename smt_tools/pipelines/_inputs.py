@@ -1,0 +1,260 @@
+"""Load the tiles a balanced-dataset run works on, from any of the four documented sources.
+
+- ``input.patch_records`` / ``input.patch_records_csv``: windows of image/mask pairs, scanned
+  through :mod:`smt_tools.raster` (one read per window, cached handles, parallel processes);
+- ``input.tiles``: a Parquet tile table written by ``catalog ingest --catalog x.parquet``;
+- the PostgreSQL block: tiles of the catalog (they carry their statistics; no raster is read).
+
+All four give a :class:`~smt_tools.tiletable.TileTable` whose rows follow the input order
+(patch records) or the source's order (tile tables, catalog); ``patch_size`` is added as a
+frame column.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.config.balanced import ExclusionConfig, InputConfig, PatchRecord
+from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.tiletable import TileTable, canonical_path
+
+PATCH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path", "row_off", "col_off", "patch_size")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def load_input_tiles(
+    cfg: InputConfig,
+    exclusion: ExclusionConfig,
+    progress: Callable[[int], None] | None = None,
+) -> TileTable:
+    """The tiles of ``cfg`` as a TileTable (frame has TILE_COLUMNS + ``patch_size``).
+
+    ``progress(n)`` is called with the number of windows scanned (patch records only).
+    Errors (missing file, window outside the raster, bad CSV, unreachable catalog, unsafe
+    ``where_clause``) are one-line :class:`~smt_tools.errors.SmtError` s.
+    """
+    if cfg.patch_records is not None:
+        records = _records_frame(cfg.patch_records)
+        return scan_patch_records(records, "input.patch_records", exclusion, cfg, progress)
+    if cfg.patch_records_csv is not None:
+        records = read_patch_records_csv(cfg.patch_records_csv)
+        return scan_patch_records(records, str(cfg.patch_records_csv), exclusion, cfg, progress)
+    if cfg.tiles is not None:
+        return _with_patch_size(_read_tiles(cfg.tiles))
+    return _with_patch_size(load_catalog_tiles(cfg))
+
+
+# --- patch records -------------------------------------------------------------------------
+
+
+def _records_frame(records: Sequence[PatchRecord]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_path": [r.image_path for r in records],
+            "mask_path": [r.mask_path for r in records],
+            "row_off": np.array([r.row_off for r in records], np.int64),
+            "col_off": np.array([r.col_off for r in records], np.int64),
+            "patch_size": np.array([r.patch_size for r in records], np.int64),
+        }
+    )
+
+
+def read_patch_records_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a patch-records CSV (columns image_path, mask_path, row_off, col_off, patch_size).
+
+    Relative paths are resolved against the CSV's folder. Returns a frame with exactly
+    :data:`PATCH_COLUMNS` (offsets and size int64).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"input.patch_records_csv: file not found: {p}; check the path")
+    try:
+        frame = pd.read_csv(p, dtype={"image_path": str, "mask_path": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise InputDataError(f"{p}: not a readable CSV ({first})") from None
+    missing = [c for c in PATCH_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{p}: missing column(s) {', '.join(missing)}; a patch-records CSV needs "
+            f"{', '.join(PATCH_COLUMNS)}"
+        )
+    if frame.empty:
+        raise InputDataError(f"{p}: no patch record (the CSV has a header but no rows)")
+    out = frame[list(PATCH_COLUMNS)].copy()
+    for col in ("image_path", "mask_path"):
+        if out[col].isna().any():
+            row = int(np.flatnonzero(out[col].isna().to_numpy())[0])
+            raise InputDataError(f"{p}: row {row + 2}: {col} is empty")
+        out[col] = [
+            v if os.path.isabs(v) else os.path.join(p.parent, v) for v in out[col].astype(str)
+        ]
+    for col in ("row_off", "col_off", "patch_size"):
+        values = pd.to_numeric(out[col], errors="coerce")
+        bad = values.isna() | (values != values.round())
+        bad |= values < (1 if col == "patch_size" else 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            lim = "a positive integer" if col == "patch_size" else "an integer >= 0"
+            raise InputDataError(
+                f"{p}: row {row + 2}: {col} must be {lim}; got {frame[col].iloc[row]!r}"
+            )
+        out[col] = values.astype(np.int64)
+    return out
+
+
+def scan_patch_records(
+    records: pd.DataFrame,
+    source: str,
+    exclusion: ExclusionConfig,
+    cfg: InputConfig,
+    progress: Callable[[int], None] | None = None,
+) -> TileTable:
+    """Check every record (files exist, image and mask agree, window overlaps the raster),
+    then scan all windows through :func:`smt_tools.raster.scan`. Rows follow ``records``."""
+    from smt_tools.raster import PairSpec, inspect_pair, scan
+    from smt_tools.raster.scan import SourceRecord
+
+    img = [canonical_path(v) for v in records["image_path"]]
+    msk = [canonical_path(v) for v in records["mask_path"]]
+    rows = records["row_off"].to_numpy(np.int64)
+    cols = records["col_off"].to_numpy(np.int64)
+    size = records["patch_size"].to_numpy(np.int64)
+    for i, (ip, mp) in enumerate(zip(img, msk, strict=True)):
+        for key, path in (("image_path", ip), ("mask_path", mp)):
+            if not os.path.isfile(path):
+                raise InputDataError(
+                    f"{source}[{i}].{key}: file not found: {path}; fix the patch record"
+                )
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for i, pair in enumerate(zip(img, msk, strict=True)):
+        pairs.setdefault(pair, []).append(i)
+    sources: list[SourceRecord] = []
+    windows: list[np.ndarray] = []
+    order: list[int] = []
+    for (ip, mp), idx in pairs.items():
+        src = inspect_pair(PairSpec(ip, mp))
+        ix = np.asarray(idx, np.int64)
+        r, c, s = rows[ix], cols[ix], size[ix]
+        outside = (r >= src.mask.height) | (c >= src.mask.width)
+        if outside.any():
+            j = int(ix[np.flatnonzero(outside)[0]])
+            raise InputDataError(
+                f"{source}[{j}]: window row_off={rows[j]} col_off={cols[j]} patch_size={size[j]} "
+                f"lies outside {mp} ({src.mask.width}x{src.mask.height} px); fix the patch record"
+            )
+        sources.append(src)
+        windows.append(np.stack([r, c, s, s], axis=1))
+        order.extend(idx)
+    table = scan(
+        sources,
+        windows,
+        nodata_class=exclusion.nodata_class,
+        black_tolerance=exclusion.black_border_tolerance,
+        read_image=exclusion.exclude_black_border,
+        workers=cfg.scan_workers,
+        progress=progress,
+    )
+    # scan returns rows grouped by pair; put them back in record order
+    back = np.empty(len(order), np.int64)
+    back[np.asarray(order, np.int64)] = np.arange(len(order))
+    table = table.take(back)
+    table.frame["patch_size"] = size
+    dup = table.frame["tile_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        raise InputDataError(
+            f"{source}[{j}]: the same window of {img[j]} is listed twice "
+            f"(row_off={rows[j]} col_off={cols[j]} patch_size={size[j]}); remove the duplicate"
+        )
+    return table
+
+
+# --- tile tables and the catalog -----------------------------------------------------------
+
+
+def _with_patch_size(table: TileTable) -> TileTable:
+    if "patch_size" not in table.frame.columns:
+        frame = table.frame.copy()
+        frame["patch_size"] = np.maximum(
+            frame["height"].to_numpy(np.int64), frame["width"].to_numpy(np.int64)
+        )
+        table = TileTable(frame, table.counts, table.class_values, table.nodata_class)
+    return table
+
+
+def _read_tiles(path: Path) -> TileTable:
+    if not path.is_file():
+        raise ConfigError(
+            f"input.tiles: file not found: {path}; create it with `pytorch-smt-tools catalog "
+            f"ingest pairs.csv --catalog {path}`"
+        )
+    from smt_tools.export.tiletable_io import read_tile_table
+
+    return read_tile_table(path)
+
+
+def _expand_env(value: str, key: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(
+                f"input.{key}: environment variable {name} is not set; export it or write the "
+                "value into the config"
+            )
+        return found
+
+    return _ENV.sub(sub, value)
+
+
+def catalog_url(cfg: InputConfig) -> str:
+    """The PostgreSQL URL of the input block.
+
+    ``dsn`` (``${VAR}`` expanded) wins; otherwise ``host/port/database/user/password`` build
+    one, each omitted part taken from ``$SMT_DATABASE_URL`` when set. With no password in the
+    config or the URL, libpq reads ``$PGPASSWORD`` itself, so it never has to be written down.
+    """
+    if cfg.dsn is not None:
+        return _expand_env(cfg.dsn, "dsn")
+    base = urlsplit(os.environ.get("SMT_DATABASE_URL", "").strip())
+    host = cfg.host or base.hostname or "localhost"
+    port = cfg.port or base.port or 5432
+    database = cfg.database or (base.path.lstrip("/") if base.path else "")
+    if not database:
+        raise ConfigError(
+            "input.database: required with input.host (or set input.dsn / SMT_DATABASE_URL)"
+        )
+    user = cfg.user or (unquote(base.username) if base.username else None)
+    password = cfg.password or (unquote(base.password) if base.password else None)
+    auth = ""
+    if user:
+        auth = quote(user, safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        auth += "@"
+    return f"postgresql://{auth}{host}:{port}/{quote(database, safe='')}"
+
+
+def load_catalog_tiles(cfg: InputConfig) -> TileTable:
+    """Tiles of the PostGIS catalog selected by ``table`` and ``where_clause``."""
+    from smt_tools import catalog
+
+    engine = catalog.connect(catalog_url(cfg))
+    try:
+        catalog.require_schema(engine)
+        return catalog.load_tiles(
+            engine,
+            table=cfg.table,
+            where_clause=cfg.where_clause,
+            statement_timeout_s=cfg.statement_timeout_s,
+        )
+    finally:
+        engine.dispose()

@@ -1,0 +1,525 @@
+"""build-balanced-dataset: tiles -> exclusion -> composition [-> uniqueness] -> weights -> outputs.
+
+Every number follows ALGORITHMS.md §2-§6. The work runs on the tiles sorted by ``tile_id`` (the
+canonical order), so results do not depend on input row order; outputs keep the input order.
+Nothing is written until every number is computed; outputs are staged beside their targets and
+moved into place together at the end, so a failed run leaves earlier outputs untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools import __version__
+from smt_tools.config.balanced import BalancedDatasetConfig
+from smt_tools.curation.composition import CompositionResult, cluster_compositions
+from smt_tools.curation.diagnostics import (
+    class_shares_uniform_vs_weighted,
+    effective_sample_size,
+)
+from smt_tools.curation.exclusion import exclusion_reasons
+from smt_tools.curation.ranking import combine
+from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
+from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.export.csv_out import class_counts_json, class_dist_json, write_balanced_csv
+from smt_tools.pipelines import _inputs
+from smt_tools.tiletable import TileTable
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+#: GeoJSON feature properties (``uniqueness_score`` is added when present).
+GEOJSON_PROPERTIES: tuple[str, ...] = (
+    "tile_id",
+    "image_path",
+    "mask_path",
+    "row_off",
+    "col_off",
+    "patch_size",
+    "sampler_weight",
+    "freq_cluster_id",
+    "excluded",
+    "nodata_ratio",
+)
+
+
+@dataclass
+class BalancedResult:
+    """The numbers of one run (all shares are fractions; timings in seconds)."""
+
+    n_tiles: int
+    n_excluded: int
+    exclusion_counts: dict[str, int]
+    mode: str
+    sampling_method: str
+    effective_method: str
+    k: int | None
+    k_selection: str
+    k_range: tuple[int, int] | None
+    k_scores: dict[int, float]
+    cluster_sizes: dict[int, int]
+    ess: float
+    class_values: list[int]
+    uniform_share: list[float]
+    weighted_share: list[float]
+    weight_min: float
+    weight_max: float
+    rare_classes: list[int]
+    warnings: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    rows_written: int = 0
+    run_id: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    has_uniqueness: bool = False
+
+    @property
+    def n_included(self) -> int:
+        return self.n_tiles - self.n_excluded
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe summary (stored in the catalog's ``run.summary``)."""
+        return {
+            "tiles": self.n_tiles,
+            "excluded": self.n_excluded,
+            "included": self.n_included,
+            "exclusion_counts": self.exclusion_counts,
+            "mode": self.mode,
+            "sampling_method": self.sampling_method,
+            "effective_method": self.effective_method,
+            "k": self.k,
+            "k_selection": self.k_selection,
+            "k_range": list(self.k_range) if self.k_range else None,
+            "k_scores": {str(k): v for k, v in self.k_scores.items()},
+            "cluster_sizes": {str(k): v for k, v in self.cluster_sizes.items()},
+            "ess": self.ess,
+            "class_values": self.class_values,
+            "uniform_share": self.uniform_share,
+            "weighted_share": self.weighted_share,
+            "weight_min": self.weight_min,
+            "weight_max": self.weight_max,
+            "rare_classes": self.rare_classes,
+            "warnings": self.warnings,
+            "timings_s": self.timings,
+        }
+
+
+@contextlib.contextmanager
+def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
+
+
+def _validate_before_work(cfg: BalancedDatasetConfig) -> None:
+    out = cfg.output
+    paths = [p for p in (out.csv_path, out.geojson_path) if p is not None]
+    if out.geojson_path is not None and out.csv_path == out.geojson_path:
+        raise ConfigError("output.geojson_path must differ from output.csv_path")
+    for p in paths:
+        if p.exists() and p.is_dir():
+            raise ConfigError(f"output: {p} is a folder; give a file path")
+    if out.report_dir is not None and out.report_dir.exists() and not out.report_dir.is_dir():
+        raise ConfigError(f"output.report_dir: {out.report_dir} exists and is not a folder")
+    if cfg.mode == "masks_only" and cfg.sampling_method == "uniqueness_only":
+        raise ConfigError(
+            "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings"
+        )
+
+
+def _load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> TileTable:
+    inp = cfg.input
+    if inp.patch_records is not None or inp.patch_records_csv is not None:
+        if inp.patch_records is not None:
+            records = _inputs._records_frame(inp.patch_records)
+            source = "input.patch_records"
+        else:
+            assert inp.patch_records_csv is not None
+            records = _inputs.read_patch_records_csv(inp.patch_records_csv)
+            source = str(inp.patch_records_csv)
+        with progress_factory("Scanning tiles", len(records)) as advance:
+            return _inputs.scan_patch_records(records, source, cfg.exclusion, inp, advance)
+    return _inputs.load_input_tiles(inp, cfg.exclusion)
+
+
+def _uniqueness(
+    table: TileTable, cfg: BalancedDatasetConfig, progress_factory: ProgressFactory
+) -> np.ndarray:
+    from smt_tools.pipelines.embed import uniqueness_for_tiles
+
+    u = np.asarray(uniqueness_for_tiles(table, cfg, progress_factory), dtype=np.float64)
+    if u.shape != (len(table),):
+        raise InputDataError(
+            f"uniqueness: got {u.shape[0] if u.ndim else 0} scores for {len(table)} tiles"
+        )
+    if not np.isfinite(u).all():
+        raise InputDataError(
+            "uniqueness: some tiles have no score (NaN); rebuild the embedding cache with "
+            "`pytorch-smt-tools embed CONFIG --rebuild`"
+        )
+    return u
+
+
+def _rare(cfg: BalancedDatasetConfig, table: TileTable) -> np.ndarray:
+    ids = cfg.weights.rare_class_ids
+    if ids is None:
+        return rare_classes(table.counts, table.class_values)
+    known = set(table.class_values.tolist())
+    unknown = [c for c in ids if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"weights.rare_class_ids: class {unknown[0]} does not occur in the tiles "
+            f"(classes: {', '.join(str(v) for v in sorted(known))})"
+        )
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _output_frame(
+    table: TileTable,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    sizes: np.ndarray,
+    cluster_weight: np.ndarray,
+    weights: np.ndarray,
+    uniq: np.ndarray | None,
+) -> pd.DataFrame:
+    f = table.frame
+    out = pd.DataFrame(
+        {
+            "image_path": f["image_path"].to_numpy(),
+            "mask_path": f["mask_path"].to_numpy(),
+            "row_off": f["row_off"].to_numpy(np.int64),
+            "col_off": f["col_off"].to_numpy(np.int64),
+            "patch_size": f["patch_size"].to_numpy(np.int64),
+            "tile_id": f["tile_id"].to_numpy(np.int64),
+            "source_image_id": f["source_image_id"].to_numpy(np.int64),
+            "group_id": f["group_id"].to_numpy(),
+            "minx": f["minx"].to_numpy(np.float64),
+            "miny": f["miny"].to_numpy(np.float64),
+            "maxx": f["maxx"].to_numpy(np.float64),
+            "maxy": f["maxy"].to_numpy(np.float64),
+            "crs": f["crs"].to_numpy(),
+            "valid_pixels": f["valid_pixels"].to_numpy(np.int64),
+            "class_entropy": f["class_entropy"].to_numpy(np.float64),
+            "nodata_ratio": f["nodata_ratio"].to_numpy(np.float64),
+            "class_dist_json": class_dist_json(table.counts, table.class_values),
+            "class_counts_json": class_counts_json(table.counts, table.class_values),
+            "has_mask_border_nodata": f["has_mask_border_nodata"].to_numpy(bool),
+            "has_image_black_border": f["has_image_black_border"].to_numpy(bool),
+            "excluded": excluded,
+            "freq_cluster_id": labels,
+            "freq_cluster_size": sizes,
+            "freq_cluster_weight": cluster_weight,
+            "sampler_weight": weights,
+        }
+    )
+    if uniq is not None:
+        out["uniqueness_score"] = uniq
+    return out
+
+
+class _Staging:
+    """Outputs written under temporary names beside their targets, moved in by :meth:`commit`."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex[:8]
+        self.moves: list[tuple[Path, Path]] = []
+        self.dirs: list[Path] = []
+
+    def file(self, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{self.token}.staging"
+        self.moves.append((tmp, target))
+        return tmp
+
+    def folder(self, target: Path) -> Path:
+        tmp = target.parent / f".{target.name}.{self.token}.staging"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.dirs.append(tmp)
+        return tmp
+
+    def add_folder_files(self, tmp_dir: Path, target: Path, files: list[Path]) -> None:
+        for f in files:
+            self.moves.append((f, target / f.relative_to(tmp_dir)))
+
+    def commit(self) -> list[Path]:
+        done: list[Path] = []
+        for tmp, target in self.moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            done.append(target)
+        self.moves = []
+        self.cleanup()
+        return done
+
+    def cleanup(self) -> None:
+        for tmp, _ in self.moves:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                for f in d.iterdir():
+                    f.unlink()
+                d.rmdir()
+
+
+def _config_for_record(cfg: BalancedDatasetConfig) -> dict[str, Any]:
+    from smt_tools.catalog import redact
+
+    data = cfg.model_dump(mode="json")
+    inp = data.get("input", {})
+    if inp.get("password"):
+        inp["password"] = "***"
+    if inp.get("dsn"):
+        inp["dsn"] = redact(str(inp["dsn"]))
+    return {"balanced_dataset": data}
+
+
+def run_balanced(
+    cfg: BalancedDatasetConfig,
+    progress_factory: ProgressFactory | None = None,
+) -> BalancedResult:
+    """Run build-balanced-dataset for a validated config; return the run's numbers.
+
+    ``progress_factory(description, total)`` opens a progress context yielding ``advance(n)``.
+    """
+    progress_factory = progress_factory or _no_progress
+    started = datetime.now(timezone.utc)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _validate_before_work(cfg)
+
+    table = _load(cfg, progress_factory)
+    if len(table) == 0:
+        raise EmptySelectionError("the input holds no tile; check input")
+    ids = table.frame["tile_id"].to_numpy(np.int64)
+    perm = np.argsort(ids, kind="stable")
+    if np.any(ids[perm][1:] == ids[perm][:-1]):
+        dup = int(ids[perm][1:][ids[perm][1:] == ids[perm][:-1]][0])
+        raise InputDataError(f"input: tile_id {dup} occurs twice; every tile must be listed once")
+    canon = table.take(perm)
+    timings["load"] = time.perf_counter() - t0
+
+    # --- exclusion (§2) ----------------------------------------------------------------
+    t = time.perf_counter()
+    ex = cfg.exclusion
+    f = canon.frame
+    reasons = exclusion_reasons(
+        f["has_mask_border_nodata"].to_numpy(bool),
+        f["has_image_black_border"].to_numpy(bool),
+        f["class_entropy"].to_numpy(np.float64),
+        f["nodata_ratio"].to_numpy(np.float64),
+        canon.counts.sum(axis=1),
+        exclude_border_nodata=ex.exclude_border_nodata,
+        exclude_black_border=ex.exclude_black_border,
+        min_entropy=ex.min_entropy,
+        max_nodata_ratio=ex.max_nodata_ratio,
+    )
+    excluded = np.zeros(len(canon), bool)
+    for flags in reasons.values():
+        excluded |= flags
+    included_idx = np.flatnonzero(~excluded)
+    if included_idx.size == 0:
+        raise EmptySelectionError(
+            f"all {len(canon)} tiles are excluded "
+            f"({', '.join(f'{k}: {int(v.sum())}' for k, v in reasons.items() if v.any())}); "
+            "relax exclusion (exclude_border_nodata, exclude_black_border, min_entropy, "
+            "max_nodata_ratio)"
+        )
+    inc = canon.take(included_idx)
+    rare = _rare(cfg, inc) if cfg.weights.rare_class_boost > 1 else np.zeros(0, np.int64)
+
+    # --- composition (§3) --------------------------------------------------------------
+    n = len(canon)
+    labels = np.full(n, -1, np.int64)
+    sizes = np.zeros(n, np.int64)
+    cweight = np.zeros(n, np.float64)
+    comp: np.ndarray | None = None
+    clustering: CompositionResult | None = None
+    if cfg.mode != "embeddings_only":
+        cl = cfg.clustering
+        clustering = cluster_compositions(
+            inc.proportions(),
+            k_min=cl.k_min,
+            k_max=cl.k_max,
+            k_selection=cl.k_selection,
+            k=cl.k,
+            random_state=cl.random_state,
+            pseudocount=cl.clr_pseudocount,
+            silhouette_sample_size=cl.silhouette_sample_size,
+        )
+        comp = clustering.comp
+        labels[included_idx] = clustering.labels
+        sizes[included_idx] = clustering.sizes
+        cweight[included_idx] = clustering.comp
+    timings["cluster"] = time.perf_counter() - t
+
+    # --- uniqueness (§4) ---------------------------------------------------------------
+    uniq_all: np.ndarray | None = None
+    uniq: np.ndarray | None = None
+    if cfg.mode != "masks_only":
+        t = time.perf_counter()
+        uniq = _uniqueness(inc, cfg, progress_factory)
+        uniq_all = np.full(n, np.nan)
+        uniq_all[included_idx] = uniq
+        timings["uniqueness"] = time.perf_counter() - t
+
+    # --- combination + weights (§5, §6) ------------------------------------------------
+    t = time.perf_counter()
+    combined = combine(cfg.sampling_method, comp, uniq)
+    warnings = [combined.fallback] if combined.fallback else []
+    boost = (
+        rare_class_boost(inc.proportions(), inc.class_values, rare, cfg.weights.rare_class_boost)
+        if rare.size
+        else None
+    )
+    weights = final_weights(
+        combined.score, ~excluded, boost=boost, weight_floor=cfg.weights.weight_floor
+    )
+    uniform, weighted = class_shares_uniform_vs_weighted(canon.counts, weights, ~excluded)
+    ess = effective_sample_size(weights)
+    timings["weights"] = time.perf_counter() - t
+
+    # --- back to input order ------------------------------------------------------------
+    t = time.perf_counter()
+    back = np.empty(n, np.int64)
+    back[perm] = np.arange(n)
+
+    def orig(a: np.ndarray) -> np.ndarray:
+        return a[back]
+
+    out = _output_frame(
+        table,
+        orig(excluded),
+        orig(labels),
+        orig(sizes),
+        orig(cweight),
+        orig(weights),
+        orig(uniq_all) if uniq_all is not None else None,
+    )
+    if not cfg.output.include_excluded:
+        out = out.loc[~out["excluded"].to_numpy(bool)].reset_index(drop=True)
+    timings["prepare"] = time.perf_counter() - t
+
+    result = BalancedResult(
+        n_tiles=n,
+        n_excluded=int(excluded.sum()),
+        exclusion_counts={k: int(v.sum()) for k, v in reasons.items()},
+        mode=cfg.mode,
+        sampling_method=cfg.sampling_method,
+        effective_method=combined.effective_method,
+        k=clustering.k if clustering else None,
+        k_selection=cfg.clustering.k_selection,
+        k_range=clustering.k_range if clustering else None,
+        k_scores=clustering.k_scores if clustering else {},
+        cluster_sizes=clustering.cluster_sizes if clustering else {},
+        ess=ess,
+        class_values=[int(v) for v in canon.class_values],
+        uniform_share=[float(v) for v in uniform],
+        weighted_share=[float(v) for v in weighted],
+        weight_min=float(weights[~excluded].min()),
+        weight_max=float(weights[~excluded].max()),
+        rare_classes=[int(v) for v in rare],
+        warnings=warnings,
+        rows_written=len(out),
+        has_uniqueness=uniq is not None,
+    )
+
+    # --- outputs (staged, then moved in together) ----------------------------------------
+    staging = _Staging()
+    try:
+        t = time.perf_counter()
+        write_balanced_csv(out, staging.file(cfg.output.csv_path))
+        timings["write_csv"] = time.perf_counter() - t
+        if cfg.output.geojson_path is not None:
+            from smt_tools.export.geojson import write_geojson
+            from smt_tools.export.qgis_style import write_qml
+
+            t = time.perf_counter()
+            props = list(GEOJSON_PROPERTIES) + (["uniqueness_score"] if uniq is not None else [])
+            write_geojson(out, staging.file(cfg.output.geojson_path), props)
+            write_qml(staging.file(cfg.output.geojson_path.with_suffix(".qml")))
+            timings["write_geojson"] = time.perf_counter() - t
+        if cfg.output.report_dir is not None:
+            from smt_tools.export.report import ReportData, write_report
+
+            t = time.perf_counter()
+            tmp_dir = staging.folder(cfg.output.report_dir)
+            files = write_report(
+                tmp_dir,
+                ReportData(
+                    class_values=canon.class_values,
+                    uniform_share=uniform,
+                    weighted_share=weighted,
+                    weights=out["sampler_weight"].to_numpy(np.float64),
+                    excluded=out["excluded"].to_numpy(bool),
+                    footprints=out[["minx", "miny", "maxx", "maxy", "crs"]],
+                    uniqueness=out["uniqueness_score"].to_numpy(np.float64)
+                    if uniq is not None
+                    else None,
+                ),
+            )
+            staging.add_folder_files(tmp_dir, cfg.output.report_dir, files)
+            timings["report"] = time.perf_counter() - t
+        if cfg.input.uses_postgres and cfg.output.write_catalog_run:
+            t = time.perf_counter()
+            result.run_id = _record_run(
+                cfg, canon, excluded, labels, weights, uniq_all, result, started, timings
+            )
+            timings["catalog_run"] = time.perf_counter() - t
+        result.outputs = staging.commit()
+    except BaseException:
+        staging.cleanup()
+        raise
+    timings["total"] = time.perf_counter() - t0
+    result.timings = timings
+    return result
+
+
+def _record_run(
+    cfg: BalancedDatasetConfig,
+    canon: TileTable,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    uniq_all: np.ndarray | None,
+    result: BalancedResult,
+    started: datetime,
+    timings: dict[str, float],
+) -> int:
+    from smt_tools import catalog
+
+    results = pd.DataFrame(
+        {
+            "tile_id": canon.frame["tile_id"].to_numpy(np.int64),
+            "sampler_weight": weights,
+            "freq_cluster_id": labels,
+            "excluded": excluded,
+        }
+    )
+    if uniq_all is not None:
+        results["uniqueness_score"] = uniq_all
+    summary = result.summary()
+    summary["timings_s"] = dict(timings)
+    summary["version"] = __version__
+    engine = catalog.connect(_inputs.catalog_url(cfg.input))
+    try:
+        return catalog.record_run(
+            engine,
+            "build-balanced-dataset",
+            _config_for_record(cfg),
+            summary,
+            results,
+            started,
+            datetime.now(timezone.utc),
+        )
+    finally:
+        engine.dispose()
