@@ -137,25 +137,31 @@ def register(app: typer.Typer) -> None:
             "near_duplicate": "(c) embedding near-duplicates",
             "crop_level": "(d) crop-level split smell",
         }
-        for f in result.audit.findings:
+        by_check = {f.check: f for f in result.audit.findings}
+        skipped = {"spatial": "no footprint columns", "near_duplicate": "no --embeddings given"}
+        for check, label in labels.items():
+            f = by_check.get(check)
+            if f is None:
+                table.add_row(label, "skipped", "", "", "", skipped.get(check, ""))
+                continue
             status = (
                 "[bold red]LEAK[/]"
                 if f.leak
                 else ("[yellow]WARNING[/]" if f.warning else "[green]ok[/]")
             )
             table.add_row(
-                labels.get(f.check, f.check),
+                label,
                 status,
                 str(f.n_tiles),
                 str(f.n_items),
                 ", ".join(str(t) for t in f.examples),
                 f.detail,
             )
-        if not result.spatial_checked:
-            table.add_row(labels["spatial"], "skipped", "", "", "", "no footprint columns")
-        if not result.embeddings_checked:
-            table.add_row(labels["near_duplicate"], "skipped", "", "", "", "no --embeddings given")
         console.print(table)
+        for f in result.audit.findings:  # one unwrapped line per problem, easy to grep in logs
+            if f.leak or f.warning:
+                kind = "LEAK" if f.leak else "WARNING"
+                console.print(f"{kind} {f.check}: {f.detail}", markup=False, soft_wrap=True)
         if result.report_path is not None:
             console.print(
                 f"Wrote {len(result.audit.leaking_rows)} leaking tiles to {result.report_path}"

@@ -53,7 +53,9 @@ def _read(path: Path, what: str, need: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise InputDataError(f"{path}: {what} CSV not found; check the path")
     try:
-        frame = pd.read_csv(path, low_memory=False)
+        frame = pd.read_csv(
+            path, low_memory=False, dtype={"buffer_excluded_folds": str}, keep_default_na=True
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InputDataError(f"{path}: not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in need if c not in frame.columns]
@@ -203,4 +205,10 @@ def _write_report(result: LeakageResult, path: Path) -> None:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_geojson(out, path, props)
-    write_qml(path.with_suffix(".qml"), field="leak_checks", excluded_field=None)
+    # colour by how many of checks (a)-(c) flagged the tile
+    write_qml(
+        path.with_suffix(".qml"),
+        field="leak_checks",
+        excluded_field=None,
+        breaks=(0.5, 1.5, 2.5, 3.5),
+    )

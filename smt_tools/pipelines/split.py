@@ -297,7 +297,14 @@ def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_geojson(frame, path, props)
-    write_qml(path.with_suffix(".qml"), field="fold", excluded_field=None)
+    k = int(frame["fold"].max()) + 1
+    # one colour per fold; the holdout test set (fold -1) gets the first class
+    write_qml(
+        path.with_suffix(".qml"),
+        field="fold",
+        excluded_field=None,
+        breaks=[-1.5, *(f + 0.5 for f in range(-1, max(k, 1)))],
+    )
 
 
 def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""conf/examples/split_kfold.yaml runs as shipped (paths pointed at a copy of the demo data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from typer.testing import CliRunner
+
+from smt_tools.cli.app import app
+from tests.split_data import balanced_csv_from_pairs
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "conf" / "examples" / "split_kfold.yaml"
+
+
+def test_split_kfold_example_runs_on_demo_data(demo_pairs: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    cfg = data["split"]
+    assert cfg["input_csv_path"] == "demo/balanced_train.csv"
+    # same relative layout as `make demo`, under tmp_path
+    (tmp_path / "demo").mkdir()
+    balanced_csv_from_pairs(demo_pairs, tmp_path / cfg["input_csv_path"], patch=128)
+    for key in ("csv_path", "geojson_path"):
+        cfg["output"][key] = str(tmp_path / cfg["output"][key])
+    cfg["input_csv_path"] = str(tmp_path / cfg["input_csv_path"])
+    conf = tmp_path / "split_kfold.yaml"
+    conf.write_text(yaml.safe_dump(data))
+
+    res = CliRunner().invoke(app, ["split", str(conf)])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(cfg["output"]["csv_path"], dtype={"buffer_excluded_folds": str})
+    assert len(out) == 64
+    # 4 scenes, 4 folds: one scene per fold, every tile of a scene in the same fold
+    per_group = out.groupby("source_image_id")["fold"].nunique()
+    assert (per_group == 1).all()
+    assert sorted(out["fold"].unique()) == [0, 1, 2, 3]
+    # the revisit overlaps scene 0: those tiles are dropped from each other's training folds
+    scene0 = out[out["group_id"] == "scene_000"]
+    revisit = out[out["group_id"] == "scene_003_revisit_of_000"]
+    f_rev = str(int(revisit["fold"].iloc[0]))
+    dropped = scene0["buffer_excluded_folds"].fillna("").str.split(";").apply(lambda v: f_rev in v)
+    assert dropped.sum() > 0
+    others = out[~out["group_id"].isin(["scene_000", "scene_003_revisit_of_000"])]
+    assert others["buffer_excluded_folds"].isna().all()  # scenes 1 km apart: no buffer effect
+    gj = json.loads(Path(cfg["output"]["geojson_path"]).read_text())
+    assert len(gj["features"]) == 64
+    assert {"fold", "buffer_excluded_folds"} <= set(gj["features"][0]["properties"])
+    assert Path(cfg["output"]["geojson_path"]).with_suffix(".qml").is_file()
+    assert np.isfinite(out["minx"]).all()
+
+    res = CliRunner().invoke(
+        app, ["check-leakage", "--folds", cfg["output"]["csv_path"], "--buffer-m", "50"]
+    )
+    assert res.exit_code == 0, res.output
+
+
+def test_split_config_errors_are_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text("split:\n  n_splits: 3\n  output:\n    csv_path: x.csv\n")
+    res = CliRunner().invoke(app, ["split", str(conf)])
+    assert res.exit_code == 1
+    assert "give exactly one input" in res.output
+    conf.write_text(
+        "split:\n  input_csv_path: a.csv\n  stratgy: group\n  output: {csv_path: b.csv}\n"
+    )
+    res = CliRunner().invoke(app, ["split", str(conf)])
+    assert res.exit_code == 1
+    assert "split.stratgy: unknown key; did you mean 'strategy'?" in res.output
+    src = tmp_path / "a.csv"
+    pd.DataFrame({"tile_id": [1, 2], "source_image_id": [1, 2]}).to_csv(src, index=False)
+    conf.write_text(
+        f"split:\n  input_csv_path: {src}\n  n_splits: 2\n  output: {{csv_path: {tmp_path / 'b.csv'}}}\n"
+    )
+    res = CliRunner().invoke(app, ["split", str(conf)])
+    assert res.exit_code == 1
+    assert "missing column(s) minx, miny, maxx, maxy, crs, class_counts_json" in res.output
+    assert not (tmp_path / "b.csv").exists()
