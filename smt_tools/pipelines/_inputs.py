@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from smt_tools.config.balanced import ExclusionConfig, InputConfig, PatchRecord
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TileTable, canonical_path
 
 PATCH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path", "row_off", "col_off", "patch_size")
@@ -110,17 +112,24 @@ def read_patch_records_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     return out
 
 
-def scan_patch_records(
-    records: pd.DataFrame,
-    source: str,
-    exclusion: ExclusionConfig,
-    cfg: InputConfig,
-    progress: Callable[[int], None] | None = None,
-) -> TileTable:
-    """Check every record (files exist, image and mask agree, window overlaps the raster),
-    then scan all windows through :func:`smt_tools.raster.scan`. Rows follow ``records``."""
-    from smt_tools.raster import PairSpec, inspect_pair, scan
-    from smt_tools.raster.scan import SourceRecord
+@dataclass
+class ScanPlan:
+    """Checked patch records, grouped by image/mask pair, ready for :func:`run_scan_plan`."""
+
+    source: str
+    records: pd.DataFrame
+    sources: list[SourceRecord]
+    windows: list[np.ndarray]
+    order: np.ndarray  # record index of each scanned row
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def plan_patch_records(records: pd.DataFrame, source: str) -> ScanPlan:
+    """Check every record (files exist, image and mask agree, window overlaps the raster)
+    before anything is scanned; ``source`` names the records in messages."""
+    from smt_tools.raster import PairSpec, inspect_pair
 
     img = [canonical_path(v) for v in records["image_path"]]
     msk = [canonical_path(v) for v in records["mask_path"]]
@@ -153,9 +162,21 @@ def scan_patch_records(
         sources.append(src)
         windows.append(np.stack([r, c, s, s], axis=1))
         order.extend(idx)
+    return ScanPlan(source, records, sources, windows, np.asarray(order, np.int64))
+
+
+def run_scan_plan(
+    plan: ScanPlan,
+    exclusion: ExclusionConfig,
+    cfg: InputConfig,
+    progress: Callable[[int], None] | None = None,
+) -> TileTable:
+    """Scan the windows of ``plan`` (one read per window, parallel); rows follow the records."""
+    from smt_tools.raster import scan
+
     table = scan(
-        sources,
-        windows,
+        plan.sources,
+        plan.windows,
         nodata_class=exclusion.nodata_class,
         black_tolerance=exclusion.black_border_tolerance,
         read_image=exclusion.exclude_black_border,
@@ -163,18 +184,31 @@ def scan_patch_records(
         progress=progress,
     )
     # scan returns rows grouped by pair; put them back in record order
-    back = np.empty(len(order), np.int64)
-    back[np.asarray(order, np.int64)] = np.arange(len(order))
+    back = np.empty(plan.order.size, np.int64)
+    back[plan.order] = np.arange(plan.order.size)
     table = table.take(back)
-    table.frame["patch_size"] = size
+    rec = plan.records
+    table.frame["patch_size"] = rec["patch_size"].to_numpy(np.int64)
     dup = table.frame["tile_id"].duplicated(keep="first").to_numpy()
     if dup.any():
         j = int(np.flatnonzero(dup)[0])
         raise InputDataError(
-            f"{source}[{j}]: the same window of {img[j]} is listed twice "
-            f"(row_off={rows[j]} col_off={cols[j]} patch_size={size[j]}); remove the duplicate"
+            f"{plan.source}[{j}]: the same window of {rec['image_path'].iloc[j]} is listed twice "
+            f"(row_off={rec['row_off'].iloc[j]} col_off={rec['col_off'].iloc[j]} "
+            f"patch_size={rec['patch_size'].iloc[j]}); remove the duplicate"
         )
     return table
+
+
+def scan_patch_records(
+    records: pd.DataFrame,
+    source: str,
+    exclusion: ExclusionConfig,
+    cfg: InputConfig,
+    progress: Callable[[int], None] | None = None,
+) -> TileTable:
+    """:func:`plan_patch_records` then :func:`run_scan_plan`."""
+    return run_scan_plan(plan_patch_records(records, source), exclusion, cfg, progress)
 
 
 # --- tile tables and the catalog -----------------------------------------------------------

@@ -145,8 +145,9 @@ def _load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> Tile
             assert inp.patch_records_csv is not None
             records = _inputs.read_patch_records_csv(inp.patch_records_csv)
             source = str(inp.patch_records_csv)
-        with progress_factory("Scanning tiles", len(records)) as advance:
-            return _inputs.scan_patch_records(records, source, cfg.exclusion, inp, advance)
+        plan = _inputs.plan_patch_records(records, source)
+        with progress_factory("Scanning tiles", len(plan)) as advance:
+            return _inputs.run_scan_plan(plan, cfg.exclusion, inp, advance)
     return _inputs.load_input_tiles(inp, cfg.exclusion)
 
 
