@@ -113,7 +113,7 @@ def load_tiles(
                 f"catalog {label}: loading tiles took longer than {statement_timeout_s:g} s "
                 "(statement timeout); narrow the where clause or raise the timeout"
             ) from None
-        if where_clause is not None and state.startswith(("42", "22")):
+        if where_clause is not None and (state.startswith(("42", "22")) or state == "25006"):
             raise UnsafeQueryError(
                 f"where clause {where_clause!r} rejected by the database: {_one_line(exc, label)}"
             ) from None
@@ -293,7 +293,9 @@ def count_rows(engine: Engine) -> tuple[int, int]:
                 text("select (select count(*) from tile), (select count(*) from source_image)")
             ).one()
     except SQLAlchemyError as exc:
-        raise CatalogError(f"catalog {label}: counting tiles failed: {_one_line(exc, label)}") from None
+        raise CatalogError(
+            f"catalog {label}: counting tiles failed: {_one_line(exc, label)}"
+        ) from None
     return int(row[0]), int(row[1])
 
 

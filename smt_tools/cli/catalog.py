@@ -35,13 +35,13 @@ def register(app: typer.Typer) -> None:
 
         result = run_catalog_init(catalog)
         for name in result.already_applied:
-            console.print(f"already applied  {name}")
+            console.print(f"already applied  {name}", soft_wrap=True)
         for name in result.applied:
-            console.print(f"applied          {name}")
+            console.print(f"applied          {name}", soft_wrap=True)
         state = (
             "up to date" if not result.applied else f"{len(result.applied)} migration(s) applied"
         )
-        console.print(f"Catalog {result.target}: {state}")
+        console.print(f"Catalog {result.target}: {state}", soft_wrap=True)
 
     @sub.command("ingest")
     @guard
@@ -88,13 +88,15 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"Images: {result.images_total} listed, {result.images_scanned} scanned "
             f"({result.images_new} new, {result.images_replaced} changed), "
-            f"{result.images_skipped} unchanged skipped"
+            f"{result.images_skipped} unchanged skipped",
+            soft_wrap=True,
         )
         console.print(
             f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s "
             f"(scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s); "
             f"{result.target} now holds {result.tiles_in_catalog} tiles of "
-            f"{result.sources_in_catalog} source images"
+            f"{result.sources_in_catalog} source images",
+            soft_wrap=True,
         )
 
     @sub.command("stats")
@@ -109,7 +111,8 @@ def register(app: typer.Typer) -> None:
         runs = "" if s.runs is None else f", {s.runs} runs"
         console.print(
             f"{s.target}: {s.tiles} tiles, {s.source_images} source images, {s.groups} groups{runs}; "
-            f"nodata {100 * s.nodata_share:.2f} % of window pixels"
+            f"nodata {100 * s.nodata_share:.2f} % of window pixels",
+            soft_wrap=True,
         )
         table = Table("class", "name", "pixels", "share")
         for c in s.classes:

@@ -335,6 +335,9 @@ def _scan(
 ) -> tuple[TileTable | None, float]:
     if not todo:
         return None, 0.0
+    from smt_tools.raster.scan import close_cached_handles
+
+    close_cached_handles()  # files may have been rewritten since this process opened them
     t0 = time.perf_counter()
     total = int(sum(windows[i].shape[0] for i in todo))
     with progress_factory("Scanning tiles", total) as advance:

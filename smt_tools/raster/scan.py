@@ -61,7 +61,7 @@ class ScanResult:
 
 def inspect_pair(pair: PairSpec, cache: RasterCache | None = None) -> SourceRecord:
     """Open both files, check they agree, and return their metadata."""
-    cache = cache or _CACHE
+    cache = cache if cache is not None else _CACHE  # an empty cache is falsy (len 0)
     img_path = canonical_path(pair.image_path)
     msk_path = canonical_path(pair.mask_path)
     img = info_from_dataset(cache.get(img_path), img_path)
@@ -69,6 +69,12 @@ def inspect_pair(pair: PairSpec, cache: RasterCache | None = None) -> SourceReco
     check_pair(img, msk)
     group = pair.group_id or os.path.splitext(os.path.basename(img_path))[0]
     return SourceRecord(source_image_key(img_path), img, msk, group)
+
+
+def close_cached_handles() -> None:
+    """Close this process's cached raster handles (call before re-reading files that may have
+    been rewritten since they were opened, e.g. an incremental re-ingest in a long-lived process)."""
+    _CACHE.close()
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ def _read(ds: object, path: str, window: Window, bands: int | None) -> np.ndarra
 
 
 def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult:
-    cache = cache or _CACHE
+    cache = cache if cache is not None else _CACHE  # an empty cache is falsy (len 0)
     mds = cache.get(chunk.mask_path)
     ids = cache.get(chunk.image_path) if chunk.read_image else None
     n = chunk.windows.shape[0]
