@@ -1,0 +1,279 @@
+"""The embedding cache: Parquet keyed by (tile_id, model_id, preprocess_hash).
+
+Layout for ``parquet_path = x/embeddings.parquet``:
+
+- ``x/embeddings.parquet``: the compacted cache (one file, rows sorted by tile_id);
+- ``x/embeddings.parquet.parts/part-*.parquet``: chunks written during an extraction, each
+  atomically (temporary file + ``os.replace``). An interrupted run leaves its finished chunks
+  there; the next run reads them as cache and computes only the rest. A finished run folds
+  them into the main file (atomically) and removes the folder.
+
+Columns: ``tile_id`` int64, ``model_id`` string, ``preprocess_hash`` string, ``embedding``
+fixed_size_list<float32>[d]. Rows are always JOINED by tile_id, never taken in file order. A
+cache that holds another (model_id, preprocess_hash) is refused unless the caller rebuilds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from smt_tools.errors import EmbeddingCacheError
+
+COLUMNS = ("tile_id", "model_id", "preprocess_hash", "embedding")
+
+
+def parts_dir(path: str | os.PathLike[str]) -> Path:
+    """Folder of chunk files next to ``path`` (``<name>.parts``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".parts")
+
+
+def cache_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Existing cache files: the main file first, then chunks in write order."""
+    p = Path(path)
+    files = [p] if p.is_file() else []
+    pd_ = parts_dir(p)
+    if pd_.is_dir():
+        files += sorted(pd_.glob("part-*.parquet"))
+    return files
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("tile_id", pa.int64()),
+            ("model_id", pa.string()),
+            ("preprocess_hash", pa.string()),
+            ("embedding", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def _read_file(f: Path, columns: list[str]) -> pa.Table:
+    try:
+        schema = pq.read_schema(f)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise EmbeddingCacheError(
+            f"{f}: not a readable Parquet file ({exc}); delete it or rebuild the cache (--rebuild)"
+        ) from None
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise EmbeddingCacheError(
+            f"{f}: not an embedding cache (missing columns {', '.join(missing)}); point "
+            "embeddings.parquet_path at another file or rebuild it (--rebuild)"
+        )
+    emb_type = schema.field("embedding").type
+    if not pa.types.is_fixed_size_list(emb_type):
+        raise EmbeddingCacheError(
+            f"{f}: column embedding is {emb_type}, expected fixed_size_list<float32>; rebuild it"
+        )
+    return pq.read_table(f, columns=columns)
+
+
+def cache_keys(path: str | os.PathLike[str]) -> list[tuple[str, str, int]]:
+    """Distinct ``(model_id, preprocess_hash, rows)`` held by the cache (empty if none)."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in cache_files(path):
+        t = _read_file(f, ["model_id", "preprocess_hash"]).to_pandas()
+        for (m, h), n in t.groupby(["model_id", "preprocess_hash"]).size().items():
+            counts[(str(m), str(h))] = counts.get((str(m), str(h)), 0) + int(n)
+    return [(m, h, n) for (m, h), n in sorted(counts.items())]
+
+
+def check_cache(
+    path: str | os.PathLike[str], model_id: str, preprocess_hash: str, rebuild: bool = False
+) -> None:
+    """Refuse a cache built by another model or preprocessing; with ``rebuild`` delete it."""
+    if rebuild:
+        clear_cache(path)
+        return
+    foreign = [(m, h, n) for m, h, n in cache_keys(path) if (m, h) != (model_id, preprocess_hash)]
+    if foreign:
+        m, h, n = foreign[0]
+        raise EmbeddingCacheError(
+            f"{path} holds {n} embeddings of model {m} with preprocessing {h}, not model "
+            f"{model_id} with preprocessing {preprocess_hash} (dino_model, bands or scale "
+            "changed); run with --rebuild to replace it, or set embeddings.parquet_path to "
+            "another file"
+        )
+
+
+def clear_cache(path: str | os.PathLike[str]) -> None:
+    """Delete the cache file and any chunk folder."""
+    p = Path(path)
+    if p.is_file():
+        p.unlink()
+    shutil.rmtree(parts_dir(p), ignore_errors=True)
+
+
+def _load(
+    path: str | os.PathLike[str],
+    tile_ids: np.ndarray,
+    model_id: str | None,
+    preprocess_hash: str | None,
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Join cache rows to ``tile_ids`` by key: (emb (n,d) NaN-filled, found (n,), dim)."""
+    want = np.asarray(tile_ids, dtype=np.int64)
+    n = len(want)
+    files = cache_files(path)
+    if files and model_id is None:
+        keys = cache_keys(path)
+        if len(keys) != 1:
+            listed = "; ".join(f"{m} / {h} ({c} rows)" for m, h, c in keys)
+            raise EmbeddingCacheError(
+                f"{path} holds embeddings of several models or preprocessings ({listed}); "
+                "name the model to read, or rebuild the cache"
+            )
+        model_id, preprocess_hash = keys[0][0], keys[0][1]
+    elif files:
+        check_cache(path, model_id or "", preprocess_hash or "")
+    value_set = pa.array(np.unique(want), type=pa.int64())
+    ids_parts: list[np.ndarray] = []
+    emb_parts: list[np.ndarray] = []
+    dim: int | None = None
+    for f in files:
+        t = _read_file(f, ["tile_id", "model_id", "preprocess_hash", "embedding"])
+        mask = pc.and_(
+            pc.and_(
+                pc.equal(t["model_id"], model_id), pc.equal(t["preprocess_hash"], preprocess_hash)
+            ),
+            pc.is_in(t["tile_id"], value_set=value_set),
+        )
+        t = t.filter(mask)
+        d = t.schema.field("embedding").type.list_size
+        if dim is not None and d != dim:
+            raise EmbeddingCacheError(
+                f"{f}: embeddings have {d} dimensions but earlier cache rows have {dim}; rebuild"
+            )
+        dim = d
+        if t.num_rows == 0:
+            continue
+        emb_col = t["embedding"].combine_chunks()
+        flat = emb_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        ids_parts.append(t["tile_id"].to_numpy().astype(np.int64))
+        emb_parts.append(flat.reshape(-1, d))
+    out = np.full((n, dim or 0), np.nan, dtype=np.float32)
+    found = np.zeros(n, dtype=bool)
+    if not ids_parts:
+        return out, found, dim
+    ids = np.concatenate(ids_parts)
+    embs = np.concatenate(emb_parts)
+    # later files win (a chunk written after the main file is newer)
+    rev = np.arange(len(ids))[::-1]
+    _, first_rev = np.unique(ids[rev], return_index=True)
+    keep = rev[first_rev]
+    ids, embs = ids[keep], embs[keep]  # sorted by tile_id (np.unique order)
+    pos = np.searchsorted(ids, want)
+    pos_c = np.minimum(pos, len(ids) - 1)
+    found = ids[pos_c] == want
+    out[found] = embs[pos_c[found]]
+    return out, found, dim
+
+
+def read_embeddings(
+    parquet_path: str | os.PathLike[str],
+    tile_ids: np.ndarray,
+    model_id: str | None = None,
+    preprocess_hash: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of ``tile_ids`` joined by key from the cache.
+
+    tile_ids: (n,) int64. Returns (n, d) float32 (NaN rows where missing) and (n,) bool found.
+    With ``model_id`` None the cache must hold exactly one (model_id, preprocess_hash) pair;
+    with it given, rows of any other pair make the cache foreign (:class:`EmbeddingCacheError`).
+    No cache at all is an :class:`EmbeddingCacheError` naming the command that fills it.
+    """
+    if not cache_files(parquet_path):
+        raise EmbeddingCacheError(
+            f"no embedding cache at {parquet_path}; fill it with `pytorch-smt-tools embed CONFIG`"
+        )
+    emb, found, _ = _load(parquet_path, tile_ids, model_id, preprocess_hash)
+    return emb, found
+
+
+def lookup(
+    parquet_path: str | os.PathLike[str],
+    tile_ids: np.ndarray,
+    model_id: str,
+    preprocess_hash: str,
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Like :func:`read_embeddings` for one known key; an absent cache finds nothing."""
+    return _load(parquet_path, tile_ids, model_id, preprocess_hash)
+
+
+def _write_atomic(table: pa.Table, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def make_table(
+    tile_ids: np.ndarray, embeddings: np.ndarray, model_id: str, preprocess_hash: str
+) -> pa.Table:
+    """Arrow table in the cache schema. embeddings: (n, d) float32."""
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, d = emb.shape
+    values = pa.array(emb.reshape(-1), type=pa.float32())
+    return pa.Table.from_arrays(
+        [
+            pa.array(np.asarray(tile_ids, dtype=np.int64), type=pa.int64()),
+            pa.array([model_id] * n, type=pa.string()),
+            pa.array([preprocess_hash] * n, type=pa.string()),
+            pa.FixedSizeListArray.from_arrays(values, d),
+        ],
+        schema=_schema(d),
+    )
+
+
+def write_chunk(
+    parquet_path: str | os.PathLike[str],
+    tile_ids: np.ndarray,
+    embeddings: np.ndarray,
+    model_id: str,
+    preprocess_hash: str,
+) -> Path:
+    """Append one chunk as a new part file (atomic); returns its path."""
+    folder = parts_dir(parquet_path)
+    existing = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    index = len(existing)
+    target = folder / f"part-{index:06d}-{uuid.uuid4().hex[:8]}.parquet"
+    _write_atomic(make_table(tile_ids, embeddings, model_id, preprocess_hash), target)
+    return target
+
+
+def compact(parquet_path: str | os.PathLike[str]) -> int:
+    """Fold chunk files into the main file (atomic, sorted by tile_id, later rows win).
+
+    Returns the number of rows in the compacted file (0 when there is nothing to do).
+    """
+    p = Path(parquet_path)
+    files = cache_files(p)
+    if not files or files == [p]:
+        return 0
+    tables = [_read_file(f, list(COLUMNS)) for f in files]
+    table = pa.concat_tables(tables).combine_chunks()
+    ids = table["tile_id"].to_numpy()
+    rev = np.arange(len(ids))[::-1]
+    _, first_rev = np.unique(ids[rev], return_index=True)
+    keep = np.sort(rev[first_rev])
+    table = table.take(pa.array(keep))
+    table = table.sort_by("tile_id")
+    _write_atomic(table, p)
+    shutil.rmtree(parts_dir(p), ignore_errors=True)
+    return table.num_rows

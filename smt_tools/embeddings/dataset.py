@@ -1,0 +1,169 @@
+"""Tile windows as model-ready tensors: read through the raster layer, scaled, resized.
+
+:class:`TileBatchDataset` yields whole BATCHES (one item = one batch of tiles): a worker reads
+the windows of a batch through its own :class:`~smt_tools.raster.RasterCache` (handles are
+per process; the cache re-opens after fork), and preprocesses the stack with one tensor op
+per step, so the main process only moves ready tensors to the model.
+
+Radiometric scaling is per DATASET (ALGORITHMS.md §4): ``scale: [min, max]`` from config, or the
+dtype range for integer data; values are clipped to [0, 1] after scaling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.embeddings.model import Preprocess
+from smt_tools.errors import ConfigError, RasterReadError
+from smt_tools.raster.handles import RasterCache
+
+_CACHE = RasterCache(maxsize=32)
+
+
+def resolve_scale(
+    image_paths: Sequence[str],
+    bands: Sequence[int],
+    scale: tuple[float, float] | None,
+    cache: RasterCache | None = None,
+) -> tuple[float, float]:
+    """The per-dataset (min, max): ``scale`` if given, else the integer dtype range.
+
+    Also checks that every image has the requested bands. Float images need ``scale``.
+    """
+    cache = cache or _CACHE
+    dtypes: set[str] = set()
+    for path in sorted(set(image_paths)):
+        ds = cache.get(path)
+        if max(bands) > ds.count:
+            raise ConfigError(
+                f"embeddings.bands {list(bands)}: {path} has only {ds.count} band(s); "
+                "list 1-based bands that exist (one band is repeated to RGB)"
+            )
+        dtypes.update(ds.dtypes[b - 1] for b in bands)
+    if scale is not None:
+        return float(scale[0]), float(scale[1])
+    kinds = {np.dtype(d).kind for d in dtypes}
+    if kinds - {"u", "i"}:
+        raise ConfigError(
+            f"embeddings.scale is not set and the images hold {', '.join(sorted(dtypes))} data; "
+            "set embeddings.scale: [min, max] to the radiometric range of the whole dataset"
+        )
+    if len(dtypes) > 1:
+        raise ConfigError(
+            f"embeddings.scale is not set and the images mix dtypes {', '.join(sorted(dtypes))}; "
+            "set embeddings.scale: [min, max] so all images share one radiometric scale"
+        )
+    info = np.iinfo(np.dtype(dtypes.pop()))
+    return float(info.min), float(info.max)
+
+
+def worker_init(_worker_id: int) -> None:
+    """DataLoader worker setup: one torch thread per worker (the model owns the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def preprocess_batch(raw: Any, spec: Preprocess) -> Any:
+    """(b, c, h, w) numeric tensor -> (b, 3, crop, crop) float32 normalised model input.
+
+    Steps: per-dataset scale to [0, 1] (clipped), one band repeated to three, bicubic
+    antialiased resize of the shortest edge to ``spec.shortest_edge``, centre crop, mean/std.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    lo, hi = spec.scale
+    x = raw.to(torch.float32)
+    x = ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    edge = spec.shortest_edge
+    if min(h, w) != edge:
+        if h <= w:
+            size = (edge, max(1, round(w * edge / h)))
+        else:
+            size = (max(1, round(h * edge / w)), edge)
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+        x = x.clamp_(0.0, 1.0)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    c = spec.crop
+    if h < c or w < c:  # pad like the official processor would never need; keep it defined
+        x = F.pad(x, (0, max(0, c - w), 0, max(0, c - h)))
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+    top, left = (h - c) // 2, (w - c) // 2
+    x = x[:, :, top : top + c, left : left + c]
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+class TileBatchDataset:
+    """Map-style dataset whose item ``i`` is batch ``i``: ``(tile_ids int64 (b,), pixels)``.
+
+    frame: tile rows with tile_id, image_path, row_off, col_off, height, width.
+    Windows that extend past the raster are read boundless (filled with ``scale[0]``).
+    """
+
+    def __init__(self, frame: pd.DataFrame, spec: Preprocess, batch_size: int) -> None:
+        self.tile_id = frame["tile_id"].to_numpy(np.int64)
+        self.image_path = frame["image_path"].astype(str).to_numpy()
+        self.window = frame[["row_off", "col_off", "height", "width"]].to_numpy(np.int64)
+        self.spec = spec
+        self.batch_size = batch_size
+        self.cache = _CACHE
+
+    def __len__(self) -> int:
+        return (len(self.tile_id) + self.batch_size - 1) // self.batch_size
+
+    def read_window(self, i: int) -> np.ndarray:
+        """(bands, h, w) raw pixels of tile row ``i``."""
+        from rasterio.windows import Window
+
+        r, c, h, w = (int(v) for v in self.window[i])
+        path = self.image_path[i]
+        ds = self.cache.get(path)
+        win = Window(c, r, w, h)
+        inside = r >= 0 and c >= 0 and r + h <= ds.height and c + w <= ds.width
+        try:
+            if inside:
+                return np.asarray(ds.read(list(self.spec.bands), window=win))
+            return np.asarray(
+                ds.read(
+                    list(self.spec.bands),
+                    window=win,
+                    boundless=True,
+                    fill_value=self.spec.scale[0],
+                )
+            )
+        except (OSError, ValueError) as exc:
+            raise RasterReadError(
+                f"{path}: failed to read window row_off={r} col_off={c} {h}x{w} px: {exc}"
+            ) from None
+
+    def __getitem__(self, b: int) -> tuple[Any, Any]:
+        import torch
+
+        start = b * self.batch_size
+        stop = min(start + self.batch_size, len(self.tile_id))
+        raws = [self.read_window(i) for i in range(start, stop)]
+        shapes = {a.shape for a in raws}
+        if len(shapes) == 1:
+            pixels = preprocess_batch(torch.from_numpy(np.stack(raws)), self.spec)
+        else:  # mixed window sizes: resize one by one (same result per tile)
+            pixels = torch.cat(
+                [preprocess_batch(torch.from_numpy(a[None]), self.spec) for a in raws]
+            )
+        return torch.from_numpy(self.tile_id[start:stop].copy()), pixels
+
+
+def default_workers(requested: int) -> int:
+    """``num_workers`` capped at the cores available (0 = read in the main process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(requested, cores or 1))

@@ -1,0 +1,290 @@
+"""Embeddings for tiles through the keyed cache, and visual uniqueness among them.
+
+- :func:`ensure_embeddings`: embeddings of a set of tiles; cached rows are joined by key,
+  missing tiles are computed and appended chunk by chunk (an interrupted run resumes), then
+  the cache is compacted into one file.
+- :func:`uniqueness_for_tiles`: what ``build-balanced-dataset`` (``mode: embeddings`` /
+  ``embeddings_only``) calls on the INCLUDED tiles (ALGORITHMS.md §4).
+- :func:`run_embed`: the ``embed`` command; only fills the cache (for the tiles that
+  build-balanced-dataset would include).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.config.balanced import BalancedDatasetConfig, EmbeddingsConfig
+from smt_tools.errors import ConfigError, EmbeddingCacheError, EmptySelectionError
+from smt_tools.tiletable import TileTable
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+#: Rows per cache chunk; a chunk is also written after :data:`CHUNK_SECONDS` of work.
+CHUNK_ROWS = 4096
+CHUNK_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
+
+
+@dataclass
+class EmbedResult:
+    """What an embedding pass did (the ``embed`` summary)."""
+
+    n_tiles: int
+    n_cached: int
+    n_computed: int
+    model_id: str
+    preprocess_hash: str
+    dim: int
+    images_per_s: float
+    seconds: float
+    device: str
+    cache_path: Path | None
+    cache_rows: int = 0
+
+
+_WINDOW_COLUMNS = ("tile_id", "image_path", "row_off", "col_off", "height", "width")
+
+
+def ensure_embeddings(
+    frame: pd.DataFrame,
+    ecfg: EmbeddingsConfig,
+    *,
+    rebuild: bool = False,
+    progress_factory: ProgressFactory | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[np.ndarray, EmbedResult]:
+    """(n, d) float32 embeddings of the rows of ``frame`` (same order), plus what was done.
+
+    frame needs tile_id, image_path, row_off, col_off, height, width. With
+    ``ecfg.parquet_path`` set, cached rows are joined by (tile_id, model, preprocessing) and
+    only missing tiles are computed and appended (chunks of ``chunk_rows``); a cache of another
+    model or preprocessing is refused unless ``rebuild``. Without it, nothing is cached.
+    """
+    from smt_tools.embeddings.cache import (
+        cache_files,
+        check_cache,
+        compact,
+        lookup,
+        write_chunk,
+    )
+    from smt_tools.embeddings.dataset import resolve_scale
+    from smt_tools.embeddings.model import describe_model, make_preprocess
+
+    progress_factory = progress_factory or _no_progress
+    missing_cols = [c for c in _WINDOW_COLUMNS if c not in frame.columns]
+    if missing_cols:
+        raise ConfigError(f"tile frame lacks columns {', '.join(missing_cols)}")
+    if len(frame) == 0:
+        raise EmptySelectionError("no tiles to embed")
+    t_start = time.perf_counter()
+    tile_ids = frame["tile_id"].to_numpy(np.int64)
+    model_id, geometry = describe_model(ecfg.dino_model)
+    scale = resolve_scale(frame["image_path"].astype(str).unique().tolist(), ecfg.bands, ecfg.scale)
+    spec = make_preprocess(geometry, ecfg.bands, scale)
+    phash = spec.hash
+    path = ecfg.parquet_path
+
+    if path is not None:
+        check_cache(path, model_id, phash, rebuild=rebuild)
+        emb, found, dim = lookup(path, tile_ids, model_id, phash)
+    else:
+        emb, found, dim = np.zeros((len(frame), 0), np.float32), np.zeros(len(frame), bool), None
+
+    todo = (
+        frame.loc[~found, list(_WINDOW_COLUMNS)]
+        .drop_duplicates("tile_id")
+        .sort_values("tile_id", kind="stable")
+        .reset_index(drop=True)
+    )
+    images_per_s = 0.0
+    device = "-"
+    if len(todo):
+        from smt_tools.embeddings.extract import ExtractStats, iter_embeddings, pick_device
+        from smt_tools.embeddings.model import load_model
+
+        device = pick_device(ecfg.use_gpu)
+        loaded = load_model(ecfg.dino_model, device)
+        if dim is not None and dim != loaded.dim:
+            raise EmbeddingCacheError(
+                f"{path}: cached embeddings have {dim} dimensions, the model gives {loaded.dim}; "
+                "run with --rebuild"
+            )
+        dim = loaded.dim
+        if emb.shape[1] != dim:
+            emb = np.full((len(frame), dim), np.nan, np.float32)
+        stats = ExtractStats()
+        new_ids: list[np.ndarray] = []
+        new_emb: list[np.ndarray] = []
+        buf_ids: list[np.ndarray] = []
+        buf_emb: list[np.ndarray] = []
+        last_flush = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal buf_ids, buf_emb, last_flush
+            if path is not None and buf_ids:
+                write_chunk(path, np.concatenate(buf_ids), np.concatenate(buf_emb), model_id, phash)
+            buf_ids, buf_emb = [], []
+            last_flush = time.perf_counter()
+
+        with progress_factory("Embedding tiles", len(todo)) as advance:
+            for b_ids, b_emb in iter_embeddings(
+                todo,
+                loaded,
+                spec,
+                batch_size=ecfg.batch_size,
+                num_workers=ecfg.num_workers,
+                device=device,
+                stats=stats,
+            ):
+                if not np.isfinite(b_emb).all():
+                    raise EmbeddingCacheError(
+                        f"the model returned NaN/inf embeddings for tiles {b_ids[:3].tolist()}; "
+                        "check embeddings.scale and the image values"
+                    )
+                new_ids.append(b_ids)
+                new_emb.append(b_emb)
+                buf_ids.append(b_ids)
+                buf_emb.append(b_emb)
+                if (
+                    sum(len(a) for a in buf_ids) >= chunk_rows
+                    or time.perf_counter() - last_flush >= CHUNK_SECONDS
+                ):
+                    flush()
+                advance(len(b_ids))
+        flush()
+        images_per_s = stats.images_per_s
+        ids_new = np.concatenate(new_ids)
+        emb_new = np.concatenate(new_emb)
+        order = np.argsort(ids_new, kind="stable")
+        ids_new, emb_new = ids_new[order], emb_new[order]
+        rows = np.flatnonzero(~found)
+        pos = np.searchsorted(ids_new, tile_ids[rows])
+        emb[rows] = emb_new[pos]
+    cache_rows = 0
+    if path is not None:
+        cache_rows = compact(path) if cache_files(path) else 0
+    if dim is None:  # pragma: no cover - every tile was cached, so the cache had a dim
+        raise EmbeddingCacheError(f"{path}: cache rows without embeddings; run with --rebuild")
+    return emb, EmbedResult(
+        n_tiles=len(np.unique(tile_ids)),
+        n_cached=len(np.unique(tile_ids[found])),
+        n_computed=len(todo),
+        model_id=model_id,
+        preprocess_hash=phash,
+        dim=dim,
+        images_per_s=images_per_s,
+        seconds=time.perf_counter() - t_start,
+        device=device,
+        cache_path=Path(path) if path is not None else None,
+        cache_rows=cache_rows,
+    )
+
+
+def uniqueness_for_tiles(
+    table: TileTable,
+    cfg: BalancedDatasetConfig,
+    progress_factory: ProgressFactory | None = None,
+) -> np.ndarray:
+    """(n,) float64 uniqueness of every row of ``table`` among the rows of ``table``.
+
+    The caller passes only INCLUDED tiles (excluded tiles are not in the pool). Embeddings
+    come from the cache (missing ones computed and appended). Rows are searched in tile_id
+    order, so the result does not depend on the table's row order. With fewer than
+    ``k_neighbors + 1`` tiles, k is lowered to n - 1 (a warning says so).
+    """
+    from smt_tools.curation.uniqueness import uniqueness_scores
+
+    n = len(table)
+    if n < 2:
+        raise EmptySelectionError(
+            f"visual uniqueness needs at least 2 included tiles; got {n} "
+            "(use mode: masks_only or include more tiles)"
+        )
+    emb, _ = ensure_embeddings(table.frame, cfg.embeddings, progress_factory=progress_factory)
+    u = cfg.uniqueness
+    k = u.k_neighbors
+    if k > n - 1:
+        warnings.warn(
+            f"uniqueness.k_neighbors = {k} but only {n} tiles are included; using k = {n - 1}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        k = n - 1
+    tile_ids = table.frame["tile_id"].to_numpy(np.int64)
+    order = np.argsort(tile_ids, kind="stable")
+    scores = uniqueness_scores(
+        emb[order],
+        k,
+        u.backend,
+        ids=tile_ids[order],
+        M=u.M,
+        ef_construction=u.ef_construction,
+        ef=u.ef,
+        pca_dim=u.pca_dim,
+        random_state=cfg.clustering.random_state,
+        num_threads=u.num_threads,
+    )
+    out = np.empty(n, dtype=np.float64)
+    out[order] = scores
+    return out
+
+
+def tiles_to_embed(cfg: BalancedDatasetConfig, table: TileTable) -> TileTable:
+    """The tiles build-balanced-dataset would include (the ones it needs embeddings for)."""
+    from smt_tools.curation.exclusion import exclusion_reasons
+
+    f = table.frame
+    ex = cfg.exclusion
+    reasons = exclusion_reasons(
+        f["has_mask_border_nodata"].to_numpy(bool),
+        f["has_image_black_border"].to_numpy(bool),
+        f["class_entropy"].to_numpy(np.float64),
+        f["nodata_ratio"].to_numpy(np.float64),
+        table.counts.sum(axis=1),
+        exclude_border_nodata=ex.exclude_border_nodata,
+        exclude_black_border=ex.exclude_black_border,
+        min_entropy=ex.min_entropy,
+        max_nodata_ratio=ex.max_nodata_ratio,
+    )
+    excluded = np.zeros(len(table), bool)
+    for flags in reasons.values():
+        excluded |= flags
+    return table.take(np.flatnonzero(~excluded))
+
+
+def run_embed(
+    cfg: BalancedDatasetConfig,
+    rebuild: bool = False,
+    progress_factory: ProgressFactory | None = None,
+) -> EmbedResult:
+    """The ``embed`` command: fill ``embeddings.parquet_path`` for the included tiles."""
+    from smt_tools.pipelines._inputs import load_input_tiles
+
+    if cfg.embeddings.parquet_path is None:
+        raise ConfigError(
+            "embed needs embeddings.parquet_path (the cache file to fill); add it to the config"
+        )
+    progress_factory = progress_factory or _no_progress
+    table = load_input_tiles(cfg.input, cfg.exclusion)
+    included = tiles_to_embed(cfg, table)
+    if len(included) == 0:
+        raise EmptySelectionError(
+            f"all {len(table)} tiles are excluded (see the exclusion section); nothing to embed"
+        )
+    _, result = ensure_embeddings(
+        included.frame, cfg.embeddings, rebuild=rebuild, progress_factory=progress_factory
+    )
+    return result
