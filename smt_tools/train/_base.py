@@ -319,28 +319,30 @@ def _as_bool(series: pd.Series) -> np.ndarray:
 
 def _select_folds(
     frame: pd.DataFrame,
-    folds: Sequence[int] | None,
-    exclude_folds: Sequence[int] | None,
+    folds: Sequence[int | str] | None,
+    exclude_folds: Sequence[int | str] | None,
     fold_column: str,
     source: str,
 ) -> pd.DataFrame:
+    """Rows whose ``fold_column`` value is in ``folds`` and not in ``exclude_folds`` (compared
+    as text, so integer folds and group names both work)."""
     if folds is None and exclude_folds is None:
         return frame
     if fold_column not in frame.columns:
         raise InputDataError(
-            f"{source}: selecting folds needs a '{fold_column}' column; run "
-            "`pytorch-smt-tools split` first or remove val_fold / folds from the config"
+            f"{source}: selecting rows by '{fold_column}' needs that column; run "
+            "`pytorch-smt-tools split` first (fold) or remove val_fold / val_groups / folds"
         )
-    f = frame[fold_column].astype(int)
+    f = frame[fold_column].astype(str).str.strip()
     keep = np.ones(len(frame), dtype=bool)
     if folds is not None:
-        keep &= f.isin([int(x) for x in folds]).to_numpy()
+        keep &= f.isin([str(x) for x in folds]).to_numpy()
     if exclude_folds is not None:
-        keep &= ~f.isin([int(x) for x in exclude_folds]).to_numpy()
+        keep &= ~f.isin([str(x) for x in exclude_folds]).to_numpy()
     out = frame.loc[keep].reset_index(drop=True)
     if out.empty:
         raise InputDataError(
-            f"{source}: no rows left after selecting folds {folds or ''} "
-            f"excluding {exclude_folds or ''}; check val_fold"
+            f"{source}: no rows left after selecting {fold_column} in {list(folds or [])} "
+            f"and not in {list(exclude_folds or [])}; check val_fold / val_groups"
         )
     return out

@@ -1,55 +1,30 @@
 """Resolve ``_target_`` class paths (Hydra-style) into objects, with one-line errors.
 
 Class paths of the older tool (``pytorch_segmentation_models_trainer...``) for the datasets
-this package implements are mapped to ours with a warning, so documented configs keep working.
+this package implements are mapped to ours with a warning (see :mod:`smt_tools.config.train`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from smt_tools.errors import ConfigError, missing_dependency
 
-_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-#: older tool's class paths -> ours (same constructor keys)
-LEGACY_TARGETS: dict[str, str] = {
-    f"pytorch_segmentation_models_trainer.dataset_loader.dataset.{name}": f"smt_tools.train.{name}"
-    for name in ("CSVWindowedSegmentationDataset", "RandomCropSegmentationDataset")
-}
 #: optional packages and the extra that installs them
-_EXTRAS = {
-    "albumentations": ("albumentations", "train"),
-}
+_EXTRAS = {"albumentations": ("albumentations", "train")}
 
 
 def normalize_target(path: str, where: str) -> str:
     """Check the syntax of a ``_target_`` and map legacy paths; raise ConfigError if malformed."""
-    if not isinstance(path, str) or not _PATH_RE.match(path):
-        raise ConfigError(
-            f"{where}._target_: must be a dotted class path like "
-            f"'smt_tools.train.CSVWindowedSegmentationDataset'; got {path!r}"
-        )
-    if path in LEGACY_TARGETS:
-        new = LEGACY_TARGETS[path]
-        warnings.warn(
-            f"{where}._target_: {path} is the older tool's class path; using {new}",
-            UserWarning,
-            stacklevel=2,
-        )
-        return new
-    if path.startswith("pytorch_segmentation_models_trainer."):
-        raise ConfigError(
-            f"{where}._target_: {path} belongs to pytorch_segmentation_models_trainer, which "
-            "smt-tools does not wrap; use one of smt_tools.train.CSVWindowedSegmentationDataset, "
-            "smt_tools.train.RandomCropSegmentationDataset"
-        )
-    return path
+    from smt_tools.config.train import check_target
+
+    try:
+        return check_target(path)
+    except ValueError as exc:
+        raise ConfigError(f"{where}._target_: {exc}; got {path!r}") from None
 
 
 def resolve_target(path: str, where: str) -> Any:

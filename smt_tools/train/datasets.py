@@ -87,8 +87,8 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         patch_size_column: str = "patch_size",
         patch_size: int | None = None,
         drop_excluded: bool = False,
-        folds: Sequence[int] | None = None,
-        exclude_folds: Sequence[int] | None = None,
+        folds: Sequence[int | str] | None = None,
+        exclude_folds: Sequence[int | str] | None = None,
         fold_column: str = "fold",
         n_first_rows_to_read: int | None = None,
         lru_cache_size: int = 64,
@@ -159,6 +159,11 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @property
+    def source_images(self) -> set[str]:
+        """Resolved image paths this dataset reads (for the image-level split check)."""
+        return set(self._images)
 
     def window(self, index: int) -> tuple[str, str, int, int, int]:
         """(image_path, mask_path, row_off, col_off, size) of row ``index``."""
@@ -236,8 +241,8 @@ class RandomCropSegmentationDataset(_WindowDataset):
         ignore_index: int = 255,
         image_column: str | None = None,
         mask_column: str | None = None,
-        folds: Sequence[int] | None = None,
-        exclude_folds: Sequence[int] | None = None,
+        folds: Sequence[int | str] | None = None,
+        exclude_folds: Sequence[int | str] | None = None,
         fold_column: str = "fold",
         histogram_size: int = 256,
         seed: int | None = None,
@@ -354,6 +359,11 @@ class RandomCropSegmentationDataset(_WindowDataset):
             win = tile_windows(int(w), int(h), self.crop_size, self.grid_step, edge, self.images[i])
             rows.append(np.column_stack([np.full(len(win), i, dtype=np.int64), win[:, :2]]))
         return np.concatenate(rows)
+
+    @property
+    def source_images(self) -> set[str]:
+        """Resolved image paths this dataset reads (for the image-level split check)."""
+        return set(self.images)
 
     # -- sampling
     def __len__(self) -> int:

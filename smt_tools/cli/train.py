@@ -1,0 +1,73 @@
+"""``train CONFIG``: train a small segmentation model from the balanced CSV."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from smt_tools.cli._common import console, err_console, guard, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    @guard
+    def train(
+        config: Path = typer.Argument(..., help="Train config YAML (see conf/examples/)."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override epochs."),
+        steps_per_epoch: int | None = typer.Option(
+            None, "--steps-per-epoch", min=1, help="Override steps_per_epoch."
+        ),
+        output_dir: Path | None = typer.Option(None, "--output-dir", help="Override output_dir."),
+    ) -> None:
+        """Train with the weighted sampler / random crops; write checkpoints, metrics CSV, plot."""
+        from smt_tools.config.train import load_train_config
+        from smt_tools.pipelines.train import run_training
+
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            cfg = load_train_config(config)
+        for w in caught:
+            err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
+        updates = {
+            k: v
+            for k, v in (
+                ("epochs", epochs),
+                ("steps_per_epoch", steps_per_epoch),
+                ("output_dir", output_dir),
+            )
+            if v is not None
+        }
+        if updates:
+            cfg = cfg.model_copy(update=updates)
+
+        def factory(
+            description: str, total: int
+        ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+            return progress_bar(description, total, unit="batches")
+
+        result = run_training(cfg, progress_factory=factory, source=str(config))
+        rare = "n/a" if math.isnan(result.rare_iou) else f"{result.rare_iou:.3f}"
+        sampler = "weighted sampler" if result.weighted_sampler else "uniform sampling"
+        console.print(
+            f"Trained {result.epochs} epoch(s) on {result.device} ({sampler}; "
+            f"{result.train_items} train / {result.val_items} validation items) "
+            f"in {time.perf_counter() - start:.1f} s",
+            soft_wrap=True,
+        )
+        console.print(
+            f"best mIoU {result.best_miou:.3f} (epoch {result.best_epoch}); rare class "
+            f"{result.rare_class_name} IoU {rare}",
+            soft_wrap=True,
+        )
+        per_class = ", ".join(
+            f"{k} {'n/a' if math.isnan(v) else f'{v:.3f}'}" for k, v in result.per_class_iou.items()
+        )
+        console.print(f"per-class IoU: {per_class}", soft_wrap=True)
+        console.print("wrote " + ", ".join(str(p) for p in result.files), soft_wrap=True)

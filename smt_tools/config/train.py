@@ -1,0 +1,218 @@
+"""The ``train`` command's config (top-level keys, like the documented trainer configs).
+
+```yaml
+train_dataset:                       # any dataset class path; smt_tools.train.* are built in
+  _target_: smt_tools.train.CSVWindowedSegmentationDataset
+  input_csv_path: demo/balanced_train.csv
+  n_classes: 6
+  class_values: [1, 2, 3, 4, 5, 6]   # raw mask value of each class; others -> ignore (255)
+  augmentation_list:                 # albumentations transforms (``train`` extra)
+    - {_target_: albumentations.HorizontalFlip, p: 0.5}
+  data_loader: {batch_size: 8, shuffle: true, num_workers: 2, weighted_sampler: true}
+val_dataset: {...}                   # or val_fold: k / val_groups: [...] on the train CSV
+model: {_target_: smt_tools.train.UNet, in_channels: 3, n_classes: 6}
+loss: {_target_: smt_tools.train.losses.DiceFocalLoss}
+optimizer: {_target_: torch.optim.AdamW, lr: 0.001}
+epochs: 3
+steps_per_epoch: 50
+output_dir: runs/demo
+```
+
+The older tool's dataset class paths (``pytorch_segmentation_models_trainer.dataset_loader.
+dataset.CSVWindowedSegmentationDataset`` / ``RandomCropSegmentationDataset``) are mapped to
+``smt_tools.train.*`` with a warning; any other ``pytorch_segmentation_models_trainer`` path is
+a config error. :func:`load_train_config` also imports every ``_target_`` and checks its keys
+against the constructor, so a typo fails before any data is read.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from smt_tools.config._loader import StrictModel, read_yaml, validate_mapping
+from smt_tools.errors import ConfigError
+
+_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_LEGACY_PREFIX = "pytorch_segmentation_models_trainer."
+_LEGACY = {
+    f"{_LEGACY_PREFIX}dataset_loader.dataset.{n}": f"smt_tools.train.{n}"
+    for n in ("CSVWindowedSegmentationDataset", "RandomCropSegmentationDataset")
+}
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_target(value: Any) -> str:
+    """Syntax check of a ``_target_`` string; legacy dataset paths are mapped (with a warning)."""
+    if not isinstance(value, str) or not _PATH_RE.match(value):
+        raise ValueError(
+            "must be a dotted class path like 'smt_tools.train.CSVWindowedSegmentationDataset'"
+        )
+    if value in _LEGACY:
+        warnings.warn(
+            f"_target_ {value} is the older tool's class path; using {_LEGACY[value]}",
+            UserWarning,
+            stacklevel=2,
+        )
+        return _LEGACY[value]
+    if value.startswith(_LEGACY_PREFIX):
+        raise ValueError(
+            "belongs to pytorch_segmentation_models_trainer, which smt-tools does not wrap; use "
+            "smt_tools.train.CSVWindowedSegmentationDataset or "
+            "smt_tools.train.RandomCropSegmentationDataset"
+        )
+    return value
+
+
+class _Target(BaseModel):
+    """``_target_`` + free keyword arguments (checked against the constructor on load)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _check(cls, v: Any) -> str:
+        return check_target(v)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        """``{"_target_": path, **kwargs}`` as written in YAML."""
+        return {"_target_": self.target, **self.kwargs}
+
+
+class DataLoaderConfig(StrictModel):
+    """``torch.utils.data.DataLoader`` keys plus the weighted sampler (training loader only)."""
+
+    batch_size: int = Field(default=8, gt=0)
+    shuffle: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    pin_memory: bool = False
+    drop_last: bool = False
+    persistent_workers: bool = False
+    weighted_sampler: bool = False
+    weighted_sampler_num_samples: int | None = Field(default=None, gt=0)
+    weighted_sampler_replacement: bool = True
+
+
+class DatasetConfig(_Target):
+    """A dataset: ``_target_``, its constructor keys, ``augmentation_list`` and ``data_loader``."""
+
+    augmentation_list: list[dict[str, Any]] | None = None
+    data_loader: DataLoaderConfig = Field(default_factory=DataLoaderConfig)
+
+    @field_validator("augmentation_list")
+    @classmethod
+    def _check_augs(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v is None:
+            return v
+        for i, item in enumerate(v):
+            if "_target_" not in item:
+                raise ValueError(
+                    f"item [{i}] needs a _target_ (e.g. albumentations.HorizontalFlip)"
+                )
+            try:
+                item["_target_"] = check_target(item["_target_"])
+            except ValueError as exc:
+                raise ValueError(f"item [{i}] _target_ {exc}") from None
+        return v
+
+
+class TrainConfig(StrictModel):
+    """The whole ``train`` config file."""
+
+    train_dataset: DatasetConfig
+    val_dataset: DatasetConfig | None = None
+    val_fold: int | None = Field(
+        default=None, description="validate on rows with fold == k, train on the others"
+    )
+    val_groups: list[str] | None = Field(
+        default=None, description="validate on these group_id values, train on the others"
+    )
+    model: _Target
+    loss: _Target = Field(
+        default_factory=lambda: _Target.model_validate(
+            {"_target_": "smt_tools.train.losses.DiceFocalLoss"}
+        )
+    )
+    optimizer: _Target = Field(
+        default_factory=lambda: _Target.model_validate(
+            {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+        )
+    )
+    epochs: int = Field(default=1, gt=0)
+    steps_per_epoch: int | None = Field(
+        default=None, gt=0, description="training batches per epoch (the loader restarts)"
+    )
+    val_steps: int | None = Field(default=None, gt=0, description="cap on validation batches")
+    device: str = "auto"
+    seed: int = 0
+    output_dir: Path = Path("runs/train")
+    class_names: list[str] | None = None
+    rare_class: int | None = Field(
+        default=None, ge=0, description="class index reported as the rare class (default: smallest)"
+    )
+    allow_shared_images: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @model_validator(mode="after")
+    def _split_rules(self) -> TrainConfig:
+        if self.val_fold is not None and self.val_groups is not None:
+            raise ValueError("give val_fold or val_groups, not both")
+        if self.val_dataset is None and self.val_fold is None and self.val_groups is None:
+            raise ValueError(
+                "no validation data: add val_dataset, or val_fold / val_groups to validate on "
+                "part of the train CSV (whole source images)"
+            )
+        return self
+
+
+def _check_targets(cfg: TrainConfig, source: str) -> None:
+    """Import every ``_target_`` and check its keys against the constructor (one-line errors)."""
+    from smt_tools.train._targets import check_kwargs, resolve_target
+
+    def check(section: str, spec: _Target, skip: int = 0, extra: tuple[str, ...] = ()) -> None:
+        where = f"{source}: {section}"
+        obj = resolve_target(spec.target, where)
+        kwargs = {k: v for k, v in spec.kwargs.items() if k not in extra}
+        check_kwargs(obj, kwargs, where, skip=skip)
+
+    for name in ("train_dataset", "val_dataset"):
+        ds = getattr(cfg, name)
+        if ds is None:
+            continue
+        check(name, ds)
+        for i, aug in enumerate(ds.augmentation_list or []):
+            spec = _Target.model_validate(aug)
+            check(f"{name}.augmentation_list[{i}]", spec)
+    check("model", cfg.model)
+    check("loss", cfg.loss)
+    check("optimizer", cfg.optimizer, skip=1)  # the first argument is the model's parameters
+
+
+def load_train_config(path: str | Path, check_imports: bool = True) -> TrainConfig:
+    """Read and validate a train config; with ``check_imports`` every ``_target_`` is imported."""
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; see conf/examples/ for a complete config")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = validate_mapping(data, TrainConfig, str(path))
+    for w in caught:  # re-emit with the file name
+        warnings.warn(f"{path}: {w.message}", UserWarning, stacklevel=2)
+    if check_imports:
+        _check_targets(cfg, str(path))
+    return cfg

@@ -1,0 +1,269 @@
+"""train: config -> datasets + loaders (weighted sampler) -> model, loss, optimizer -> loop.
+
+The image-level split rule: validation rows are chosen by whole source images (``val_fold`` on
+the CSV's ``fold`` column, ``val_groups`` on ``group_id`` / ``group``, or a separate
+``val_dataset``), and a run whose train and validation sets share a source image is refused
+unless ``allow_shared_images: true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.config.train import DataLoaderConfig, DatasetConfig, TrainConfig
+from smt_tools.errors import ConfigError, InputDataError
+
+ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+@dataclass
+class TrainResult:
+    """Summary of one training run."""
+
+    epochs: int
+    best_epoch: int
+    best_miou: float
+    rare_class: int
+    rare_class_name: str
+    rare_iou: float
+    per_class_iou: dict[str, float]
+    history: pd.DataFrame
+    train_items: int
+    val_items: int
+    weighted_sampler: bool
+    device: str
+    files: list[Path] = field(default_factory=list)
+
+
+def _dataset_spec(ds: DatasetConfig) -> dict[str, Any]:
+    spec = ds.spec()
+    if ds.augmentation_list is not None:
+        spec["augmentation_list"] = copy.deepcopy(ds.augmentation_list)
+    return spec
+
+
+def _csv_columns(spec: dict[str, Any]) -> list[str]:
+    path = spec.get("input_csv_path")
+    if path is None or not Path(str(path)).is_file():
+        return []
+    return list(pd.read_csv(str(path), nrows=0).columns)
+
+
+def _split_specs(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any], DataLoaderConfig]:
+    """Dataset specs for train and validation with the image-level split applied."""
+    train = _dataset_spec(cfg.train_dataset)
+    if cfg.val_dataset is not None:
+        val = _dataset_spec(cfg.val_dataset)
+        val_loader = cfg.val_dataset.data_loader
+    else:  # validate on part of the train CSV, without augmentation, in order
+        val = {k: v for k, v in train.items() if k != "augmentation_list"}
+        val_loader = cfg.train_dataset.data_loader.model_copy(
+            update={"shuffle": False, "weighted_sampler": False, "drop_last": False}
+        )
+    if cfg.val_fold is not None or cfg.val_groups is not None:
+        values: list[Any]
+        if cfg.val_fold is not None:
+            column, values = "fold", [cfg.val_fold]
+        else:
+            cols = _csv_columns(train)
+            column = "group_id" if "group_id" in cols or "group" not in cols else "group"
+            values = list(cfg.val_groups or [])
+        for spec, key in ((train, "exclude_folds"), (val, "folds")):
+            if any(k in spec for k in ("folds", "exclude_folds")):
+                raise ConfigError(
+                    "give val_fold / val_groups or the datasets' folds / exclude_folds, not both"
+                )
+            spec[key] = values
+            spec["fold_column"] = column
+    return train, val, val_loader
+
+
+def _accepts(obj: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def _build_dataset(spec: dict[str, Any], where: str, seed: int) -> Any:
+    from smt_tools.train._targets import instantiate, resolve_target
+
+    cls = resolve_target(str(spec["_target_"]), where)
+    spec = dict(spec)
+    if "seed" not in spec and _accepts(cls, "seed"):
+        spec["seed"] = seed
+    return instantiate(spec, where)
+
+
+def _loader(
+    dataset: Any,
+    dl: DataLoaderConfig,
+    *,
+    train: bool,
+    seed: int,
+    source: str,
+) -> Any:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from smt_tools.train.sampler import build_weighted_sampler
+
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    sampler = None
+    shuffle = dl.shuffle
+    if dl.weighted_sampler and train:
+        sampler = build_weighted_sampler(
+            dataset,
+            num_samples=dl.weighted_sampler_num_samples,
+            replacement=dl.weighted_sampler_replacement,
+            seed=seed,
+            source=source,
+        )
+        shuffle = False  # the sampler provides the randomness
+    elif dl.weighted_sampler:
+        warnings.warn(
+            "val_dataset.data_loader.weighted_sampler is ignored: weighted sampling applies to "
+            "the training loader only",
+            UserWarning,
+            stacklevel=2,
+        )
+    return DataLoader(
+        dataset,
+        batch_size=dl.batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=dl.num_workers,
+        pin_memory=dl.pin_memory,
+        drop_last=dl.drop_last if train else False,
+        persistent_workers=dl.persistent_workers and dl.num_workers > 0,
+        generator=gen,
+    )
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {name} requested but no CUDA device is available; use cpu or auto"
+        )
+    return torch.device(name)
+
+
+def run_training(
+    cfg: TrainConfig,
+    progress_factory: ProgressFactory | None = None,
+    source: str = "config",
+) -> TrainResult:
+    """Train as configured; write checkpoints, metrics.csv and metrics.png into output_dir."""
+    import torch
+
+    from smt_tools.train._targets import instantiate, resolve_target
+    from smt_tools.train.loop import fit
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2**32))  # noqa: NPY002 - third-party transforms may use it
+    train_spec, val_spec, val_dl = _split_specs(cfg)
+    train_ds = _build_dataset(train_spec, f"{source}: train_dataset", cfg.seed)
+    val_ds = _build_dataset(val_spec, f"{source}: val_dataset", cfg.seed + 1)
+    shared = set(getattr(train_ds, "source_images", set())) & set(
+        getattr(val_ds, "source_images", set())
+    )
+    if shared and not cfg.allow_shared_images:
+        raise InputDataError(
+            f"{source}: {len(shared)} source image(s) are in both the training and the validation "
+            f"set (e.g. {sorted(shared)[0]}); split by whole images with val_fold / val_groups or "
+            "separate CSVs, or set allow_shared_images: true"
+        )
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise InputDataError(f"{source}: the training or validation set is empty")
+    train_csv = str(train_spec.get("input_csv_path", "train_dataset"))
+    train_loader = _loader(
+        train_ds, cfg.train_dataset.data_loader, train=True, seed=cfg.seed, source=train_csv
+    )
+    val_loader = _loader(val_ds, val_dl, train=False, seed=cfg.seed + 1, source="val_dataset")
+
+    model = instantiate(cfg.model.spec(), f"{source}: model")
+    in_ch = getattr(model, "in_channels", None)
+    bands = int(train_ds[0]["image"].shape[0])
+    if in_ch is not None and int(in_ch) != bands:
+        raise ConfigError(
+            f"{source}: model.in_channels is {in_ch} but the dataset yields {bands} band(s); "
+            "set model.in_channels or the dataset's bands"
+        )
+    n_out = int(getattr(model, "n_classes", getattr(train_ds, "n_classes", 2)))
+    scored = 2 if n_out == 1 else n_out
+    loss_fn = instantiate(cfg.loss.spec(), f"{source}: loss")
+    opt_cls = resolve_target(cfg.optimizer.target, f"{source}: optimizer")
+    try:
+        optimizer = opt_cls(model.parameters(), **cfg.optimizer.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: optimizer: {str(exc).splitlines()[0]}") from None
+    names = list(cfg.class_names) if cfg.class_names else None
+    if names is not None and len(names) != scored:
+        raise ConfigError(
+            f"{source}: class_names lists {len(names)} names for {scored} scored classes"
+        )
+    if names is None:
+        names = ["background", "foreground"] if n_out == 1 else [str(i) for i in range(scored)]
+    device = _device(cfg.device)
+    out = Path(cfg.output_dir)
+    result = fit(
+        model,
+        loss_fn,
+        optimizer,
+        train_loader,
+        val_loader,
+        epochs=cfg.epochs,
+        n_classes=scored,
+        device=device,
+        output_dir=out,
+        steps_per_epoch=cfg.steps_per_epoch,
+        val_steps=cfg.val_steps,
+        ignore_index=int(getattr(train_ds, "ignore_index", 255)),
+        class_names=names,
+        checkpoint_extra={"config": cfg.model_dump(mode="json", by_alias=True)},
+        progress_factory=progress_factory,
+    )
+    for ds in (train_ds, val_ds):
+        if hasattr(ds, "close"):
+            ds.close()
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    iou = {n: float(best[f"iou_{n}"]) for n in names}
+    if cfg.rare_class is not None:
+        if cfg.rare_class >= scored:
+            raise ConfigError(f"{source}: rare_class {cfg.rare_class} >= {scored} classes")
+        rare = cfg.rare_class
+    else:
+        support = np.array([int(best[f"pixels_{n}"]) for n in names], dtype=np.int64)
+        present = np.flatnonzero(support > 0)
+        rare = int(present[np.argmin(support[present])]) if present.size else 0
+    return TrainResult(
+        epochs=cfg.epochs,
+        best_epoch=result.best_epoch,
+        best_miou=result.best_miou,
+        rare_class=rare,
+        rare_class_name=names[rare],
+        rare_iou=iou[names[rare]],
+        per_class_iou=iou,
+        history=result.history,
+        train_items=len(train_ds),
+        val_items=len(val_ds),
+        weighted_sampler=cfg.train_dataset.data_loader.weighted_sampler,
+        device=str(device),
+        files=result.files,
+    )

@@ -1,0 +1,245 @@
+"""A small training loop: fixed steps per epoch, validation with per-class IoU, checkpoints,
+a metrics CSV and a plot. Everything it writes is written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
+
+ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    def advance(n: int = 1) -> None:
+        return None
+
+    yield advance
+
+
+@dataclass
+class LoopResult:
+    """What :func:`fit` produced. ``history``: one row per epoch (see :func:`fit`)."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_miou: float
+    files: list[Path] = field(default_factory=list)
+
+
+def _hard_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """(N, H, W) int64 targets from hard or soft (N, C, H, W) float targets."""
+    if target.is_floating_point() and target.dim() == 4:
+        hard = target.argmax(dim=1)
+        return torch.where(target.sum(dim=1) > 0, hard, torch.full_like(hard, ignore_index))
+    return target.long()
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    """Hard predictions (N, H, W): argmax, or sigmoid > 0.5 for one output channel."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        image, mask = batch["image"], batch["mask"]
+    else:
+        image, mask = batch[0], batch[1]
+    return image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    set_epoch = getattr(getattr(loader, "dataset", None), "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    loss_fn: nn.Module,
+    n_classes: int,
+    device: torch.device,
+    ignore_index: int = 255,
+    max_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[float, np.ndarray]:
+    """Mean validation loss and the (C, C) int64 confusion matrix over valid pixels.
+
+    n_classes: number of classes scored (2 for a one-channel binary model).
+    """
+    model.eval()
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    total, batches = 0.0, 0
+    with torch.no_grad():
+        for step, batch in enumerate(loader):
+            if max_steps is not None and step >= max_steps:
+                break
+            image, mask = _batch(batch, device)
+            logits = model(image)
+            total += float(loss_fn(logits, mask))
+            batches += 1
+            cm += confusion_matrix(
+                predict(logits), _hard_target(mask, ignore_index), n_classes, ignore_index
+            )
+            if progress:
+                progress(1)
+    return (total / batches if batches else float("nan")), cm
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> None:
+    """Loss curves and mIoU / per-class IoU per epoch as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    ax1.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax1.set_title("Loss")
+    for name in class_names:
+        col = f"iou_{name}"
+        if col in history:
+            ax2.plot(history["epoch"], history[col], lw=1, alpha=0.7, label=name)
+    ax2.plot(history["epoch"], history["miou"], color="black", lw=2.5, marker="o", label="mIoU")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("IoU")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=7, ncol=2)
+    ax2.set_title("Validation IoU (ignored pixels excluded)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.part.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    epochs: int,
+    n_classes: int,
+    device: torch.device,
+    output_dir: Path,
+    steps_per_epoch: int | None = None,
+    val_steps: int | None = None,
+    ignore_index: int = 255,
+    class_names: list[str] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    progress_factory: ProgressFactory | None = None,
+    write_plot: bool = True,
+) -> LoopResult:
+    """Train ``epochs`` epochs of ``steps_per_epoch`` batches (the train loader restarts when it
+    runs out; default one pass), validate after each epoch, keep the best checkpoint by mIoU.
+
+    Writes into ``output_dir``: ``last.pt``, ``best.pt`` ({model_state, epoch, miou, ...}),
+    ``metrics.csv`` (epoch, train_loss, val_loss, miou, micro_iou, pixel_accuracy, one
+    ``iou_<class>`` column per class, seconds) and ``metrics.png``.
+    n_classes: classes scored (2 for a one-channel binary model).
+    """
+    progress_factory = progress_factory or _no_progress
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = class_names or [str(i) for i in range(n_classes)]
+    if len(names) != n_classes:
+        names = [str(i) for i in range(n_classes)]
+    model.to(device)
+    rows: list[dict[str, Any]] = []
+    best_miou, best_epoch = -math.inf, 0
+    files = [output_dir / n for n in ("best.pt", "last.pt", "metrics.csv")]
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        _set_epoch(train_loader, epoch)
+        _set_epoch(val_loader, epoch)
+        n_steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
+        model.train()
+        losses: list[float] = []
+        with progress_factory(f"Epoch {epoch}/{epochs} train", n_steps) as advance:
+            it = iter(train_loader)
+            for _ in range(n_steps):
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    it = iter(train_loader)
+                    batch = next(it)
+                image, mask = _batch(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(image), mask)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                advance(1)
+        n_val = len(val_loader) if val_steps is None else min(val_steps, len(val_loader))
+        with progress_factory(f"Epoch {epoch}/{epochs} validate", n_val) as advance:
+            val_loss, cm = evaluate(
+                model, val_loader, loss_fn, n_classes, device, ignore_index, val_steps, advance
+            )
+        scores = scores_from_confusion(cm)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_loss": val_loss,
+            "miou": scores.miou,
+            "micro_iou": scores.micro_iou,
+            "pixel_accuracy": scores.pixel_accuracy,
+        }
+        for name, v in zip(names, scores.iou, strict=True):
+            row[f"iou_{name}"] = float(v)
+        for name, v in zip(names, scores.support, strict=True):
+            row[f"pixels_{name}"] = int(v)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        rows.append(row)
+        state = {
+            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "epoch": epoch,
+            "miou": scores.miou,
+            "class_names": names,
+            **(checkpoint_extra or {}),
+        }
+        _atomic_save(state, output_dir / "last.pt")
+        miou = scores.miou if not math.isnan(scores.miou) else -math.inf
+        if miou > best_miou or epoch == 1:
+            best_miou, best_epoch = miou, epoch
+            _atomic_save(state, output_dir / "best.pt")
+        _atomic_csv(pd.DataFrame(rows), output_dir / "metrics.csv")
+    history = pd.DataFrame(rows)
+    if write_plot:
+        plot_history(history, names, output_dir / "metrics.png")
+        files.append(output_dir / "metrics.png")
+    return LoopResult(
+        history=history, best_epoch=best_epoch, best_miou=float(best_miou), files=files
+    )
