@@ -83,8 +83,13 @@ def _config(csv: Path, out: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "train_dataset": ds,
         "val_fold": 1,
-        "model": {"_target_": "smt_tools.train.UNet", "in_channels": 3, "n_classes": 3,
-                  "base_channels": 4, "depth": 2},  # fmt: skip
+        "model": {
+            "_target_": "smt_tools.train.UNet",
+            "in_channels": 3,
+            "n_classes": 3,
+            "base_channels": 4,
+            "depth": 2,
+        },
         "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
         "epochs": 2,
         "steps_per_epoch": 3,
