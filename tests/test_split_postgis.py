@@ -71,6 +71,13 @@ def test_postgis_and_shapely_buffers_agree(catalog: tuple[str, Engine]) -> None:
             np.testing.assert_array_equal(got, expected, err_msg=f"k={k} buffer={buffer_m}")
             hits += int(expected.sum())
     assert hits > 0  # the comparison is not vacuous
+    # folds finer than a source image (e.g. group_column = tile_id): one image in many folds
+    tile_fold = np.random.default_rng(5).integers(-1, 3, len(frame))
+    for buffer_m in (0.0, 40.0):
+        np.testing.assert_array_equal(
+            buffer_exclusions_postgis(engine, ids, tile_fold, buffer_m, 3, crs),
+            buffer_exclusions(geoms, tile_fold, buffer_m, 3),
+        )
 
     # measured in the neighbouring UTM zone: both backends reproject the lon/lat footprints
     geoms = metric_footprints(frame, "EPSG:32632")

@@ -45,7 +45,7 @@ def _quote_ident(name: str) -> str:
 
 _GEOM_SQL = """
 create temp table smt_split_geom on commit drop as
-select f.pos, f.fold,
+select f.pos, f.fold, t.source_image_id as src,
        case when s.crs = :native then
          ST_MakeEnvelope(
            least(s.transform[3] + s.transform[1] * t.col_off + s.transform[2] * t.row_off,
@@ -71,11 +71,27 @@ join {table} t on t.id = f.tile_id
 join source_image s on s.id = t.source_image_id
 """
 
+# Envelope of each (source image, fold): a cheap first filter so that only tiles near an image
+# of another fold probe the tile index (most tiles are far inside their own image).
+_IMAGES_SQL = """
+create temp table smt_split_img on commit drop as
+select src, fold, ST_Envelope(ST_Collect(g)) as env
+from smt_split_geom group by src, fold
+"""
+
 _PAIRS_SQL = """
-select distinct a.pos, b.fold
-from smt_split_geom a
-join smt_split_geom b on ST_DWithin(a.g, b.g, :buffer)
-where a.fold >= 0 and a.fold <> b.fold
+with near as materialized (
+  select i.src as si, i.fold as fi, j.src as sj, j.fold as fj, j.env as envj
+  from smt_split_img i
+  join smt_split_img j on i.fold >= 0 and i.fold <> j.fold and ST_DWithin(i.env, j.env, :buffer)
+), cand as materialized (
+  select a.pos, a.g, n.sj, n.fj
+  from near n
+  join smt_split_geom a on a.src = n.si and a.fold = n.fi and ST_DWithin(a.g, n.envj, :buffer)
+)
+select distinct c.pos, c.fj
+from cand c
+join smt_split_geom b on ST_DWithin(c.g, b.g, :buffer) and b.src = c.sj and b.fold = c.fj
 """
 
 
@@ -108,6 +124,8 @@ def buffer_exclusions_postgis(
     ).encode()
     try:
         with engine.begin() as conn:
+            # JIT compilation costs more than these short queries gain from it
+            conn.execute(text("set local jit = off"))
             conn.execute(
                 text(
                     "create temp table smt_split_fold (tile_id bigint primary key, "
@@ -133,6 +151,8 @@ def buffer_exclusions_postgis(
                 )
             conn.execute(text("create index on smt_split_geom using gist (g)"))
             conn.execute(text("analyze smt_split_geom"))
+            conn.execute(text(_IMAGES_SQL))
+            conn.execute(text("analyze smt_split_img"))
             rows = conn.execute(text(_PAIRS_SQL), {"buffer": float(buffer_m)}).all()
     except SmtError:
         raise

@@ -57,6 +57,9 @@ class FoldSummary:
 
 @dataclass
 class SplitResult:
+    """What ``split`` did; ``tile_ids`` (n,), ``fold`` (n,) and ``exclusions`` (n, k+1) bool
+    are aligned with the input rows."""
+
     n_tiles: int
     n_groups: int
     n_splits: int
@@ -69,6 +72,7 @@ class SplitResult:
     global_share: tuple[float, ...]
     max_deviation: float
     folds: list[FoldSummary]
+    tile_ids: np.ndarray = field(repr=False)
     fold: np.ndarray = field(repr=False)
     exclusions: np.ndarray = field(repr=False)
     csv_path: Path | None = None
@@ -376,6 +380,7 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             global_share=tuple(float(x) for x in global_share),
             max_deviation=float(max_dev),
             folds=folds,
+            tile_ids=frame["tile_id"].to_numpy(np.int64),
             fold=fold,
             exclusions=exclusions,
         )
