@@ -78,3 +78,30 @@ def test_split_config_errors_are_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert "missing column(s) minx, miny, maxx, maxy, crs, class_counts_json" in res.output
     assert not (tmp_path / "b.csv").exists()
+
+
+def test_excluded_tiles_count_no_pixels(tmp_path: Path) -> None:
+    from smt_tools.config.split import SplitConfig
+    from smt_tools.pipelines.split import run_split
+    from tests.split_data import grid_frame
+
+    frame, counts = grid_frame(n_images=6, per_side=2)
+    counts[:, :] = 0
+    counts[:, 0] = 100
+    frame["excluded"] = frame["source_image_id"] == 10_000
+    counts[frame["excluded"].to_numpy(), 1] = 10_000  # huge, but never used
+    frame["class_counts_json"] = [
+        json.dumps({str(c + 1): int(v) for c, v in enumerate(row)}) for row in counts
+    ]
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    cfg = SplitConfig.model_validate(
+        {
+            "input_csv_path": str(tmp_path / "in.csv"),
+            "n_splits": 3,
+            "output": {"csv_path": str(tmp_path / "out.csv")},
+        }
+    )
+    res = run_split(cfg)
+    assert res.global_share[:2] == (1.0, 0.0)
+    assert sum(f.tiles for f in res.folds) == 24  # excluded tiles still get a fold
+    assert (pd.read_csv(tmp_path / "out.csv")["fold"] >= 0).all()

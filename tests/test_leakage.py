@@ -166,7 +166,6 @@ def test_planted_near_duplicate_pair_is_caught() -> None:
 
 
 def test_near_duplicates_through_the_embedding_cache(tmp_path: Path) -> None:
-    pytest.importorskip("smt_tools.embeddings.cache")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

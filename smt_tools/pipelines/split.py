@@ -6,6 +6,8 @@ Input: a balanced CSV (one row per tile) or the catalog. Output:
   training set must NOT use this tile because it lies within ``buffer_m`` of a tile evaluated
   there; empty when none). Training set of fold f = rows with ``fold >= 0``, ``fold != f`` and f
   not in ``buffer_excluded_folds``; validation set = rows with ``fold == f``.
+- ``stratified_group`` balances the class pixel counts of the tiles that are used: rows with
+  ``excluded = true`` (build-balanced-dataset's exclusions) count no pixels, but still get a fold.
 - catalog input: a ``run`` row (command ``split``, the buffer exclusions in its summary) with
   ``tile_result.fold`` per tile; plus the CSV when ``output.csv_path`` is set.
 """
@@ -363,6 +365,10 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
                 )
 
             backend = "postgis"
+        if counts is not None and "excluded" in frame.columns:
+            # excluded tiles are never sampled: balance the pixels that will actually be used
+            excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1", "1.0"])
+            counts = counts * (~excluded.to_numpy())[:, None]
         if progress:
             progress(f"{len(frame)} tiles loaded")
         fold, exclusions, crs = compute_split(frame, counts, cfg, buffer_fn)
