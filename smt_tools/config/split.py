@@ -47,7 +47,7 @@ class SplitConfig(StrictModel):
     strategy: SplitStrategy = "stratified_group"
     group_column: str = Field(default="source_image_id", min_length=1)
     buffer_m: float = Field(default=0.0, ge=0)
-    random_state: int = 0
+    random_state: int = Field(default=0, ge=0)
     holdout: float = Field(default=0.0, ge=0, lt=1)
     output: SplitOutputConfig = Field(default_factory=SplitOutputConfig)
 
