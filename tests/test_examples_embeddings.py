@@ -15,9 +15,6 @@ from typer.testing import CliRunner
 from smt_tools.cli.app import app
 from smt_tools.curation.uniqueness import uniqueness_scores
 from smt_tools.embeddings.cache import read_embeddings
-from smt_tools.export.tiletable_io import write_tile_table
-from smt_tools.raster.scan import PairSpec, inspect_pair, scan
-from smt_tools.raster.tiling import tile_windows
 from tests.test_embeddings import save_tiny_dinov2
 
 pytest.importorskip("torch")
@@ -27,17 +24,12 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "conf" / "examples" / "balanced_
 
 
 def _demo_tiles(demo_pairs: Path, target: Path, patch: int = 128) -> int:
-    pairs = pd.read_csv(demo_pairs)
-    sources, windows = [], []
-    for row in pairs.itertuples():
-        src = inspect_pair(
-            PairSpec(str(demo_pairs.parent / row.image), str(demo_pairs.parent / row.mask))
-        )
-        sources.append(src)
-        windows.append(tile_windows(src.image.width, src.image.height, patch))
-    table = scan(sources, windows, workers=1)
-    write_tile_table(table, target, sources)
-    return len(table)
+    """`make demo`'s tile table (catalog ingest to Parquet), smaller tiles for speed."""
+    from smt_tools.export.tiletable_io import read_tile_table
+    from smt_tools.pipelines.ingest import run_ingest
+
+    run_ingest(demo_pairs, catalog=str(target), patch_size=patch, workers=1)
+    return len(read_tile_table(target))
 
 
 def _prepare(data: dict[str, Any], tmp_path: Path, model: Path) -> dict[str, Any]:
@@ -47,6 +39,7 @@ def _prepare(data: dict[str, Any], tmp_path: Path, model: Path) -> dict[str, Any
     cfg["embeddings"]["parquet_path"] = str(tmp_path / cfg["embeddings"]["parquet_path"])
     for key in ("csv_path", "geojson_path"):
         cfg["output"][key] = str(tmp_path / cfg["output"][key])
+    cfg["output"]["report_dir"] = str(tmp_path / "demo" / "report")
     return cfg
 
 
@@ -92,6 +85,7 @@ def test_balanced_embeddings_example_runs_on_demo_data(demo_pairs: Path, tmp_pat
     np.testing.assert_allclose(inc["uniqueness_score"].to_numpy(), expected, atol=1e-6)
     gj = json.loads(Path(cfg["output"]["geojson_path"]).read_text())
     assert "uniqueness_score" in gj["features"][0]["properties"]
+    assert (Path(cfg["output"]["report_dir"]) / "uniqueness.png").is_file()
 
     # 3) embed again: everything cached
     res = runner.invoke(app, ["embed", str(conf)])
@@ -137,3 +131,50 @@ def test_embed_needs_a_cache_path(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["embed", str(conf)])
     assert res.exit_code == 1
     assert "embeddings.parquet_path" in res.output
+
+
+@pytest.mark.db
+def test_catalog_run_records_uniqueness_and_reuses_the_cache(
+    fresh_database_url: str, demo_pairs: Path, tmp_path: Path
+) -> None:
+    """Catalog tiles have the same tile_id as a local scan: the cache is joined, not recomputed."""
+    import psycopg
+
+    from smt_tools.pipelines.catalog_init import run_catalog_init
+    from smt_tools.pipelines.ingest import run_ingest
+
+    run_catalog_init(fresh_database_url)
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, workers=1)
+    data = yaml.safe_load(EXAMPLE.read_text())
+    (tmp_path / "demo").mkdir()
+    _demo_tiles(demo_pairs, tmp_path / "demo" / "tiles.parquet")
+    model = save_tiny_dinov2(tmp_path / "tiny_dinov2")
+    cfg = _prepare(data, tmp_path, model)
+    conf = tmp_path / "local.yaml"
+    conf.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+    res = runner.invoke(app, ["embed", str(conf)])  # cache filled from the local tile table
+    assert res.exit_code == 0, res.output
+
+    cfg["input"] = {"dsn": fresh_database_url}
+    conf = tmp_path / "pg.yaml"
+    conf.write_text(yaml.safe_dump(data))
+    res = runner.invoke(app, ["embed", str(conf)])
+    assert res.exit_code == 0, res.output
+    assert " 0 computed" in res.output  # every catalog tile found in the cache by key
+    res = runner.invoke(app, ["build-balanced-dataset", str(conf)])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(cfg["output"]["csv_path"])
+    with psycopg.connect(fresh_database_url) as conn:
+        rows = conn.execute(
+            "select tile_id, uniqueness_score from tile_result where run_id = "
+            "(select max(id) from run)"
+        ).fetchall()
+    db = pd.DataFrame(rows, columns=["tile_id", "uniqueness_db"])
+    merged = out.merge(db, on="tile_id")
+    assert len(merged) == len(out)
+    inc = merged[~merged["excluded"].astype(bool)]
+    assert inc["uniqueness_db"].notna().all()
+    np.testing.assert_allclose(
+        inc["uniqueness_db"].to_numpy(np.float64), inc["uniqueness_score"].to_numpy(), atol=1e-6
+    )
