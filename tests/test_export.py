@@ -174,3 +174,31 @@ def test_report_pngs(demo_table: TileTable, tmp_path: Path) -> None:
     assert names == ["class_share.png", "uniqueness.png", "weight_hist.png", "weight_map.png"]
     for p in files:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_geojson_property_types_and_escaping(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "minx": [500_000.0, 500_010.0],
+            "miny": [5_000_000.0] * 2,
+            "maxx": [500_010.0, 500_020.0],
+            "maxy": [5_000_010.0] * 2,
+            "crs": ["EPSG:32631"] * 2,
+            "name": ['a "quoted"\\path\n', None],
+            "score": [np.nan, np.inf],
+            "flag": [True, False],
+            "n": pd.array([1, None], dtype="Int64"),
+            "big": np.array([2**62 + 1, -1], dtype=np.int64),
+        }
+    )
+    path = tmp_path / "t.geojson"
+    write_geojson(frame, path, ["name", "score", "flag", "n", "big"])
+    props = [f["properties"] for f in json.loads(path.read_text())["features"]]
+    assert props[0] == {
+        "name": 'a "quoted"\\path\n',
+        "score": None,
+        "flag": True,
+        "n": 1,
+        "big": 2**62 + 1,
+    }
+    assert props[1] == {"name": None, "score": None, "flag": False, "n": None, "big": -1}

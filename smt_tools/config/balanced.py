@@ -98,6 +98,12 @@ class ClusteringConfig(StrictModel):
     random_state: int = 42
     clr_pseudocount: float = Field(default=1e-6, gt=0)
     silhouette_sample_size: int = Field(default=10_000, ge=100)
+    selection_sample_size: int | None = Field(
+        default=20_000,
+        ge=100,
+        description="above this many included tiles, the fits that choose k run on a seeded "
+        "sample of this size; the chosen k is then fitted on all tiles (null: always all)",
+    )
 
     @model_validator(mode="after")
     def _k_range(self) -> ClusteringConfig:

@@ -9,7 +9,7 @@ of :func:`numpy.unique` in sorted order, so the result does not depend on input 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -93,12 +93,29 @@ def cluster_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sizes, 1.0 / sizes
 
 
-def _fit(x: np.ndarray, w: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, float]:
+def _kmeans(
+    x: np.ndarray, w: np.ndarray, k: int, random_state: int, init: np.ndarray | None = None
+) -> Any:
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
-    km = KMeans(n_clusters=k, random_state=random_state, n_init="auto")
-    km.fit(x, sample_weight=w)
-    return km.labels_.astype(np.int64), float(km.inertia_)
+    if init is None:
+        km = KMeans(n_clusters=k, random_state=random_state, n_init="auto")
+    else:
+        km = KMeans(n_clusters=k, random_state=random_state, n_init=1, init=init)
+    # CLR rows have a handful of columns: OpenMP threads cost more than they save (10-60x
+    # slower on a busy 2-core machine) and one thread keeps the sums in a fixed order.
+    with threadpool_limits(limits=1):
+        return km.fit(x, sample_weight=w)
+
+
+def _sample(mult: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of ``size`` of the n = sum(mult) rows, drawn in the order of the sorted
+    distinct rows (so it does not depend on input row order): (distinct ids, multiplicities)."""
+    pos = np.sort(rng.choice(int(mult.sum()), size=size, replace=False))
+    ids = np.searchsorted(np.cumsum(mult), pos, side="right")
+    uniq, counts = np.unique(ids, return_counts=True)
+    return uniq.astype(np.int64), counts.astype(np.float64)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -118,6 +135,7 @@ def cluster_compositions(
     random_state: int = 42,
     pseudocount: float = 1e-6,
     silhouette_sample_size: int = 10_000,
+    selection_sample_size: int | None = 20_000,
 ) -> CompositionResult:
     """CLR + KMeans over proportions p (n, C) float64 of the INCLUDED tiles.
 
@@ -126,6 +144,10 @@ def cluster_compositions(
     [k_min, k_max] and takes :func:`elbow_k` of the inertias, ``silhouette`` takes the k with
     the best silhouette on a seeded sample of at most ``silhouette_sample_size`` rows (ties:
     smaller k).
+
+    When n > ``selection_sample_size`` (None or 0: never), the fits that CHOOSE k run on a
+    seeded sample of that many rows; the chosen k is then fitted on all rows, initialised from
+    the sample fit's centroids. ``k_scores`` are then the sample's inertias / silhouettes.
     """
     p = np.asarray(p, dtype=np.float64)
     n = p.shape[0]
@@ -135,6 +157,8 @@ def cluster_compositions(
         raise ValueError(f"need 1 <= k_min <= k_max; got k_min={k_min}, k_max={k_max}")
     if k_selection == "fixed" and (k is None or k < 1):
         raise ValueError("k_selection 'fixed' needs k >= 1")
+    if k_selection not in ("elbow", "silhouette", "fixed"):
+        raise ValueError(f"unknown k_selection {k_selection!r}")
     x = clr(p, pseudocount)
     distinct, inverse, mult = np.unique(x, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
@@ -146,45 +170,56 @@ def cluster_compositions(
         return CompositionResult(labels, sizes, comp, 1, k_selection, {}, (1, 1), n_distinct)
     hi = min(k_max, n_distinct - 1)
     lo = min(k_min, hi)
+    rng = np.random.default_rng(random_state)
+    # the rows the k-choosing fits run on: all distinct rows, or a seeded sample of them
+    sel_x, sel_w = distinct, weights
+    sampled = False
+    if k_selection != "fixed" and selection_sample_size and n > selection_sample_size:
+        ids, counts = _sample(mult, selection_sample_size, rng)
+        if ids.size > hi:
+            sel_x, sel_w, sampled = distinct[ids], counts, True
     scores: dict[int, float] = {}
-    fits: dict[int, np.ndarray] = {}
+    models: dict[int, Any] = {}
     if k_selection == "fixed":
         assert k is not None
         chosen = min(k, n_distinct)
     elif k_selection == "elbow":
         for kk in range(lo, hi + 1):
-            fits[kk], scores[kk] = _fit(distinct, weights, kk, random_state)
+            models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
+            scores[kk] = float(models[kk].inertia_)
         ks = np.array(sorted(scores))
         chosen = elbow_k(ks, np.array([scores[int(v)] for v in ks]))
-    elif k_selection == "silhouette":
+    else:
         from sklearn.metrics import silhouette_score
 
-        rng = np.random.default_rng(random_state)
-        sample = (
-            np.sort(rng.choice(n, size=silhouette_sample_size, replace=False))
-            if n > silhouette_sample_size
-            else np.arange(n)
+        m = int(sel_w.sum())
+        sil_ids, sil_counts = (
+            _sample(sel_w.astype(np.int64), silhouette_sample_size, rng)
+            if m > silhouette_sample_size
+            else (np.arange(sel_x.shape[0]), sel_w)
         )
+        sil_rows = np.repeat(sel_x[sil_ids], sil_counts.astype(np.int64), axis=0)
         best_k, best = lo, -np.inf
         for kk in range(max(lo, 2), hi + 1):
-            fits[kk], _ = _fit(distinct, weights, kk, random_state)
-            lab = fits[kk][inverse[sample]]
-            if np.unique(lab).size < 2 or np.unique(lab).size >= sample.size:
+            models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
+            lab = models[kk].predict(sil_rows)
+            if not 2 <= np.unique(lab).size < sil_rows.shape[0]:
                 continue
-            s = float(silhouette_score(x[sample], lab))
-            scores[kk] = s
-            if s > best:
-                best_k, best = kk, s
+            score = float(silhouette_score(sil_rows, lab))
+            scores[kk] = score
+            if score > best:
+                best_k, best = kk, score
         chosen = best_k
-    else:
-        raise ValueError(f"unknown k_selection {k_selection!r}")
-    if chosen in fits:
-        distinct_labels = fits[chosen]
-    elif chosen <= 1:
+    if chosen <= 1:
         distinct_labels = np.zeros(n_distinct, np.int64)
+    elif chosen in models and not sampled:
+        distinct_labels = models[chosen].labels_.astype(np.int64)
     else:
-        distinct_labels, inertia = _fit(distinct, weights, chosen, random_state)
-        scores.setdefault(chosen, inertia)
+        init = models[chosen].cluster_centers_ if chosen in models else None
+        model = _kmeans(distinct, weights, chosen, random_state, init=init)
+        distinct_labels = model.labels_.astype(np.int64)
+        if k_selection == "fixed":
+            scores[chosen] = float(model.inertia_)
     labels = _relabel(distinct_labels)[inverse]
     sizes, comp = cluster_weights(labels)
     k_eff = int(np.unique(labels).size)

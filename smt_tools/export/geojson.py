@@ -7,8 +7,10 @@ booleans -> true/false), so 155k tiles take seconds, not minutes.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,24 +22,61 @@ from smt_tools.geo import footprints_lonlat
 COORD_DECIMALS = 7
 
 
-def _geometries(frame: pd.DataFrame, densify: int) -> list[str]:
+def _geometries(frame: pd.DataFrame, densify: int) -> Any:
+    """Polygon geometry JSON per row (Arrow string array), built with vectorised kernels."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     rings = np.round(footprints_lonlat(frame, densify=densify), COORD_DECIMALS)
-    n, m, _ = rings.shape
-    point = f"[%.{COORD_DECIMALS}f,%.{COORD_DECIMALS}f]"
-    template = '{"type":"Polygon","coordinates":[[' + ",".join([point] * m) + "]]}"
-    flat = rings.reshape(n, 2 * m).tolist()
-    return [template % tuple(row) for row in flat]
+    m = rings.shape[1]
+    parts: list[Any] = [pa.scalar('{"type":"Polygon","coordinates":[[')]
+    for i in range(m):
+        parts.append(pa.scalar("[" if i == 0 else "],["))
+        parts.append(pc.cast(pa.array(rings[:, i, 0]), pa.string()))
+        parts.append(pa.scalar(","))
+        parts.append(pc.cast(pa.array(rings[:, i, 1]), pa.string()))
+    parts.append(pa.scalar("]]]}"))
+    return pc.binary_join_element_wise(*parts, "")
 
 
-def feature_collection_bbox(frame: pd.DataFrame, densify: int = 1) -> tuple[float, ...]:
-    """(west, south, east, north) of all footprints in lon/lat."""
-    rings = footprints_lonlat(frame, densify=densify)
-    return (
-        float(rings[..., 0].min()),
-        float(rings[..., 1].min()),
-        float(rings[..., 0].max()),
-        float(rings[..., 1].max()),
-    )
+def _json_values(col: pd.Series) -> Any:
+    """JSON text of every value of ``col`` (Arrow string array): numbers as numbers (NaN ->
+    null), booleans as true/false, everything else as an escaped JSON string."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    plain = isinstance(col.dtype, np.dtype) and col.dtype.kind in "biuf"
+    try:
+        arr = pa.array(col.to_numpy() if plain else col, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed Python objects: write their text
+        arr = pa.array(col.astype(str), from_pandas=True)
+    t = arr.type
+    if pa.types.is_boolean(t) or pa.types.is_integer(t):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_floating(t):
+        finite = pc.is_finite(arr)
+        text = pc.if_else(pc.fill_null(finite, False), pc.cast(arr, pa.string()), pa.scalar("null"))
+    else:
+        text = pc.cast(arr, pa.string())
+        for old, new in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r")):
+            text = pc.replace_substring(text, old, new)
+        text = pc.binary_join_element_wise('"', text, '"', "")
+    return pc.fill_null(text, "null")
+
+
+def _properties(frame: pd.DataFrame, props: Sequence[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not props:
+        return pa.array(["{}"] * len(frame), pa.string())
+    parts: list[Any] = []
+    for i, name in enumerate(props):
+        key = json.dumps(str(name))
+        parts.append(pa.scalar(("{" if i == 0 else ",") + key + ":"))
+        parts.append(_json_values(frame[name]))
+    parts.append(pa.scalar("}"))
+    return pc.binary_join_element_wise(*parts, "")
 
 
 def write_geojson(
@@ -53,6 +92,9 @@ def write_geojson(
     frame needs ``minx, miny, maxx, maxy, crs`` and every column in ``properties``.
     ``densify`` points per edge (1 = the four corners; tiles are small, so corners suffice).
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     props = list(properties)
     missing = [c for c in [*props, "minx", "miny", "maxx", "maxy", "crs"] if c not in frame.columns]
     if missing:
@@ -62,17 +104,20 @@ def write_geojson(
         first = True
         for start in range(0, len(frame), chunk):
             part = frame.iloc[start : start + chunk]
-            geoms = _geometries(part, densify)
-            if props:
-                text = part[props].to_json(orient="records", lines=True, double_precision=10)
-                prop_lines = text.rstrip("\n").split("\n")
-            else:
-                prop_lines = ["{}"] * len(part)
-            lines = [
-                f'{{"type":"Feature","geometry":{g},"properties":{pr}}}'
-                for g, pr in zip(geoms, prop_lines, strict=True)
-            ]
-            if lines:
-                fh.write(("" if first else ",\n") + ",\n".join(lines))
-                first = False
+            if not len(part):
+                continue
+            features = pc.binary_join_element_wise(
+                '{"type":"Feature","geometry":',
+                _geometries(part, densify),
+                ',"properties":',
+                _properties(part, props),
+                "}",
+                "",
+            )
+            if isinstance(features, pa.ChunkedArray):
+                features = features.combine_chunks()
+            lists = pa.ListArray.from_arrays(pa.array([0, len(features)], pa.int32()), features)
+            text = pc.binary_join(lists, ",\n")[0].as_py()
+            fh.write(("" if first else ",\n") + text)
+            first = False
         fh.write("\n]}\n")

@@ -356,6 +356,7 @@ def run_balanced(
             random_state=cl.random_state,
             pseudocount=cl.clr_pseudocount,
             silhouette_sample_size=cl.silhouette_sample_size,
+            selection_sample_size=cl.selection_sample_size,
         )
         comp = clustering.comp
         labels[included_idx] = clustering.labels
