@@ -6,8 +6,7 @@ catalog is either fully updated or exactly as it was.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,7 @@ FINGERPRINT_COLUMNS: tuple[str, ...] = (
 _TILE_COPY = (
     "COPY tile (id, source_image_id, row_off, col_off, height, width, footprint, class_counts, "
     "valid_pixels, nodata_ratio, class_entropy, has_mask_border_nodata, has_image_black_border) "
-    "FROM STDIN"
+    "FROM STDIN (FORMAT binary)"
 )
 _SOURCE_COPY = (
     "COPY source_image (id, image_path, mask_path, group_id, crs, transform, width, height, "
@@ -85,35 +84,122 @@ def _db_error(engine: Engine, exc: SQLAlchemyError, doing: str) -> CatalogError:
     )
 
 
-def _fmt_float(x: float) -> str:
-    return "\\N" if math.isnan(x) else repr(x)
+_EWKB_POLYGON_SRID = 0x20000003  # wkbPolygon with the EWKB SRID flag
 
 
-def _tile_copy_text(table: TileTable, class_pos: Mapping[int, int], n_positions: int) -> bytes:
-    """The COPY text payload for ``table`` (columns of :data:`_TILE_COPY`)."""
+_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_PGCOPY_TRAILER = b"\xff\xff"
+_INT8_OID = 20
+
+
+def _tile_record_dtype(n_points: int, n_positions: int, entropy: bool) -> np.dtype:
+    """One tile row in PostgreSQL's binary COPY format (big-endian lengths and values; the
+    footprint is little-endian EWKB, as geometry_recv reads it)."""
+    fields: list[tuple[Any, ...]] = [
+        ("n_fields", ">i2"),
+        ("id_len", ">i4"),
+        ("id", ">i8"),
+        ("src_len", ">i4"),
+        ("src", ">i8"),
+        ("row_len", ">i4"),
+        ("row", ">i4"),
+        ("col_len", ">i4"),
+        ("col", ">i4"),
+        ("h_len", ">i4"),
+        ("h", ">i4"),
+        ("w_len", ">i4"),
+        ("w", ">i4"),
+        ("geom_len", ">i4"),
+        ("geom_order", "u1"),
+        ("geom_type", "<u4"),
+        ("geom_srid", "<u4"),
+        ("geom_rings", "<u4"),
+        ("geom_points", "<u4"),
+        ("geom_xy", "<f8", (n_points, 2)),
+        ("cc_len", ">i4"),
+        ("cc_ndim", ">i4"),
+        ("cc_hasnull", ">i4"),
+        ("cc_oid", ">i4"),
+    ]
+    if n_positions:
+        fields += [("cc_dim", ">i4"), ("cc_lbound", ">i4")]
+        fields += [("cc", [("len", ">i4"), ("value", ">i8")], (n_positions,))]
+    fields += [("valid_len", ">i4"), ("valid", ">i8"), ("ndr_len", ">i4"), ("ndr", ">f8")]
+    fields += [("ent_len", ">i4")] + ([("ent", ">f8")] if entropy else [])
+    fields += [("mb_len", ">i4"), ("mb", "u1"), ("bb_len", ">i4"), ("bb", "u1")]
+    return np.dtype(fields)
+
+
+def _tile_records(
+    sub: pd.DataFrame, rings: np.ndarray, counts: np.ndarray, entropy: bool
+) -> np.ndarray:
+    n, m = rings.shape[0], rings.shape[1]
+    p = counts.shape[1]
+    rec = np.zeros(n, dtype=_tile_record_dtype(m, p, entropy))
+    rec["n_fields"] = 13
+    for name, size in (("id", 8), ("src", 8), ("row", 4), ("col", 4), ("h", 4), ("w", 4)):
+        rec[f"{name}_len"] = size
+    rec["id"] = sub["tile_id"].to_numpy(np.int64)
+    rec["src"] = sub["source_image_id"].to_numpy(np.int64)
+    rec["row"] = sub["row_off"].to_numpy(np.int64)
+    rec["col"] = sub["col_off"].to_numpy(np.int64)
+    rec["h"] = sub["height"].to_numpy(np.int64)
+    rec["w"] = sub["width"].to_numpy(np.int64)
+    rec["geom_len"] = 1 + 4 * 4 + m * 16
+    rec["geom_order"] = 1
+    rec["geom_type"] = _EWKB_POLYGON_SRID
+    rec["geom_srid"] = 4326
+    rec["geom_rings"] = 1
+    rec["geom_points"] = m
+    rec["geom_xy"] = rings
+    rec["cc_len"] = 12 + (8 + 12 * p if p else 0)
+    rec["cc_ndim"] = 1 if p else 0
+    rec["cc_oid"] = _INT8_OID
+    if p:
+        rec["cc_dim"] = p
+        rec["cc_lbound"] = 1
+        rec["cc"]["len"] = 8
+        rec["cc"]["value"] = counts
+    rec["valid_len"] = 8
+    rec["valid"] = sub["valid_pixels"].to_numpy(np.int64)
+    rec["ndr_len"] = 8
+    rec["ndr"] = sub["nodata_ratio"].to_numpy(np.float64)
+    if entropy:
+        rec["ent_len"] = 8
+        rec["ent"] = sub["class_entropy"].to_numpy(np.float64)
+    else:
+        rec["ent_len"] = -1  # NULL
+    rec["mb_len"] = 1
+    rec["mb"] = sub["has_mask_border_nodata"].to_numpy(bool)
+    rec["bb_len"] = 1
+    rec["bb"] = sub["has_image_black_border"].to_numpy(bool)
+    return rec
+
+
+def _tile_copy_chunks(
+    table: TileTable, class_pos: Mapping[int, int], n_positions: int, chunk_rows: int = 16384
+) -> Iterator[bytes]:
+    """``COPY tile ... (FORMAT binary)`` payload for ``table``: signature, rows, trailer.
+
+    Built vectorised with numpy (no per-row Python); streamed in chunks of ``chunk_rows`` rows
+    so the server parses one chunk while the next is built.
+    """
     n = len(table)
     counts = np.zeros((n, n_positions), np.int64)
     for j, v in enumerate(table.class_values):
         counts[:, class_pos[int(v)] - 1] = table.counts[:, j]
     f = table.frame
-    wkt = rings_to_wkt(footprints_lonlat(f))
-    cols = [
-        f["tile_id"].astype(np.int64).astype(str).tolist(),
-        f["source_image_id"].astype(np.int64).astype(str).tolist(),
-        f["row_off"].astype(np.int64).astype(str).tolist(),
-        f["col_off"].astype(np.int64).astype(str).tolist(),
-        f["height"].astype(np.int64).astype(str).tolist(),
-        f["width"].astype(np.int64).astype(str).tolist(),
-        ["SRID=4326;" + w for w in wkt],
-        ["{" + ",".join(map(str, row)) + "}" for row in counts.tolist()],
-        f["valid_pixels"].astype(np.int64).astype(str).tolist(),
-        [_fmt_float(x) for x in f["nodata_ratio"].astype(np.float64).tolist()],
-        [_fmt_float(x) for x in f["class_entropy"].astype(np.float64).tolist()],
-        ["t" if b else "f" for b in f["has_mask_border_nodata"].astype(bool).tolist()],
-        ["t" if b else "f" for b in f["has_image_black_border"].astype(bool).tolist()],
-    ]
-    lines = ["\t".join(parts) for parts in zip(*cols, strict=True)]
-    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+    yield _PGCOPY_SIGNATURE
+    for start in range(0, n, chunk_rows):
+        sub = f.iloc[start : start + chunk_rows]
+        rings = footprints_lonlat(sub)
+        sub_counts = counts[start : start + chunk_rows]
+        has_ent = ~np.isnan(sub["class_entropy"].to_numpy(np.float64))
+        for keep, entropy in ((has_ent, True), (~has_ent, False)):
+            if keep.any():
+                idx = np.flatnonzero(keep)
+                yield _tile_records(sub.iloc[idx], rings[idx], sub_counts[idx], entropy).tobytes()
+    yield _PGCOPY_TRAILER
 
 
 def _source_rows(
@@ -257,11 +343,9 @@ def write_ingest(
                         for row in _source_rows(sources, tile_counts, params):
                             cp.write_row(row)
                 if len(table):
-                    payload = _tile_copy_text(table, pos, n_pos)
                     with cur.copy(_TILE_COPY) as cp:
-                        step = 8 << 20
-                        for i in range(0, len(payload), step):
-                            cp.write(payload[i : i + step])
+                        for chunk in _tile_copy_chunks(table, pos, n_pos):
+                            cp.write(chunk)
     except SmtError:
         raise
     except SQLAlchemyError as exc:
