@@ -91,6 +91,7 @@ def test_balanced_embeddings_example_runs_on_demo_data(demo_pairs: Path, tmp_pat
     res = runner.invoke(app, ["embed", str(conf)])
     assert res.exit_code == 0, res.output
     assert f"{len(inc)} cached, 0 computed" in res.output
+    assert f"({len(inc)} rows)" in res.output
 
 
 def test_embeddings_only_mode_and_foreign_cache(demo_pairs: Path, tmp_path: Path) -> None:

@@ -102,8 +102,8 @@ def check_cache(
         raise EmbeddingCacheError(
             f"{path} holds {n} embeddings of model {m} with preprocessing {h}, not model "
             f"{model_id} with preprocessing {preprocess_hash} (dino_model, bands or scale "
-            "changed); run with --rebuild to replace it, or set embeddings.parquet_path to "
-            "another file"
+            "changed); replace it with `pytorch-smt-tools embed CONFIG --rebuild`, or set "
+            "embeddings.parquet_path to another file"
         )
 
 
@@ -255,6 +255,11 @@ def write_chunk(
     target = folder / f"part-{index:06d}-{uuid.uuid4().hex[:8]}.parquet"
     _write_atomic(make_table(tile_ids, embeddings, model_id, preprocess_hash), target)
     return target
+
+
+def row_count(parquet_path: str | os.PathLike[str]) -> int:
+    """Rows in the cache (main file and chunks; a tile may count twice before compaction)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in cache_files(parquet_path))
 
 
 def compact(parquet_path: str | os.PathLike[str]) -> int:

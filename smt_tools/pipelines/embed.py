@@ -73,13 +73,7 @@ def ensure_embeddings(
     only missing tiles are computed and appended (chunks of ``chunk_rows``); a cache of another
     model or preprocessing is refused unless ``rebuild``. Without it, nothing is cached.
     """
-    from smt_tools.embeddings.cache import (
-        cache_files,
-        check_cache,
-        compact,
-        lookup,
-        write_chunk,
-    )
+    from smt_tools.embeddings.cache import check_cache, compact, lookup, row_count, write_chunk
     from smt_tools.embeddings.dataset import resolve_scale
     from smt_tools.embeddings.model import describe_model, make_preprocess
 
@@ -175,7 +169,8 @@ def ensure_embeddings(
         emb[rows] = emb_new[pos]
     cache_rows = 0
     if path is not None:
-        cache_rows = compact(path) if cache_files(path) else 0
+        compact(path)
+        cache_rows = row_count(path)
     if dim is None:  # pragma: no cover - every tile was cached, so the cache had a dim
         raise EmbeddingCacheError(f"{path}: cache rows without embeddings; run with --rebuild")
     return emb, EmbedResult(
