@@ -415,3 +415,70 @@ def test_host_block_and_env_password(
     data["balanced_dataset"]["clustering"] = {"k_min": 2, "k_max": 4}
     res = run_cfg(data)
     assert res.n_tiles == 64 and res.run_id is not None
+
+
+# --- modes with uniqueness: the combination code (uniqueness itself is tested elsewhere) --
+
+
+def _stub_uniqueness(monkeypatch: pytest.MonkeyPatch, nan: bool = False) -> list[int]:
+    """Replace uniqueness_for_tiles with a known score: row_off * 1000 + col_off (+ NaN)."""
+    import smt_tools.pipelines.embed as embed
+
+    calls: list[int] = []
+
+    def fake(table: Any, cfg: Any, progress_factory: Any = None) -> np.ndarray:
+        calls.append(len(table))
+        u = (table.frame["row_off"] * 1000 + table.frame["col_off"]).to_numpy(np.float64)
+        if nan:
+            u[0] = np.nan
+        return u
+
+    monkeypatch.setattr(embed, "uniqueness_for_tiles", fake)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["rank_max", "rank_add", "rank_multiply", "uniqueness_only"])
+def test_embeddings_mode_combines_ranks(
+    scene: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    from scipy.stats import rankdata
+
+    calls = _stub_uniqueness(monkeypatch)
+    res = run_cfg(config(tmp_path, records(*scene), mode="embeddings", sampling_method=method))
+    out = pd.read_csv(tmp_path / "out" / "b.csv")
+    inc = ~out["excluded"].to_numpy()
+    assert calls == [int(inc.sum())]  # only included tiles reach the kNN pool
+    assert list(out.columns) == [*BALANCED_COLUMNS, "uniqueness_score"]
+    u = (out["row_off"] * 1000 + out["col_off"]).to_numpy(np.float64)
+    assert out.loc[inc, "uniqueness_score"].to_numpy() == pytest.approx(u[inc])
+    assert out.loc[~inc, "uniqueness_score"].isna().all()
+    m = int(inc.sum())
+    rc = (rankdata(1.0 / out.loc[inc, "freq_cluster_size"].to_numpy()) - 1) / (m - 1)
+    ru = (rankdata(u[inc]) - 1) / (m - 1)
+    score = {
+        "rank_max": np.maximum(rc, ru),
+        "rank_add": (rc + ru) / 2,
+        "rank_multiply": rc * ru,
+        "uniqueness_only": ru,
+    }[method]
+    expected = np.maximum(score / score.max(), 0.05)
+    assert out.loc[inc, "sampler_weight"].to_numpy() == pytest.approx(expected)
+    assert res.warnings == [] and res.effective_method == method
+    gj = json.loads((tmp_path / "out" / "b.geojson").read_text())
+    assert "uniqueness_score" in gj["features"][0]["properties"]
+
+
+def test_embeddings_only_and_missing_scores(
+    scene: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stub_uniqueness(monkeypatch)
+    res = run_cfg(config(tmp_path, records(*scene), mode="embeddings_only"))
+    out = pd.read_csv(tmp_path / "out" / "b.csv")
+    assert (out["freq_cluster_id"] == -1).all() and res.k is None
+    assert res.effective_method == "uniqueness_only" and "embeddings_only" in res.warnings[0]
+    inc = ~out["excluded"]
+    assert out.loc[inc, "sampler_weight"].max() == 1.0
+    # a missing (NaN) score is an error, never the top rank
+    _stub_uniqueness(monkeypatch, nan=True)
+    conf = _write_yaml(tmp_path, config(tmp_path / "n", records(*scene), mode="embeddings"))
+    _assert_fails(conf, tmp_path / "n" / "out", "NaN", after_scan=True)

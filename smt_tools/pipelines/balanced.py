@@ -378,6 +378,12 @@ def run_balanced(
     t = time.perf_counter()
     combined = combine(cfg.sampling_method, comp, uniq)
     warnings = [combined.fallback] if combined.fallback else []
+    if table.nodata_class != cfg.exclusion.nodata_class:
+        warnings.append(
+            f"exclusion.nodata_class is {cfg.exclusion.nodata_class} but the tiles were "
+            f"ingested with nodata class {table.nodata_class}; their statistics use "
+            f"{table.nodata_class} (re-ingest to change it)"
+        )
     boost = (
         rare_class_boost(inc.proportions(), inc.class_values, rare, cfg.weights.rare_class_boost)
         if rare.size
