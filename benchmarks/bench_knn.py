@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,12 @@ def recall(found: np.ndarray, truth: np.ndarray, x: np.ndarray, queries: np.ndar
     return min(1.0, hits / (len(queries) * k))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -148,15 +155,20 @@ def main() -> None:
     rows = []
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
         backend, kw = runs[name]
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         idx, _ = knn_search(
             x, args.k, backend, num_threads=args.threads, random_state=args.seed, **kw
         )
         secs = time.perf_counter() - t0
+        cpu = cpu_seconds() - c0
         rec = recall(idx, truth, x, queries)
         params = ", ".join(f"{k}={v}" for k, v in kw.items())
-        rows.append((name, backend, params, secs, rec))
-        print(f"{name:10s} {secs:8.1f} s  recall@{args.k} = {rec:.4f}  ({params})", flush=True)
+        rows.append((name, backend, params, secs, cpu, rec))
+        print(
+            f"{name:10s} {secs:8.1f} s (cpu {cpu:.1f} s)  recall@{args.k} = {rec:.4f}  ({params})",
+            flush=True,
+        )
 
     header = (
         f"\n## kNN uniqueness — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n\n"
@@ -165,9 +177,11 @@ def main() -> None:
         f"{args.components} components (rank {args.rank} + noise), seed {args.seed}. "
         f"Recall@{args.k} on {len(queries):,} seeded queries vs exact neighbours in the original "
         f"{args.dim}-d space. Command: `python benchmarks/bench_knn.py {' '.join(sys.argv[1:])}`\n\n"
-        "| run | backend | parameters | seconds | recall@k |\n|---|---|---|---:|---:|\n"
+        "| run | backend | parameters | wall s | cpu s | recall@k |\n|---|---|---|---:|---:|---:|\n"
     )
-    table = "".join(f"| {n} | {b} | {p} | {s:.1f} | {r:.4f} |\n" for n, b, p, s, r in rows)
+    table = "".join(
+        f"| {n} | {b} | {p} | {s:.1f} | {c:.1f} | {r:.4f} |\n" for n, b, p, s, c, r in rows
+    )
     print(header + table)
     if not args.no_append:
         with open(ROOT / "BENCHMARKS.md", "a", encoding="utf-8") as fh:
