@@ -174,7 +174,9 @@ def run_training(
 
     from smt_tools.train._targets import instantiate, resolve_target
     from smt_tools.train.loop import fit
+    from smt_tools.train.perf import tune_malloc
 
+    tune_malloc()  # batch buffers reuse heap pages instead of page-faulting fresh mmaps
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))  # noqa: NPY002 - third-party transforms may use it
     train_spec, val_spec, val_dl = _split_specs(cfg)

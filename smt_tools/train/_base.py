@@ -39,31 +39,39 @@ def read_window(
     width: int,
     bands: Sequence[int] | None,
     fill: float,
-) -> tuple[np.ndarray, np.ndarray]:
+    out_dtype: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a window that may run past the raster edge.
 
-    Returns (data (len(bands), height, width) in the raster's dtype, inside (height, width)
-    bool = pixel lies inside the raster). Pixels outside are ``fill``.
+    Returns (data (len(bands), height, width) in the raster's dtype, or ``out_dtype`` (GDAL
+    converts values while reading, no scaling), inside): ``inside`` is None when the whole
+    window lies inside the raster, else a (height, width) bool array (True = pixel inside).
+    Pixels outside are ``fill``.
     """
+    from rasterio.windows import Window
+
     idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
-    dtype = np.dtype(ds.dtypes[idx[0] - 1])
-    out = np.full(
-        (len(idx), height, width), fill, dtype=np.result_type(dtype, np.min_scalar_type(fill))
-    )
-    inside = np.zeros((height, width), dtype=bool)
     r0, c0 = max(row_off, 0), max(col_off, 0)
     r1, c1 = min(row_off + height, ds.height), min(col_off + width, ds.width)
+    full = (r0, c0, r1, c1) == (row_off, col_off, row_off + height, col_off + width)
+    data = None
     if r1 > r0 and c1 > c0:
-        from rasterio.windows import Window
-
         try:
-            data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
+            data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=out_dtype)
         except Exception as exc:  # rasterio raises several types for corrupt blocks
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise RasterReadError(
                 f"{ds.name}: cannot read window row_off={row_off} col_off={col_off} "
                 f"size={height}x{width} ({first})"
             ) from None
+    if full and data is not None:
+        return data, None
+    dtype = np.dtype(out_dtype or ds.dtypes[idx[0] - 1])
+    out = np.full(
+        (len(idx), height, width), fill, dtype=np.result_type(dtype, np.min_scalar_type(fill))
+    )
+    inside = np.zeros((height, width), dtype=bool)
+    if data is not None:
         out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
         inside[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = True
     return out, inside
@@ -181,35 +189,52 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             lut[k] = v
         return lut
 
-    def _mask_to_classes(self, raw: np.ndarray, inside: np.ndarray, where: str) -> np.ndarray:
-        """Raw mask (H, W) -> int64 class indices; outside/unmapped -> ignore_index."""
-        m = raw.astype(np.int64, copy=False)
+    def _mask_to_classes(
+        self, raw: np.ndarray, inside: np.ndarray | None, where: str
+    ) -> np.ndarray:
+        """Raw mask (H, W) -> int64 class indices; outside (inside False) / unmapped -> ignore."""
         if self._lut is not None:
-            out = self._lut[np.clip(m, 0, 65535)]
-            out[(m < 0) | (m > 65535)] = self.ignore_index
+            if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
+                out = self._lut[raw]  # one gather, no range check needed
+            else:
+                m = raw.astype(np.int64)
+                out = self._lut[np.clip(m, 0, 65535)]
+                out[(m < 0) | (m > 65535)] = self.ignore_index
         else:
-            out = m.copy()
-            bad = inside & (out != self.ignore_index) & ((out < 0) | (out >= self.n_classes))
-            if bad.any():
-                v = int(out[bad][0])
-                raise InputDataError(
-                    f"{where}: mask value {v} is not a class index in [0, {self.n_classes}); "
-                    "set class_values (raw value per class) or class_remap in the dataset config"
-                )
-        out[~inside] = self.ignore_index
+            out = raw.astype(np.int64)
+            lo, hi = int(out.min(initial=0)), int(out.max(initial=0))
+            if lo < 0 or hi >= self.n_classes:
+                bad = (out != self.ignore_index) & ((out < 0) | (out >= self.n_classes))
+                if inside is not None:
+                    bad &= inside
+                if bad.any():
+                    v = int(out[bad][0])
+                    raise InputDataError(
+                        f"{where}: mask value {v} is not a class index in [0, {self.n_classes}); "
+                        "set class_values (raw value per class) or class_remap in the dataset "
+                        "config"
+                    )
+        if inside is not None:
+            out[~inside] = self.ignore_index
         return out
 
     # -- image scaling
-    def _scale_image(self, img: np.ndarray) -> np.ndarray:
-        """(bands, H, W) raw -> float32 scaled with the per-dataset range."""
+    def _scale_image(self, img: np.ndarray, source_dtype: np.dtype | None = None) -> np.ndarray:
+        """(bands, H, W) values -> float32 scaled with the per-dataset range.
+
+        source_dtype: the raster's dtype when ``img`` was already read as float32 (then the
+        scaling happens in place).
+        """
         rng = self.scale
         if rng is None:
-            dt = np.dtype(self.image_dtype) if self.image_dtype else img.dtype
+            dt = np.dtype(self.image_dtype) if self.image_dtype else (source_dtype or img.dtype)
             rng = _dtype_range(dt)
-        x = img.astype(np.float32)
+        x = img if img.dtype == np.float32 and source_dtype is not None else img.astype(np.float32)
         if rng is not None:
             lo, hi = rng
-            x = (x - np.float32(lo)) / np.float32(hi - lo)
+            if lo != 0.0:
+                x -= np.float32(lo)
+            x *= np.float32(1.0 / (hi - lo))
         return x
 
     # -- raster access
@@ -218,11 +243,32 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _read_pair(
         self, image_path: str, mask_path: str, row_off: int, col_off: int, height: int, width: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return image (bands, H, W) raw, mask (H, W) raw, inside (H, W) bool."""
-        img = self._read(image_path, row_off, col_off, height, width, self.bands, 0)[0]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return image (bands, H, W) float32 scaled, mask (H, W) raw, inside (H, W) or None."""
+        img, src_dtype = self._read_image(image_path, row_off, col_off, height, width)
         msk, inside = self._read(mask_path, row_off, col_off, height, width, [1], self.ignore_index)
-        return img, msk[0], inside
+        return self._scale_image(img, src_dtype), msk[0], inside
+
+    def _read_image(
+        self, path: str, row_off: int, col_off: int, height: int, width: int
+    ) -> tuple[np.ndarray, np.dtype]:
+        """Image window read straight into float32 (GDAL converts), and the raster's dtype."""
+        lock = (
+            _file_lock(self.rasterio_lock_dir, path)
+            if self.serialize_rasterio_reads
+            else contextlib.nullcontext()
+        )
+        with lock:
+            if self.reopen_rasterio_on_read:
+                with open_raster(path) as ds:
+                    dt = np.dtype(ds.dtypes[(self.bands or [1])[0] - 1])
+                    data = read_window(
+                        ds, row_off, col_off, height, width, self.bands, 0, "float32"
+                    )
+                    return data[0], dt
+            ds = self._handle(path)
+            dt = np.dtype(ds.dtypes[(self.bands or [1])[0] - 1])
+            return read_window(ds, row_off, col_off, height, width, self.bands, 0, "float32")[0], dt
 
     def _read(
         self,
@@ -233,7 +279,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         width: int,
         bands: Sequence[int] | None,
         fill: float,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         lock = (
             _file_lock(self.rasterio_lock_dir, path)
             if self.serialize_rasterio_reads

@@ -179,7 +179,7 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         img_path, msk_path, r, c, s = self.window(index)
         img, msk, inside = self._read_pair(img_path, msk_path, r, c, s, s)
         classes = self._mask_to_classes(msk, inside, f"{msk_path} window ({r}, {c}, {s})")
-        return self._finish(self._scale_image(img), classes, index)
+        return self._finish(img, classes, index)
 
 
 # ----------------------------------------------------------------------------- random crops
@@ -308,6 +308,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         if self.class_balanced_sampling or self.cutmix_prob > 0:
             self.class_shares = self._class_shares()
         self.image_weights = self._image_weights()
+        self._cdf = np.cumsum(self.image_weights)
         self.grid = self._grid_positions() if self.grid_mode else None
         self.cache.close()  # handles are reopened lazily in each worker
 
@@ -333,7 +334,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
             f = max(1.0, max(ds.height, ds.width) / self.histogram_size)
             shape = (max(1, round(ds.height / f)), max(1, round(ds.width / f)))
             raw = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-            cls = self._mask_to_classes(raw, np.ones(raw.shape, dtype=bool), mp)
+            cls = self._mask_to_classes(raw, None, mp)
             valid = cls[cls != self.ignore_index]
             if valid.size:
                 shares[i] = (
@@ -372,11 +373,11 @@ class RandomCropSegmentationDataset(_WindowDataset):
     def _random_position(
         self, rng: np.random.Generator, image: int | None = None, p: np.ndarray | None = None
     ) -> tuple[int, int, int]:
-        i = (
-            int(rng.choice(len(self.images), p=self.image_weights if p is None else p))
-            if image is None
-            else image
-        )
+        if image is None:
+            cdf = self._cdf if p is None else np.cumsum(p)
+            i = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+        else:
+            i = image
         h, w = self.sizes[i]
         r = int(rng.integers(0, max(int(h) - self.crop_size, 0) + 1))
         c = int(rng.integers(0, max(int(w) - self.crop_size, 0) + 1))
@@ -386,7 +387,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         s = self.crop_size
         img, msk, inside = self._read_pair(self.images[i], self.masks[i], r, c, s, s)
         classes = self._mask_to_classes(msk, inside, f"{self.masks[i]} window ({r}, {c}, {s})")
-        return self._scale_image(img), classes
+        return img, classes
 
     def position(self, index: int) -> tuple[int, int, int]:
         """(image index, row_off, col_off) of item ``index`` for the current epoch."""
