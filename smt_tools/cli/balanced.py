@@ -30,31 +30,28 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, BalancedFile).balanced_dataset
         result = run_balanced(cfg, progress_factory=progress_bar)
 
+        def say(text: str) -> None:
+            console.print(text, soft_wrap=True)
+
         for line in result.warnings:
             err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
         ex = ", ".join(f"{k} {v}" for k, v in result.exclusion_counts.items() if v)
-        console.print(
+        say(
             f"Tiles: {result.n_tiles} in, {result.n_excluded} excluded"
             + (f" ({ex})" if ex else "")
-            + f", {result.n_included} weighted",
-            soft_wrap=True,
+            + f", {result.n_included} weighted"
         )
         if result.k is not None:
             sizes = ", ".join(str(v) for v in result.cluster_sizes.values())
             rng = f" from k {result.k_range[0]}..{result.k_range[1]}" if result.k_range else ""
-            console.print(
-                f"Composition clusters: k = {result.k} ({result.k_selection}{rng}); sizes {sizes}"
-            )
-        console.print(
+            say(f"Composition clusters: k = {result.k} ({result.k_selection}{rng}); sizes {sizes}")
+        say(
             f"Weights ({result.effective_method}): min {result.weight_min:.3f}, max "
             f"{result.weight_max:.3f}; effective sample size {result.ess:,.1f} of "
-            f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})",
-            soft_wrap=True,
+            f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})"
         )
         if result.rare_classes:
-            console.print(
-                "Rare-class boost on classes " + ", ".join(str(c) for c in result.rare_classes)
-            )
+            say("Rare-class boost on classes " + ", ".join(str(c) for c in result.rare_classes))
         table = Table(title="Expected pixel share per epoch", title_justify="left")
         table.add_column("class", justify="right")
         table.add_column("uniform", justify="right")
@@ -67,7 +64,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(str(value), f"{u:.2%}", f"{w:.2%}", change)
         console.print(table)
         for path in result.outputs:
-            console.print(f"Wrote {path}", soft_wrap=True)
+            say(f"Wrote {path}")
         if result.run_id is not None:
-            console.print(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
-        console.print(f"Done in {result.timings.get('total', 0.0):.1f} s")
+            say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
+        say(f"Done in {result.timings.get('total', 0.0):.1f} s")
