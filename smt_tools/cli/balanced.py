@@ -20,8 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Weight every tile so rare compositions (and unique-looking tiles) are drawn more often.
 
-        Writes the balanced CSV (sampler_weight per tile), optionally GeoJSON + QGIS style and
-        PNG plots, and with catalog input a run in the catalog.
+        Writes the balanced CSV (sampler_weight per tile); optionally GeoJSON + QGIS style, PNG plots, and (catalog input) a run with one tile_result row per tile.
         """
         from smt_tools.config import load_config
         from smt_tools.config.balanced import BalancedFile
