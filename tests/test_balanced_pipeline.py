@@ -482,3 +482,25 @@ def test_embeddings_only_and_missing_scores(
     _stub_uniqueness(monkeypatch, nan=True)
     conf = _write_yaml(tmp_path, config(tmp_path / "n", records(*scene), mode="embeddings"))
     _assert_fails(conf, tmp_path / "n" / "out", "NaN", after_scan=True)
+
+
+def test_include_excluded_false_and_report(scene: tuple[Path, Path], tmp_path: Path) -> None:
+    data = config(tmp_path, records(*scene), output={"include_excluded": False})
+    data["balanced_dataset"]["output"]["report_dir"] = str(tmp_path / "out" / "report")
+    res = run_cfg(data)
+    out = pd.read_csv(tmp_path / "out" / "b.csv")
+    assert len(out) == res.rows_written == 14 and not out["excluded"].any()
+    gj = json.loads((tmp_path / "out" / "b.geojson").read_text())
+    assert len(gj["features"]) == 14
+    assert sorted(p.name for p in (tmp_path / "out" / "report").iterdir()) == [
+        "class_share.png",
+        "weight_hist.png",
+        "weight_map.png",
+    ]
+    # no staging leftovers
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "b.csv",
+        "b.geojson",
+        "b.qml",
+        "report",
+    ]
