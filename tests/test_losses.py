@@ -151,3 +151,19 @@ def test_confusion_excludes_ignored_pixels() -> None:
     target = torch.tensor([[0, 1, 255, 255]])
     cm = metrics.confusion_matrix(pred, target, n_classes=2)
     assert cm.tolist() == [[1, 0], [0, 1]]
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [DiceLoss(), FocalLoss(), TverskyLoss(), DiceFocalLoss(), CrossEntropyLoss()],
+    ids=lambda m: type(m).__name__,
+)
+def test_soft_one_hot_targets_equal_hard_targets(loss: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 3, (2, 4, 4), generator=g)
+    t[0, 0, :2] = 255
+    valid = t != 255
+    soft = torch.nn.functional.one_hot(torch.where(valid, t, 0), 3).permute(0, 3, 1, 2)
+    soft = soft.to(torch.float64) * valid.unsqueeze(1)
+    assert loss(x, soft).item() == pytest.approx(loss(x, t).item())

@@ -188,3 +188,22 @@ def test_legacy_dataset_path_is_mapped_with_warning(windows_csv: Path, tmp_path:
         res.stderr
     )
     assert "best mIoU" in res.stdout and "rare class" in res.stdout
+
+
+def test_weighted_sampler_only_on_the_training_loader(windows_csv: Path) -> None:
+    from torch.utils.data import SequentialSampler, WeightedRandomSampler
+
+    from smt_tools.config.train import DataLoaderConfig
+    from smt_tools.pipelines.train import _loader
+    from smt_tools.train import CSVWindowedSegmentationDataset
+
+    ds = CSVWindowedSegmentationDataset(windows_csv, n_classes=3, class_values=[1, 2, 3])
+    dl = DataLoaderConfig(
+        batch_size=4, shuffle=True, weighted_sampler=True, weighted_sampler_num_samples=7
+    )
+    train = _loader(ds, dl, train=True, seed=0, source="b.csv")
+    assert isinstance(train.sampler, WeightedRandomSampler)  # shuffle turned off, no error
+    assert train.sampler.num_samples == 7
+    with pytest.warns(UserWarning, match="training loader only"):
+        val = _loader(ds, dl.model_copy(update={"shuffle": False}), train=False, seed=0, source="v")
+    assert isinstance(val.sampler, SequentialSampler)

@@ -153,6 +153,9 @@ class TrainConfig(StrictModel):
     )
     val_steps: int | None = Field(default=None, gt=0, description="cap on validation batches")
     device: str = "auto"
+    torch_threads: int | None = Field(
+        default=None, gt=0, description="CPU threads of torch (default: torch's own choice)"
+    )
     seed: int = 0
     output_dir: Path = Path("runs/train")
     class_names: list[str] | None = None

@@ -177,6 +177,8 @@ def run_training(
     from smt_tools.train.perf import tune_malloc
 
     tune_malloc()  # batch buffers reuse heap pages instead of page-faulting fresh mmaps
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))  # noqa: NPY002 - third-party transforms may use it
     train_spec, val_spec, val_dl = _split_specs(cfg)

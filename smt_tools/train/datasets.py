@@ -211,6 +211,8 @@ class RandomCropSegmentationDataset(_WindowDataset):
         reopen_rasterio_on_read: open + close the raster inside each (locked) read.
         n_first_rows_to_read: read only the first N CSV rows.
         seed: base seed (None: torch's per-worker seed); crops depend on (seed, epoch, index).
+        data_loader: DataLoader keyword arguments, kept as ``self.data_loader`` (the train
+            command reads them from the config's ``data_loader`` block).
     """
 
     def __init__(
@@ -246,6 +248,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         fold_column: str = "fold",
         histogram_size: int = 256,
         seed: int | None = None,
+        data_loader: Mapping[str, Any] | None = None,
     ) -> None:
         name = "RandomCropSegmentationDataset"
         super().__init__(
@@ -303,6 +306,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self.grid_mode = bool(grid_mode)
         self.grid_step = int(grid_step) if grid_step is not None else self.crop_size
         self.histogram_size = int(histogram_size)
+        self.data_loader = dict(data_loader or {})
         self.sizes = self._read_sizes()  # (n_images, 2) height, width
         self.class_shares: np.ndarray | None = None  # (n_images, n_classes)
         if self.class_balanced_sampling or self.cutmix_prob > 0:

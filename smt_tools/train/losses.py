@@ -2,9 +2,9 @@
 
 Every loss takes raw logits and a target:
 
-- multi-class: logits (N, C, H, W) float, target (N, H, W) int64 class indices in [0, C) or
-  ``ignore_index``; soft targets (N, C, H, W) float in [0, 1] are accepted by
-  :class:`CrossEntropyLoss` (an all-zero pixel vector is ignored);
+- multi-class: logits (N, C, H, W) float, target (N, H, W) integer class indices in [0, C) or
+  ``ignore_index``; soft targets (N, C, H, W) float in [0, 1] (``soft_labels: true``) are
+  accepted by every multi-class loss (an all-zero pixel vector is ignored);
 - binary (``mode="binary"``): logits (N, 1, H, W) (sigmoid inside the loss, never before it),
   target (N, H, W) in {0, 1} or ``ignore_index``.
 
@@ -52,6 +52,12 @@ def _probs_and_onehot(
     only the foreground column is used by the callers (K = 1).
     """
     n = logits.shape[0]
+    if target.is_floating_point() and target.dim() == 4 and mode == "multiclass":
+        c = logits.shape[1]
+        soft = target.to(logits.dtype).reshape(n, c, -1)
+        validf = (soft.sum(dim=1, keepdim=True) > 0).to(logits.dtype)
+        probs = torch.softmax(logits, dim=1).reshape(n, c, -1)
+        return probs * validf, soft * validf, validf
     target = target.long()
     valid = (
         torch.ones_like(target, dtype=torch.bool)
@@ -153,6 +159,8 @@ class FocalLoss(nn.Module):
         self.alpha = alpha
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point() and target.dim() == 4 and self.mode == "multiclass":
+            return self._soft(logits, target)
         target = target.long()
         valid = (
             torch.ones_like(target, dtype=torch.bool)
@@ -190,6 +198,19 @@ class FocalLoss(nn.Module):
         if int(n_valid) == 0:
             return logits.sum() * 0.0
         return (loss * valid).sum() / n_valid
+
+    def _soft(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Soft targets (N, C, H, W): -Σ_c t_c α_c (1 - p_c)^γ ln p_c; all-zero pixels ignored."""
+        logp = F.log_softmax(logits, dim=1)
+        per = -target * (1 - logp.exp()) ** self.gamma * logp
+        if self.alpha is not None:
+            w = torch.as_tensor(list(self.alpha), dtype=logits.dtype, device=logits.device)  # type: ignore[arg-type]
+            per = per * w.view(1, -1, 1, 1)
+        valid = target.sum(dim=1) > 0
+        n_valid = valid.sum()
+        if int(n_valid) == 0:
+            return logits.sum() * 0.0
+        return per.sum(dim=1)[valid].sum() / n_valid
 
 
 class DiceFocalLoss(nn.Module):
