@@ -225,3 +225,21 @@ def test_silhouette_picks_true_k() -> None:
     res = cluster_compositions(p, k_min=2, k_max=6, k_selection="silhouette", random_state=0)
     assert res.k == 3
     assert set(res.k_scores) <= set(range(2, 7))
+
+
+@pytest.mark.parametrize("selection", ["elbow", "silhouette"])
+def test_k_chosen_on_sample_then_fitted_on_all(selection: str) -> None:
+    rng = np.random.default_rng(4)
+    p = _three_groups(rng, 200)  # 600 rows, k chosen on a seeded sample of 150
+    kw = {"k_min": 2, "k_max": 6, "k_selection": selection, "random_state": 0}
+    res = cluster_compositions(p, selection_sample_size=150, **kw)  # type: ignore[arg-type]
+    assert res.k == 3
+    truth = np.repeat([0, 1, 2], 200)
+    for g in range(3):
+        assert np.unique(res.labels[truth == g]).size == 1
+    perm = rng.permutation(600)
+    res2 = cluster_compositions(p[perm], selection_sample_size=150, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(res.labels[perm], res2.labels)
+    assert res.k_scores == pytest.approx(res2.k_scores)
+    full = cluster_compositions(p, selection_sample_size=None, **kw)  # type: ignore[arg-type]
+    assert full.k == 3 and np.array_equal(full.labels, res.labels)
