@@ -129,11 +129,46 @@ def test_where_clause_static_checks() -> None:
 # ------------------------------------------------------------------ schema
 
 
+def test_docker_compose_matches_readme_url() -> None:
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+    (svc,) = compose["services"].values()
+    assert svc["image"].startswith("postgis/postgis:")
+    assert "pg_isready" in " ".join(svc["healthcheck"]["test"])
+    assert "5432:5432" in svc["ports"]
+    env = svc["environment"]
+    url = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@localhost:5432/{env['POSTGRES_DB']}"
+    assert url == "postgresql://postgres:postgres@localhost:5432/smt"
+
+
 @pytest.mark.db
-def test_init_is_idempotent_and_documented(fresh_database_url: str) -> None:
-    code, out, err = invoke("catalog", "init", "--catalog", fresh_database_url)
+def test_init_is_idempotent_and_documented(
+    fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the local test server trusts connections, so a password in the URL is accepted (and
+    # must never be printed)
+    with_pw = fresh_database_url.replace(
+        "postgresql://postgres@", "postgresql://postgres:s3cr3tpw@"
+    )
+    monkeypatch.setenv("SMT_DATABASE_URL", with_pw)
+    code, out, err = invoke("catalog", "init")
     assert code == 0, err
+    assert "postgres:***@" in out and "s3cr3tpw" not in out + err
     assert "applied          0001_catalog.sql" in out and "1 migration(s) applied" in out
+    pairs = two_scenes(tmp_path)
+    code, out, err = invoke("catalog", "ingest", str(pairs), "--patch-size", "4")
+    assert code == 0, err
+    code, out2, err2 = invoke("catalog", "stats")
+    assert code == 0, err2
+    assert "s3cr3tpw" not in out + err + out2 + err2
+    with pytest.raises(EmptySelectionError, match=r"\*\*\*"):
+        eng = cat.connect(with_pw)
+        try:
+            cat.load_tiles(eng, where_clause="valid_pixels < 0")
+        finally:
+            eng.dispose()
+    monkeypatch.delenv("SMT_DATABASE_URL")
     code, out, err = invoke("catalog", "init", "--catalog", fresh_database_url)
     assert code == 0, err
     assert "already applied  0001_catalog.sql" in out and "up to date" in out
@@ -246,9 +281,9 @@ def test_hand_built_tiles_exact_in_postgis(
         assert (x0, y0, x1, y1) == pytest.approx(
             (500_000 + c, 5_000_000 - r - 4, 500_000 + c + 4, 5_000_000 - r), abs=1e-4
         )
-    wkt = rows(engine, "select ST_AsText(footprint, 9) from tile where row_off = 0 and col_off = 0")[
-        0
-    ][0]
+    wkt = rows(
+        engine, "select ST_AsText(footprint, 9) from tile where row_off = 0 and col_off = 0"
+    )[0][0]
     assert wkt.startswith(
         "POLYGON((3 45.153441177,3.000012722 45.153441177,"
     )  # lon 3 = UTM 31 centre
