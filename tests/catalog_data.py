@@ -57,3 +57,37 @@ def two_scenes(folder: Path) -> Path:
     return write_pairs_csv(
         folder / "pairs.csv", [("a_img.tif", "a_mask.tif"), ("b_img.tif", "b_mask.tif")]
     )
+
+
+def corrupt_last_block_pair(folder: Path, name: str = "broken") -> tuple[Path, Path]:
+    """A 32x32 pair (16 px blocks) whose mask opens fine but whose LAST block is garbage, so
+    only the scan (not the inspection) fails, on the last window."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    mask = np.ones((32, 32), np.uint8)
+    img = write_pair(folder, name, mask, origin=(600_000.0, 5_000_000.0))[0]
+    path = folder / f"{name}_mask.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=32,
+        height=32,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32631",
+        transform=from_origin(600_000.0, 5_000_000.0, 1.0, 1.0),
+        compress="deflate",
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+    ) as dst:
+        dst.write(mask, 1)
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset : offset + size] = bytes(range(size))
+    path.write_bytes(bytes(data))
+    return img, path

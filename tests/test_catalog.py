@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.catalog_data import (
     HAND_COUNTS,
     HAND_MASK_BORDER,
     HAND_NODATA_RATIO,
+    corrupt_last_block_pair,
     hand_pair,
     two_scenes,
     write_pairs_csv,
@@ -402,6 +404,21 @@ def test_new_class_pads_existing_arrays(catalog_url: str, engine: Engine, tmp_pa
         [0, 0, 16],
         [8, 8, 0],
     ]
+    # names alone (nothing to scan) are still applied
+    names.write_text("class_value,name\n2,forest\n")
+    code, out, err = invoke(
+        "catalog",
+        "ingest",
+        str(first),
+        "--patch-size",
+        "4",
+        "--class-names",
+        str(names),
+        "--catalog",
+        catalog_url,
+    )
+    assert code == 0 and "0 scanned" in out, err
+    assert rows(engine, "select name from catalog_class where class_value = 2") == [("forest",)]
     loaded = cat.load_tiles(engine)
     assert loaded.class_values.tolist() == [1, 2, 5]
     code, out, err = invoke("catalog", "stats", "--catalog", catalog_url)
@@ -442,8 +459,6 @@ def test_failed_ingest_leaves_catalog_unchanged(
         )
         assert code == 1, name
         assert len(err.strip().splitlines()) == 1, err
-        import re
-
         assert re.search(pattern, err), (name, err)
         assert snapshot(engine) == before, name
     bad_col = write_pairs_csv(tmp_path / "cols.csv", [good], header=("image", "label"))
@@ -459,6 +474,25 @@ def test_failed_ingest_leaves_catalog_unchanged(
         "catalog", "ingest", str(pairs), "--patch-size", "16", "--catalog", catalog_url
     )
     assert code == 1 and "patch size 16 is larger than the image (8x8 px)" in err
+    # a file that opens but fails to read mid-scan (last block garbage): nothing written
+    broken = corrupt_last_block_pair(tmp_path)
+    csv_path = write_pairs_csv(tmp_path / "broken.csv", [good, (broken[0].name, broken[1].name)])
+    code, _, err = invoke(
+        "catalog",
+        "ingest",
+        str(csv_path),
+        "--patch-size",
+        "8",
+        "--workers",
+        "2",
+        "--catalog",
+        catalog_url,
+    )
+    assert code == 1
+    assert re.search(
+        r"broken_mask\.tif: failed to read window row_off=(16|24) col_off=(16|24)", err
+    ), err
+    assert snapshot(engine) == before
     # a failure inside the write transaction (other nodata class) rolls back the class sync too
     code, _, err = invoke(
         "catalog",

@@ -291,13 +291,15 @@ def _sync_classes(
 
 def write_ingest(
     engine: Engine,
-    table: TileTable,
+    table: TileTable | None,
     sources: Sequence[SourceRecord],
     params: Mapping[str, Any],
     replace_ids: Sequence[int] = (),
     class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
 ) -> WriteStats:
     """Replace ``replace_ids`` and write ``sources`` with their tiles ``table``, in one transaction.
+
+    ``table`` None (nothing scanned) still applies ``class_names``.
 
     params: ``nodata_class, patch_size, stride, edge_policy, black_tolerance`` of the scan.
     class_names: class value -> (name, colour), either may be None.
@@ -309,6 +311,10 @@ def write_ingest(
     nodata = params.get("nodata_class")
     written_ids = [int(s.source_image_id) for s in sources]
     delete_ids = sorted(set(int(i) for i in replace_ids) | set(written_ids))
+    if table is None:
+        table = TileTable(
+            pd.DataFrame({"source_image_id": np.zeros(0, np.int64)}), np.zeros((0, 0)), np.zeros(0)
+        )
     ids, n_per = np.unique(table.frame["source_image_id"].to_numpy(np.int64), return_counts=True)
     tile_counts = {int(k): int(v) for k, v in zip(ids, n_per, strict=True)}
     try:

@@ -377,13 +377,6 @@ def _ingest_postgis(
         table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
         write_s = 0.0
         if table is not None or names:
-            if table is None:
-                table = TileTable(
-                    pd.DataFrame(columns=["source_image_id"]),
-                    np.zeros((0, 0), np.int64),
-                    np.zeros(0, np.int64),
-                    params["nodata_class"],
-                )
             stats = cat.write_ingest(
                 engine,
                 table,
