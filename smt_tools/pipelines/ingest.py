@@ -221,21 +221,20 @@ def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> boo
         "mask_mtime": rec.mask.file_mtime,
         **params,
     }
-    for col in _COMPARED:
-        a, b = old.get(col), now[col]
-        if (a is None or (isinstance(a, float) and math.isnan(a)) or a is pd.NA) and b is None:
-            continue
-        if a is None or a is pd.NA or b is None:
-            return False
-        if isinstance(b, float) or isinstance(a, float):
-            if float(a) != float(b):
-                return False
-        elif isinstance(b, int):
-            if int(a) != b:
-                return False
-        elif str(a) != str(b):
-            return False
-    return True
+    return all(_same(old.get(col), now[col]) for col in _COMPARED)
+
+
+def _is_null(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _same(stored: object, current: object) -> bool:
+    """Compare a stored fingerprint value (DB / Parquet) with the current one."""
+    if _is_null(stored) or _is_null(current):
+        return _is_null(stored) and _is_null(current)
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        return float(stored) == float(current)  # type: ignore[arg-type]
+    return str(stored) == str(current)
 
 
 def run_ingest(
