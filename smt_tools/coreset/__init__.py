@@ -1,0 +1,31 @@
+"""Coreset selection (ALGORITHMS.md §7): pure scorers, the selector and post-selection weights.
+
+Nothing here opens files or connections; :mod:`smt_tools.pipelines.coreset` does the I/O.
+"""
+
+from __future__ import annotations
+
+from smt_tools.coreset.select import (
+    EMBEDDING_METHODS,
+    METHODS,
+    SPATIAL_METHODS,
+    CoresetParams,
+    CoresetSelection,
+    budget_size,
+    feature_space,
+    select_coreset,
+)
+from smt_tools.coreset.weights import coreset_sampler_weights, effective_sample_size
+
+__all__ = [
+    "EMBEDDING_METHODS",
+    "METHODS",
+    "SPATIAL_METHODS",
+    "CoresetParams",
+    "CoresetSelection",
+    "budget_size",
+    "coreset_sampler_weights",
+    "effective_sample_size",
+    "feature_space",
+    "select_coreset",
+]
