@@ -9,9 +9,7 @@ moved into place together at the end, so a failed run leaves earlier outputs unt
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from smt_tools.curation.exclusion import exclusion_reasons
 from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.export._atomic import StagedOutputs
 from smt_tools.export.csv_out import class_counts_json, class_dist_json, write_balanced_csv
 from smt_tools.pipelines import _inputs
 from smt_tools.tiletable import TileTable
@@ -227,51 +226,6 @@ def _output_frame(
     return out
 
 
-class _Staging:
-    """Outputs written under temporary names beside their targets, moved in by :meth:`commit`."""
-
-    def __init__(self) -> None:
-        self.token = uuid.uuid4().hex[:8]
-        self.moves: list[tuple[Path, Path]] = []
-        self.dirs: list[Path] = []
-
-    def file(self, target: Path) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{self.token}.staging"
-        self.moves.append((tmp, target))
-        return tmp
-
-    def folder(self, target: Path) -> Path:
-        tmp = target.parent / f".{target.name}.{self.token}.staging"
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.dirs.append(tmp)
-        return tmp
-
-    def add_folder_files(self, tmp_dir: Path, target: Path, files: list[Path]) -> None:
-        for f in files:
-            self.moves.append((f, target / f.relative_to(tmp_dir)))
-
-    def commit(self) -> list[Path]:
-        done: list[Path] = []
-        for tmp, target in self.moves:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            done.append(target)
-        self.moves = []
-        self.cleanup()
-        return done
-
-    def cleanup(self) -> None:
-        for tmp, _ in self.moves:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        for d in self.dirs:
-            with contextlib.suppress(OSError):
-                for f in d.iterdir():
-                    f.unlink()
-                d.rmdir()
-
-
 def _config_for_record(cfg: BalancedDatasetConfig) -> dict[str, Any]:
     from smt_tools.catalog import redact
 
@@ -442,7 +396,7 @@ def run_balanced(
     )
 
     # --- outputs (staged, then moved in together) ----------------------------------------
-    staging = _Staging()
+    staging = StagedOutputs()
     try:
         t = time.perf_counter()
         write_balanced_csv(out, staging.file(cfg.output.csv_path))
