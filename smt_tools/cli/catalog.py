@@ -91,9 +91,13 @@ def register(app: typer.Typer) -> None:
             f"{result.images_skipped} unchanged skipped",
             soft_wrap=True,
         )
+        speed = (
+            f"scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s"
+            if result.tiles_written
+            else "nothing changed"
+        )
         console.print(
-            f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s "
-            f"(scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s); "
+            f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s ({speed}); "
             f"{result.target} now holds {result.tiles_in_catalog} tiles of "
             f"{result.sources_in_catalog} source images",
             soft_wrap=True,
