@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.export._atomic import atomic_path
+from smt_tools.tiletable import TileTable
 
 #: Columns of the balanced CSV, in order (CONTRACTS.md).
 BALANCED_COLUMNS: tuple[str, ...] = (
@@ -99,3 +100,51 @@ def write_balanced_csv(
     table = pa.Table.from_pandas(frame[cols], preserve_index=False)
     with atomic_path(path, suffix=".csv") as tmp:
         pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
+def balanced_frame(
+    table: TileTable,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    sizes: np.ndarray,
+    cluster_weight: np.ndarray,
+    weights: np.ndarray,
+    uniq: np.ndarray | None,
+) -> pd.DataFrame:
+    """The balanced CSV's rows: one per tile of ``table`` (frame with TILE_COLUMNS and
+    ``patch_size``), in table order. All arrays are (n,): excluded bool, labels int64
+    (freq_cluster_id, -1 = none), sizes int64, cluster_weight float64 (1 / size, 0 = none),
+    weights float64 (sampler_weight), uniq float64 or None (adds ``uniqueness_score``)."""
+    f = table.frame
+    out = pd.DataFrame(
+        {
+            "image_path": f["image_path"].to_numpy(),
+            "mask_path": f["mask_path"].to_numpy(),
+            "row_off": f["row_off"].to_numpy(np.int64),
+            "col_off": f["col_off"].to_numpy(np.int64),
+            "patch_size": f["patch_size"].to_numpy(np.int64),
+            "tile_id": f["tile_id"].to_numpy(np.int64),
+            "source_image_id": f["source_image_id"].to_numpy(np.int64),
+            "group_id": f["group_id"].to_numpy(),
+            "minx": f["minx"].to_numpy(np.float64),
+            "miny": f["miny"].to_numpy(np.float64),
+            "maxx": f["maxx"].to_numpy(np.float64),
+            "maxy": f["maxy"].to_numpy(np.float64),
+            "crs": f["crs"].to_numpy(),
+            "valid_pixels": f["valid_pixels"].to_numpy(np.int64),
+            "class_entropy": f["class_entropy"].to_numpy(np.float64),
+            "nodata_ratio": f["nodata_ratio"].to_numpy(np.float64),
+            "class_dist_json": class_dist_json(table.counts, table.class_values),
+            "class_counts_json": class_counts_json(table.counts, table.class_values),
+            "has_mask_border_nodata": f["has_mask_border_nodata"].to_numpy(bool),
+            "has_image_black_border": f["has_image_black_border"].to_numpy(bool),
+            "excluded": excluded,
+            "freq_cluster_id": labels,
+            "freq_cluster_size": sizes,
+            "freq_cluster_weight": cluster_weight,
+            "sampler_weight": weights,
+        }
+    )
+    if uniq is not None:
+        out["uniqueness_score"] = uniq
+    return out

@@ -32,7 +32,7 @@ from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export._atomic import StagedOutputs
-from smt_tools.export.csv_out import class_counts_json, class_dist_json, write_balanced_csv
+from smt_tools.export.csv_out import balanced_frame, write_balanced_csv
 from smt_tools.pipelines import _inputs
 from smt_tools.tiletable import TileTable
 
@@ -182,50 +182,6 @@ def _rare(cfg: BalancedDatasetConfig, table: TileTable) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _output_frame(
-    table: TileTable,
-    excluded: np.ndarray,
-    labels: np.ndarray,
-    sizes: np.ndarray,
-    cluster_weight: np.ndarray,
-    weights: np.ndarray,
-    uniq: np.ndarray | None,
-) -> pd.DataFrame:
-    f = table.frame
-    out = pd.DataFrame(
-        {
-            "image_path": f["image_path"].to_numpy(),
-            "mask_path": f["mask_path"].to_numpy(),
-            "row_off": f["row_off"].to_numpy(np.int64),
-            "col_off": f["col_off"].to_numpy(np.int64),
-            "patch_size": f["patch_size"].to_numpy(np.int64),
-            "tile_id": f["tile_id"].to_numpy(np.int64),
-            "source_image_id": f["source_image_id"].to_numpy(np.int64),
-            "group_id": f["group_id"].to_numpy(),
-            "minx": f["minx"].to_numpy(np.float64),
-            "miny": f["miny"].to_numpy(np.float64),
-            "maxx": f["maxx"].to_numpy(np.float64),
-            "maxy": f["maxy"].to_numpy(np.float64),
-            "crs": f["crs"].to_numpy(),
-            "valid_pixels": f["valid_pixels"].to_numpy(np.int64),
-            "class_entropy": f["class_entropy"].to_numpy(np.float64),
-            "nodata_ratio": f["nodata_ratio"].to_numpy(np.float64),
-            "class_dist_json": class_dist_json(table.counts, table.class_values),
-            "class_counts_json": class_counts_json(table.counts, table.class_values),
-            "has_mask_border_nodata": f["has_mask_border_nodata"].to_numpy(bool),
-            "has_image_black_border": f["has_image_black_border"].to_numpy(bool),
-            "excluded": excluded,
-            "freq_cluster_id": labels,
-            "freq_cluster_size": sizes,
-            "freq_cluster_weight": cluster_weight,
-            "sampler_weight": weights,
-        }
-    )
-    if uniq is not None:
-        out["uniqueness_score"] = uniq
-    return out
-
-
 def _config_for_record(cfg: BalancedDatasetConfig) -> dict[str, Any]:
     from smt_tools.catalog import redact
 
@@ -358,7 +314,7 @@ def run_balanced(
     def orig(a: np.ndarray) -> np.ndarray:
         return a[back]
 
-    out = _output_frame(
+    out = balanced_frame(
         table,
         orig(excluded),
         orig(labels),
@@ -397,46 +353,20 @@ def run_balanced(
 
     # --- outputs (staged, then moved in together) ----------------------------------------
     staging = StagedOutputs()
+    steps = 1 + sum(
+        (
+            cfg.output.geojson_path is not None,
+            cfg.output.report_dir is not None,
+            cfg.input.uses_postgres and cfg.output.write_catalog_run,
+        )
+    )
     try:
-        t = time.perf_counter()
-        write_balanced_csv(out, staging.file(cfg.output.csv_path))
-        timings["write_csv"] = time.perf_counter() - t
-        if cfg.output.geojson_path is not None:
-            from smt_tools.export.geojson import write_geojson
-            from smt_tools.export.qgis_style import write_qml
-
-            t = time.perf_counter()
-            props = list(GEOJSON_PROPERTIES) + (["uniqueness_score"] if uniq is not None else [])
-            write_geojson(out, staging.file(cfg.output.geojson_path), props)
-            write_qml(staging.file(cfg.output.geojson_path.with_suffix(".qml")))
-            timings["write_geojson"] = time.perf_counter() - t
-        if cfg.output.report_dir is not None:
-            from smt_tools.export.report import ReportData, write_report
-
-            t = time.perf_counter()
-            tmp_dir = staging.folder(cfg.output.report_dir)
-            files = write_report(
-                tmp_dir,
-                ReportData(
-                    class_values=canon.class_values,
-                    uniform_share=uniform,
-                    weighted_share=weighted,
-                    weights=out["sampler_weight"].to_numpy(np.float64),
-                    excluded=out["excluded"].to_numpy(bool),
-                    footprints=out[["minx", "miny", "maxx", "maxy", "crs"]],
-                    uniqueness=out["uniqueness_score"].to_numpy(np.float64)
-                    if uniq is not None
-                    else None,
-                ),
-            )
-            staging.add_folder_files(tmp_dir, cfg.output.report_dir, files)
-            timings["report"] = time.perf_counter() - t
-        if cfg.input.uses_postgres and cfg.output.write_catalog_run:
-            t = time.perf_counter()
-            result.run_id = _record_run(
-                cfg, canon, excluded, labels, weights, uniq_all, result, started, timings
-            )
-            timings["catalog_run"] = time.perf_counter() - t
+        with progress_factory("Writing outputs", steps * len(out)) as advance:
+            _write_outputs(
+                cfg, out, canon, staging, result, timings, advance,
+                uniform=uniform, weighted=weighted, excluded=excluded, labels=labels,
+                weights=weights, uniq_all=uniq_all, started=started,
+            )  # fmt: skip
         result.outputs = staging.commit()
     except BaseException:
         staging.cleanup()
@@ -444,6 +374,69 @@ def run_balanced(
     timings["total"] = time.perf_counter() - t0
     result.timings = timings
     return result
+
+
+def _write_outputs(
+    cfg: BalancedDatasetConfig,
+    out: pd.DataFrame,
+    canon: TileTable,
+    staging: StagedOutputs,
+    result: BalancedResult,
+    timings: dict[str, float],
+    advance: Callable[[int], None],
+    *,
+    uniform: np.ndarray,
+    weighted: np.ndarray,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    uniq_all: np.ndarray | None,
+    started: datetime,
+) -> None:
+    """Stage the CSV, GeoJSON + style, report and catalog run of one run (moved in by the caller)."""
+    t = time.perf_counter()
+    write_balanced_csv(out, staging.file(cfg.output.csv_path))
+    timings["write_csv"] = time.perf_counter() - t
+    advance(len(out))
+    if cfg.output.geojson_path is not None:
+        from smt_tools.export.geojson import write_geojson
+        from smt_tools.export.qgis_style import write_qml
+
+        t = time.perf_counter()
+        props = list(GEOJSON_PROPERTIES) + (["uniqueness_score"] if result.has_uniqueness else [])
+        write_geojson(out, staging.file(cfg.output.geojson_path), props)
+        write_qml(staging.file(cfg.output.geojson_path.with_suffix(".qml")))
+        timings["write_geojson"] = time.perf_counter() - t
+        advance(len(out))
+    if cfg.output.report_dir is not None:
+        from smt_tools.export.report import ReportData, write_report
+
+        t = time.perf_counter()
+        tmp_dir = staging.folder(cfg.output.report_dir)
+        files = write_report(
+            tmp_dir,
+            ReportData(
+                class_values=canon.class_values,
+                uniform_share=uniform,
+                weighted_share=weighted,
+                weights=out["sampler_weight"].to_numpy(np.float64),
+                excluded=out["excluded"].to_numpy(bool),
+                footprints=out[["minx", "miny", "maxx", "maxy", "crs"]],
+                uniqueness=out["uniqueness_score"].to_numpy(np.float64)
+                if result.has_uniqueness
+                else None,
+            ),
+        )
+        staging.add_folder_files(tmp_dir, cfg.output.report_dir, files)
+        timings["report"] = time.perf_counter() - t
+        advance(len(out))
+    if cfg.input.uses_postgres and cfg.output.write_catalog_run:
+        t = time.perf_counter()
+        result.run_id = _record_run(
+            cfg, canon, excluded, labels, weights, uniq_all, result, started, timings
+        )
+        timings["catalog_run"] = time.perf_counter() - t
+        advance(len(out))
 
 
 def _record_run(
