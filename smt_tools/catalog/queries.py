@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -59,12 +60,12 @@ def check_where_clause(clause: str) -> str:
     return clause
 
 
-def _sqlstate(exc: SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None)
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
     return str(getattr(orig, "sqlstate", "") or "")
 
 
-def _one_line(exc: SQLAlchemyError, label: str) -> str:
+def _one_line(exc: BaseException, label: str) -> str:
     orig = getattr(exc, "orig", None)
     msg = str(orig if orig is not None else exc).splitlines()[0] if str(orig or exc) else "error"
     return scrub(msg, label)
@@ -89,12 +90,14 @@ def load_tiles(
     require_schema(engine)
     ident = quote_identifier(table)
     where = f" where ({check_where_clause(where_clause)})" if where_clause is not None else ""
-    sql = (
-        "select t.id, t.source_image_id, s.group_id, s.image_path, s.mask_path, t.row_off, "
-        "t.col_off, t.height, t.width, s.transform, s.crs, t.valid_pixels, t.nodata_ratio, "
-        "t.class_entropy, t.has_mask_border_nodata, t.has_image_black_border, t.class_counts, "
-        f"s.nodata_class from (select * from {ident}{where}) t "
-        "join source_image s on s.id = t.source_image_id order by t.id"
+    tile_sql = (
+        "select t.id, t.source_image_id, t.row_off, t.col_off, t.height, t.width, t.valid_pixels, "
+        "t.nodata_ratio, t.class_entropy, t.has_mask_border_nodata, t.has_image_black_border, "
+        "array_to_string(t.class_counts, ',') "
+        f"from (select * from {ident}{where}) t order by t.id"
+    )
+    src_sql = (
+        "select id, group_id, image_path, mask_path, transform, crs, nodata_class from source_image"
     )
     timeout_ms = max(1, int(statement_timeout_s * 1000))
     try:
@@ -104,9 +107,14 @@ def load_tiles(
             classes = conn.execute(
                 text("select position, class_value from catalog_class order by position")
             ).all()
-            rows = conn.execute(text(sql)).all()
+            sources = conn.execute(text(src_sql)).all()
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur:  # plain tuples: ~5x faster than ORM rows at 155k tiles
+                cur.execute(tile_sql)
+                rows = cur.fetchall()
             conn.rollback()
-    except DBAPIError as exc:
+    except (DBAPIError, psycopg.Error) as exc:
         state = _sqlstate(exc)
         if state == "57014":
             raise CatalogError(
@@ -129,13 +137,37 @@ def load_tiles(
         raise EmptySelectionError(
             f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
         )
-    return _to_tiletable(rows, classes, label)
+    return _to_tiletable(rows, sources, classes, label)
 
 
-def _to_tiletable(rows: Sequence[Any], classes: Sequence[Any], label: str) -> TileTable:
+def _parse_counts(texts: Sequence[str], n_pos: int) -> np.ndarray:
+    """(n, n_pos) int64 from 'a,b,c' strings (shorter rows padded with 0)."""
+    n = len(texts)
+    if n_pos == 0:
+        return np.zeros((n, 0), np.int64)
+    flat = np.array(",".join(texts).split(","), dtype=np.int64) if n else np.zeros(0, np.int64)
+    if flat.size == n * n_pos:
+        return flat.reshape(n, n_pos)
+    out = np.zeros((n, n_pos), np.int64)  # rows of unequal length: slow path
+    for i, t in enumerate(texts):
+        vals = [int(v) for v in t.split(",") if v][:n_pos]
+        out[i, : len(vals)] = vals
+    return out
+
+
+def _to_tiletable(
+    rows: Sequence[Any], sources: Sequence[Any], classes: Sequence[Any], label: str
+) -> TileTable:
     n = len(rows)
     cols = list(zip(*rows, strict=True))
-    nodata_values = set(cols[17])
+    src_ids = np.array([int(s[0]) for s in sources], np.int64)
+    tile_src = np.array(cols[1], np.int64)
+    pos = pd.Index(src_ids).get_indexer(pd.Index(tile_src))
+    if (pos < 0).any():
+        missing = int(tile_src[pos < 0][0])
+        raise CatalogError(f"catalog {label}: tile rows reference unknown source_image {missing}")
+    used = np.unique(pos)
+    nodata_values = {sources[i][6] for i in used}
     if len(nodata_values) > 1:
         raise CatalogError(
             f"catalog {label}: the selected tiles were ingested with different nodata classes "
@@ -143,31 +175,35 @@ def _to_tiletable(rows: Sequence[Any], classes: Sequence[Any], label: str) -> Ti
         )
     nodata = next(iter(nodata_values))
     n_pos = len(classes)
-    counts_pos = np.zeros((n, n_pos), np.int64)
-    for i, arr in enumerate(cols[16]):
-        k = min(len(arr), n_pos)
-        counts_pos[i, :k] = arr[:k]
+    counts_pos = _parse_counts(cols[11], n_pos)
     values_by_pos = np.array([int(c[1]) for c in classes], np.int64)
     order = np.argsort(values_by_pos, kind="stable")
     keep = order[counts_pos[:, order].sum(axis=0) > 0]
     counts = counts_pos[:, keep]
     class_values = values_by_pos[keep]
-    tr = np.array(cols[9], dtype=np.float64).reshape(n, 6)
-    r = np.array(cols[5], np.float64)
-    c = np.array(cols[6], np.float64)
-    h = np.array(cols[7], np.float64)
-    w = np.array(cols[8], np.float64)
+    src_tr = np.array([list(s[4]) for s in sources], dtype=np.float64).reshape(-1, 6)
+    tr = src_tr[pos]
+    r = np.array(cols[2], np.float64)
+    c = np.array(cols[3], np.float64)
+    h = np.array(cols[4], np.float64)
+    w = np.array(cols[5], np.float64)
     corners = ((c, r), (c + w, r), (c, r + h), (c + w, r + h))
     xs = np.stack([tr[:, 0] * x + tr[:, 1] * y + tr[:, 2] for x, y in corners])
     ys = np.stack([tr[:, 3] * x + tr[:, 4] * y + tr[:, 5] for x, y in corners])
-    entropy = np.array([np.nan if v is None else float(v) for v in cols[13]], np.float64)
+    entropy = np.array([np.nan if v is None else v for v in cols[8]], np.float64)
+
+    def src_col(k: int) -> list[Any]:
+        values = np.empty(len(sources), dtype=object)
+        values[:] = [s[k] for s in sources]
+        return values[pos].tolist()
+
     frame = pd.DataFrame(
         {
             "tile_id": np.array(cols[0], np.int64),
-            "source_image_id": np.array(cols[1], np.int64),
-            "group_id": list(cols[2]),
-            "image_path": list(cols[3]),
-            "mask_path": list(cols[4]),
+            "source_image_id": tile_src,
+            "group_id": src_col(1),
+            "image_path": src_col(2),
+            "mask_path": src_col(3),
             "row_off": r.astype(np.int64),
             "col_off": c.astype(np.int64),
             "height": h.astype(np.int64),
@@ -176,15 +212,16 @@ def _to_tiletable(rows: Sequence[Any], classes: Sequence[Any], label: str) -> Ti
             "miny": ys.min(axis=0),
             "maxx": xs.max(axis=0),
             "maxy": ys.max(axis=0),
-            "crs": list(cols[10]),
-            "valid_pixels": np.array(cols[11], np.int64),
-            "nodata_ratio": np.array(cols[12], np.float64),
+            "crs": src_col(5),
+            "valid_pixels": np.array(cols[6], np.int64),
+            "nodata_ratio": np.array(cols[7], np.float64),
             "class_entropy": entropy,
-            "has_mask_border_nodata": np.array(cols[14], bool),
-            "has_image_black_border": np.array(cols[15], bool),
+            "has_mask_border_nodata": np.array(cols[9], bool),
+            "has_image_black_border": np.array(cols[10], bool),
         },
         columns=list(TILE_COLUMNS),
     )
+    del n
     return TileTable(
         frame=frame,
         counts=counts,
