@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from smt_tools.coreset import (
     CoresetParams,
@@ -16,6 +21,7 @@ from smt_tools.coreset import (
     select_coreset,
 )
 from smt_tools.coreset.select import feature_space, lc_fd_cutoff
+from smt_tools.pipelines.coreset import parse_class_counts
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -356,3 +362,287 @@ def test_sampler_weights_known_values() -> None:
     assert capped.max() == pytest.approx(1.4)
     assert capped[2] == 0.0
     assert effective_sample_size(np.array([1.0, 1.0, 0.0])) == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------- pipeline + CLI
+
+
+def _balanced_csv(path: Path, n: int = 40, seed: int = 0) -> pd.DataFrame:
+    """A balanced CSV in the CONTRACTS.md format with known class counts."""
+    rng = np.random.default_rng(seed)
+    values = np.array([1, 2, 3, 4])
+    counts = (rng.dirichlet(np.full(4, 0.3), size=n) * 4096).astype(np.int64)
+    counts[:, 0] += 500
+    excluded = np.zeros(n, dtype=bool)
+    excluded[::7] = True
+    col = np.arange(n) % 8
+    row = np.arange(n) // 8
+    frame = pd.DataFrame(
+        {
+            "image_path": "img.tif",
+            "mask_path": "mask.tif",
+            "row_off": row * 64,
+            "col_off": col * 64,
+            "patch_size": 64,
+            "tile_id": rng.permutation(10**6)[:n].astype(np.int64) + 1,
+            "source_image_id": (np.arange(n) % 3) + 100,
+            "group_id": "g",
+            "minx": 500_000.0 + col * 32,
+            "miny": 4_000_000.0 - row * 32 - 32,
+            "maxx": 500_000.0 + col * 32 + 32,
+            "maxy": 4_000_000.0 - row * 32,
+            "crs": "EPSG:32631",
+            "valid_pixels": counts.sum(1),
+            "class_entropy": _entropy(counts),
+            "nodata_ratio": 0.0,
+            "class_dist_json": "{}",
+            "class_counts_json": [
+                json.dumps({str(v): int(c) for v, c in zip(values, r, strict=True)}) for r in counts
+            ],
+            "has_mask_border_nodata": False,
+            "has_image_black_border": False,
+            "excluded": excluded,
+            "freq_cluster_id": 0,
+            "freq_cluster_size": n,
+            "freq_cluster_weight": 1.0 / n,
+            "sampler_weight": np.where(excluded, 0.0, 1.0),
+            "uniqueness_score": rng.random(n),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def _write_cache(path: Path, tile_ids: np.ndarray, emb: np.ndarray) -> None:
+    """An embedding cache in the CONTRACTS.md Parquet format, written with pyarrow directly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = emb.shape[1]
+    table = pa.table(
+        {
+            "tile_id": pa.array(tile_ids, pa.int64()),
+            "model_id": pa.array(["tiny"] * len(tile_ids), pa.string()),
+            "preprocess_hash": pa.array(["h"] * len(tile_ids), pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(emb.astype(np.float32).ravel(), pa.float32()), d
+            ),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _config(tmp: Path, **coreset: Any) -> Path:
+    body = {
+        "method": "cb",
+        "budget": 0.5,
+        "input_csv_path": str(tmp / "balanced.csv"),
+        "device": "cpu",
+        "output": {"csv_path": str(tmp / "out" / "coreset.csv")},
+    }
+    body.update(coreset)
+    path = tmp / "coreset.yaml"
+    path.write_text(yaml.safe_dump({"coreset": body}, sort_keys=False))
+    return path
+
+
+def _invoke(path: Path) -> Any:
+    from typer.testing import CliRunner
+
+    from smt_tools.cli.app import app
+
+    return CliRunner().invoke(app, ["select-coreset", str(path)])
+
+
+def test_cli_cb_writes_full_table_with_scores_and_weights(tmp_path: Path) -> None:
+    src = _balanced_csv(tmp_path / "balanced.csv")
+    conf = _config(
+        tmp_path,
+        output={
+            "csv_path": str(tmp_path / "out" / "coreset.csv"),
+            "geojson_path": str(tmp_path / "out" / "coreset.geojson"),
+        },
+    )
+    res = _invoke(conf)
+    assert res.exit_code == 0, res.output
+    n_ok = int((~src["excluded"]).sum())
+    b = budget_size(n_ok, 0.5, "fraction")
+    assert f"Selected {b} of {n_ok} included tiles" in res.stdout
+    assert "Source images covered: 3 of 3" in res.stdout
+    assert "Mean uniqueness: selected" in res.stdout
+    out = pd.read_csv(tmp_path / "out" / "coreset.csv")
+    # full input table, same order, same columns + the two new ones
+    assert out["tile_id"].tolist() == src["tile_id"].tolist()
+    assert list(out.columns) == [*src.columns, "coreset_score", "coreset_selected"]
+    assert int(out["coreset_selected"].sum()) == b
+    assert not out.loc[out["excluded"], "coreset_selected"].any()
+    assert out.loc[out["excluded"], "coreset_score"].isna().all()
+    assert (out.loc[~out["coreset_selected"], "sampler_weight"] == 0).all()
+    assert (out.loc[out["coreset_selected"], "sampler_weight"] > 0).all()
+    # weights are the §7 formula over the selected rows
+    counts, _ = parse_class_counts(src["class_counts_json"], "t")
+    p = counts / counts.sum(1, keepdims=True)
+    expected = coreset_sampler_weights(p, out["coreset_selected"].to_numpy())
+    np.testing.assert_allclose(out["sampler_weight"], expected)
+    gj = json.loads((tmp_path / "out" / "coreset.geojson").read_text())
+    assert len(gj["features"]) == len(src)
+    assert {"coreset_score", "coreset_selected", "sampler_weight"} <= set(
+        gj["features"][0]["properties"]
+    )
+    assert (tmp_path / "out" / "coreset.qml").is_file()
+
+
+def test_pipeline_result_is_row_order_independent(tmp_path: Path) -> None:
+    src = _balanced_csv(tmp_path / "balanced.csv")
+    _write_cache(
+        tmp_path / "emb.parquet",
+        src["tile_id"].to_numpy(),
+        np.random.default_rng(1).normal(size=(len(src), 8)),
+    )
+    conf = _config(tmp_path, method="kcenter", parquet_path=str(tmp_path / "emb.parquet"))
+    assert _invoke(conf).exit_code == 0
+    a = pd.read_csv(tmp_path / "out" / "coreset.csv").set_index("tile_id")
+    src.sample(frac=1.0, random_state=3).to_csv(tmp_path / "balanced.csv", index=False)
+    assert _invoke(conf).exit_code == 0
+    b = pd.read_csv(tmp_path / "out" / "coreset.csv").set_index("tile_id").loc[a.index]
+    np.testing.assert_array_equal(a["coreset_selected"], b["coreset_selected"])
+    np.testing.assert_allclose(a["sampler_weight"], b["sampler_weight"])
+
+
+def test_embeddings_missing_error_names_count_and_command(tmp_path: Path) -> None:
+    src = _balanced_csv(tmp_path / "balanced.csv")
+    ok = ~src["excluded"].to_numpy()
+    ids = src["tile_id"].to_numpy()[ok][:-3]  # three included tiles without an embedding
+    _write_cache(tmp_path / "emb.parquet", ids, np.ones((ids.size, 4)))
+    res = _invoke(_config(tmp_path, method="fd", parquet_path=str(tmp_path / "emb.parquet")))
+    assert res.exit_code == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    line = errors[0]
+    assert f"3 of {int(ok.sum())} included tiles have no embedding" in line
+    assert "pytorch-smt-tools embed CONFIG" in line
+    res = _invoke(_config(tmp_path, method="kcenter"))
+    assert res.exit_code == 1
+    assert "coreset.parquet_path" in res.stderr and "embed CONFIG" in res.stderr
+
+
+def test_missing_columns_and_bad_config_are_one_line(tmp_path: Path) -> None:
+    src = _balanced_csv(tmp_path / "balanced.csv")
+    src.drop(columns=["class_counts_json"]).to_csv(tmp_path / "balanced.csv", index=False)
+    res = _invoke(_config(tmp_path))
+    assert res.exit_code == 1
+    assert "missing column(s) class_counts_json" in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("error:")]) == 1
+    res = _invoke(_config(tmp_path, method="cbb"))
+    assert res.exit_code == 1 and "did you mean 'cb'" in res.stderr
+    res = _invoke(_config(tmp_path, budget=1.5))
+    assert res.exit_code == 1 and "budget_mode: count" in res.stderr
+    res = _invoke(_config(tmp_path, method="lc", spatial_weight=1.0))
+    assert res.exit_code == 1 and "spatial_weight applies to fd, lc_fd and kcenter" in res.stderr
+
+
+def test_count_budget_larger_than_pool_is_an_error(tmp_path: Path) -> None:
+    _balanced_csv(tmp_path / "balanced.csv", n=14)
+    res = _invoke(_config(tmp_path, budget=50, budget_mode="count"))
+    assert res.exit_code == 1
+    assert "budget 50 is larger than the 12 included tiles" in res.stderr
+
+
+def test_spatial_weight_uses_projected_centroids(tmp_path: Path) -> None:
+    from smt_tools.pipelines.coreset import projected_centroids
+
+    frame = pd.DataFrame(
+        {"minx": [0.0, 10.0], "miny": [0.0, 0.0], "maxx": [2.0, 12.0], "maxy": [2.0, 2.0]}
+    )
+    frame["crs"] = "EPSG:32631"
+    np.testing.assert_allclose(projected_centroids(frame, "t"), [[1, 1], [11, 1]])
+    # geographic + projected mixed: distances in metres (about 111 km per degree of latitude)
+    geo = pd.DataFrame(
+        {"minx": [3.0, 3.0], "miny": [45.0, 46.0], "maxx": [3.0, 3.0], "maxy": [45.0, 46.0]}
+    )
+    geo["crs"] = "EPSG:4326"
+    xy = projected_centroids(geo, "t")
+    assert float(np.hypot(*(xy[1] - xy[0]))) == pytest.approx(111_150, rel=0.01)
+
+
+def test_spatial_kcenter_via_cli(tmp_path: Path) -> None:
+    src = _balanced_csv(tmp_path / "balanced.csv")
+    _write_cache(tmp_path / "emb.parquet", src["tile_id"].to_numpy(), np.ones((len(src), 4)))
+    conf = _config(
+        tmp_path,
+        method="kcenter",
+        budget=2,
+        budget_mode="count",
+        spatial_weight=1.0,
+        parquet_path=str(tmp_path / "emb.parquet"),
+    )
+    res = _invoke(conf)
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "out" / "coreset.csv")
+    picked = out[out["coreset_selected"]]
+    # identical embeddings: the two picks are far apart on the 8 x 5 grid of tiles
+    dx = abs(picked["col_off"].diff().iloc[-1]) / 64
+    dy = abs(picked["row_off"].diff().iloc[-1]) / 64
+    assert dx + dy >= 8
+
+
+@pytest.mark.db
+def test_catalog_run_input_records_a_coreset_run(
+    fresh_database_url: str, demo_pairs: Path, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    from smt_tools import catalog
+    from smt_tools.pipelines.ingest import run_ingest
+
+    catalog.apply_migrations(catalog.connect(fresh_database_url))
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=256, workers=1)
+    balanced = {
+        "balanced_dataset": {
+            "mode": "masks_only",
+            "sampling_method": "composition_only",
+            "input": {"dsn": fresh_database_url},
+            "clustering": {"k_min": 2, "k_max": 4},
+            "output": {"csv_path": str(tmp_path / "balanced.csv")},
+        }
+    }
+    bconf = tmp_path / "balanced.yaml"
+    bconf.write_text(yaml.safe_dump(balanced))
+    from typer.testing import CliRunner
+
+    from smt_tools.cli.app import app
+
+    res = CliRunner().invoke(app, ["build-balanced-dataset", str(bconf)])
+    assert res.exit_code == 0, res.output
+    engine = catalog.connect(fresh_database_url)
+    with engine.connect() as conn:
+        run_id = conn.execute(text("select max(id) from run")).scalar_one()
+    body = {
+        "method": "cb",
+        "budget": 0.5,
+        "catalog_run_id": int(run_id),
+        "catalog_url": fresh_database_url,
+        "output": {"csv_path": str(tmp_path / "coreset.csv")},
+    }
+    conf = tmp_path / "coreset.yaml"
+    conf.write_text(yaml.safe_dump({"coreset": body}))
+    res = _invoke(conf)
+    assert res.exit_code == 0, res.output
+    assert "Recorded catalog run" in res.stdout
+    out = pd.read_csv(tmp_path / "coreset.csv")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "select tile_id, coreset_selected, sampler_weight from tile_result "
+                "where run_id = (select max(id) from run where command = 'select-coreset')"
+            )
+        ).all()
+    assert len(rows) == len(out)
+    by_id = {int(r[0]): (bool(r[1]), float(r[2])) for r in rows}
+    for tid, sel, w in out[["tile_id", "coreset_selected", "sampler_weight"]].itertuples(
+        index=False
+    ):
+        assert by_id[int(tid)] == (bool(sel), pytest.approx(float(w)))
+    assert not out.loc[out["excluded"], "coreset_selected"].any()
+    res = _invoke(conf.parent / "missing.yaml")
+    assert res.exit_code == 1

@@ -1,0 +1,82 @@
+"""``select-coreset CONFIG``: pick an informative budget of tiles and reweight them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from smt_tools.cli._common import console, guard, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("select-coreset")
+    @guard
+    def select_coreset(
+        config: Path = typer.Argument(..., help="YAML file with a top-level coreset: section."),
+    ) -> None:
+        """Score the included tiles (lc, cb, fa, fd, lc_fd, fa_cb, kcenter or random), select the budget, recompute sampler weights over the selection.
+
+        Writes the input table plus coreset_score, coreset_selected and sampler_weight (0 for tiles not selected); optionally GeoJSON + QGIS style, and (catalog input) a run with tile_result rows.
+        """
+        from smt_tools.config import load_config
+        from smt_tools.config.coreset import CoresetFile
+        from smt_tools.pipelines.coreset import run_coreset
+
+        start = time.perf_counter()
+        cfg = load_config(config, CoresetFile).coreset
+        result = run_coreset(
+            cfg, progress_factory=lambda desc, total: progress_bar(desc, total, unit="steps")
+        )
+
+        def say(text: str) -> None:
+            console.print(text, soft_wrap=True)
+
+        extra = ""
+        if "fd_k" in result.info:
+            extra += f"; fd clusters k = {result.info['fd_k']}"
+        if "lc_fd_m" in result.info:
+            extra += f"; first {result.info['lc_fd_m']} picks by fd"
+        say(
+            f"Selected {result.budget} of {result.n_included} included tiles "
+            f"({result.budget / max(result.n_included, 1):.0%}; {result.n_tiles} in the input) "
+            f"with {result.method} on {result.device}{extra}"
+        )
+        table = Table(title="Class pixel share", title_justify="left")
+        table.add_column("class", justify="right")
+        table.add_column("pool", justify="right")
+        table.add_column("selected", justify="right")
+        table.add_column("selected, weighted", justify="right")
+        weighted = result.weighted_class_shares or [0.0] * len(result.class_values)
+        for value, pool, sel, w in zip(
+            result.class_values,
+            result.pool_class_shares,
+            result.selected_class_shares,
+            weighted,
+            strict=True,
+        ):
+            table.add_row(str(value), f"{pool:.2%}", f"{sel:.2%}", f"{w:.2%}")
+        console.print(table)
+        if result.pool_source_images is not None:
+            say(
+                f"Source images covered: {result.selected_source_images} of "
+                f"{result.pool_source_images}"
+            )
+        if result.pool_mean_uniqueness is not None:
+            say(
+                f"Mean uniqueness: selected {result.selected_mean_uniqueness:.4f}, "
+                f"pool {result.pool_mean_uniqueness:.4f}"
+            )
+        else:
+            say("Mean uniqueness: n/a (the input has no uniqueness_score)")
+        say(
+            f"Sampler weights over the selection: effective sample size {result.ess:,.1f} "
+            f"of {result.budget}"
+        )
+        for path in result.outputs:
+            say(f"Wrote {path}")
+        if result.run_id is not None:
+            say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
+        say(f"Done in {time.perf_counter() - start:.1f} s")

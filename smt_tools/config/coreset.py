@@ -1,0 +1,104 @@
+"""The ``coreset:`` section (select-coreset). ALGORITHMS.md §7 gives the meaning of every number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from smt_tools.config._loader import StrictModel
+
+CoresetMethod = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random"]
+
+
+class SamplerWeightsConfig(StrictModel):
+    """Sampler weights recomputed over the selected tiles (unselected tiles get 0)."""
+
+    formula: Literal["sqrt_inverse_freq", "inverse_freq"] = "sqrt_inverse_freq"
+    cap: float | None = Field(default=None, gt=0, description="clip weights above this value")
+
+
+class FdConfig(StrictModel):
+    """KMeans for ``fd`` / ``lc_fd``: elbow over k_min..k_max (or a fixed k) on a seeded sample."""
+
+    k: int | None = Field(default=None, ge=1)
+    k_min: int = Field(default=2, ge=1)
+    k_max: int = Field(default=10, ge=1)
+    sample_size: int = Field(default=20_000, ge=100)
+
+    @model_validator(mode="after")
+    def _k_range(self) -> FdConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must be <= k_max ({self.k_max})")
+        return self
+
+
+class CoresetOutputConfig(StrictModel):
+    csv_path: Path
+    geojson_path: Path | None = None
+    write_catalog_run: bool = True
+
+
+class CoresetConfig(StrictModel):
+    method: CoresetMethod = "cb"
+    budget: float = Field(default=0.3, gt=0)
+    budget_mode: Literal["fraction", "count"] = "fraction"
+    # Input: a balanced CSV, or a build-balanced-dataset run in the catalog.
+    input_csv_path: Path | None = None
+    catalog_run_id: int | None = Field(default=None, ge=1)
+    catalog_url: str | None = Field(
+        default=None, description="postgresql://...; default: $SMT_DATABASE_URL"
+    )
+    statement_timeout_s: float = Field(default=60.0, gt=0)
+    # Embedding cache (from `embed` / build-balanced-dataset), joined by tile_id.
+    parquet_path: Path | None = None
+    model_id: str | None = Field(
+        default=None, description="cache key to use when the cache holds several models"
+    )
+    spatial_weight: float = Field(default=0.0, ge=0)
+    lc_fd_cutoff_m: float = Field(
+        default=0.5,
+        ge=0,
+        description="fd picks before lc: < 1 = fraction of the budget, else a count",
+    )
+    fa_cb_lambda: float = Field(default=0.5, ge=0, le=1)
+    pca_dim: int | None = Field(
+        default=32, ge=2, description="PCA of the embeddings for fd/kcenter; null = full dimension"
+    )
+    cb_growth: float = Field(
+        default=0.02, ge=0, le=1, description="cb adds this fraction of the chosen set per step"
+    )
+    kcenter_candidates: int = Field(default=512, ge=1)
+    fd: FdConfig = Field(default_factory=FdConfig)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    sampler_weights: SamplerWeightsConfig = Field(default_factory=SamplerWeightsConfig)
+    random_state: int = 42
+    output: CoresetOutputConfig
+
+    @model_validator(mode="after")
+    def _checks(self) -> CoresetConfig:
+        if (self.input_csv_path is None) == (self.catalog_run_id is None):
+            raise ValueError(
+                "give exactly one input: input_csv_path (a balanced CSV) or catalog_run_id "
+                "(a build-balanced-dataset run in the catalog)"
+            )
+        if self.budget_mode == "fraction" and self.budget > 1:
+            raise ValueError(
+                f"budget {self.budget:g} with budget_mode: fraction must be in (0, 1]; "
+                "use budget_mode: count for a number of tiles"
+            )
+        if self.budget_mode == "count" and self.budget != int(self.budget):
+            raise ValueError(f"budget_mode: count needs a whole number; got {self.budget:g}")
+        if self.spatial_weight > 0 and self.method not in ("fd", "lc_fd", "kcenter"):
+            raise ValueError(
+                f"spatial_weight applies to fd, lc_fd and kcenter (methods with a feature space); "
+                f"method is {self.method}: set spatial_weight: 0 or change the method"
+            )
+        return self
+
+
+class CoresetFile(StrictModel):
+    """A YAML file with a top-level ``coreset:`` key."""
+
+    coreset: CoresetConfig

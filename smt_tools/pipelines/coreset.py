@@ -1,0 +1,473 @@
+"""select-coreset: balanced CSV or catalog run -> scores -> selection -> weights -> outputs.
+
+The math lives in :mod:`smt_tools.coreset` (ALGORITHMS.md §7); this module reads the input
+table and the embedding cache, calls it, and writes the outputs: the full input table plus
+``coreset_score``, ``coreset_selected`` and a recomputed ``sampler_weight`` (0 for tiles not
+selected), an optional GeoJSON + QGIS style, and a catalog run when the input is the catalog.
+Outputs are staged and moved into place together, so a failed run leaves earlier files as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smt_tools.config.coreset import CoresetConfig
+from smt_tools.coreset import (
+    EMBEDDING_METHODS,
+    CoresetParams,
+    coreset_sampler_weights,
+    effective_sample_size,
+    select_coreset,
+)
+from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.tiletable import entropy_from_counts
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+#: Columns a balanced CSV must have for select-coreset.
+REQUIRED_COLUMNS: tuple[str, ...] = ("tile_id", "class_counts_json", "excluded")
+#: Columns needed for the spatial block and the GeoJSON.
+BOUNDS_COLUMNS: tuple[str, ...] = ("minx", "miny", "maxx", "maxy", "crs")
+#: GeoJSON feature properties (those present in the table).
+GEOJSON_PROPERTIES: tuple[str, ...] = (
+    "tile_id",
+    "image_path",
+    "mask_path",
+    "row_off",
+    "col_off",
+    "patch_size",
+    "coreset_score",
+    "coreset_selected",
+    "sampler_weight",
+    "excluded",
+)
+STEPS = 5
+
+
+@dataclass
+class CoresetInput:
+    """The tile table select-coreset works on (rows in input order).
+
+    frame: the input table (all its columns); counts: (n, C) int64 class pixel counts;
+    class_values: (C,) int64; excluded: (n,) bool; source: a label for messages.
+    """
+
+    frame: pd.DataFrame
+    counts: np.ndarray
+    class_values: np.ndarray
+    excluded: np.ndarray
+    source: str
+    engine: Any = None
+
+
+@dataclass
+class CoresetResult:
+    """Numbers of one run (shares are fractions; timings in seconds)."""
+
+    method: str
+    device: str
+    n_tiles: int
+    n_included: int
+    budget: int
+    class_values: list[int]
+    pool_class_shares: list[float]
+    selected_class_shares: list[float]
+    weighted_class_shares: list[float]
+    pool_source_images: int | None
+    selected_source_images: int | None
+    pool_mean_uniqueness: float | None
+    selected_mean_uniqueness: float | None
+    ess: float
+    info: dict[str, Any]
+    outputs: list[Path] = field(default_factory=list)
+    run_id: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (stored in the catalog run)."""
+        return {
+            "method": self.method,
+            "device": self.device,
+            "n_tiles": self.n_tiles,
+            "n_included": self.n_included,
+            "budget": self.budget,
+            "class_values": self.class_values,
+            "pool_class_shares": self.pool_class_shares,
+            "selected_class_shares": self.selected_class_shares,
+            "weighted_class_shares": self.weighted_class_shares,
+            "pool_source_images": self.pool_source_images,
+            "selected_source_images": self.selected_source_images,
+            "pool_mean_uniqueness": self.pool_mean_uniqueness,
+            "selected_mean_uniqueness": self.selected_mean_uniqueness,
+            "ess": self.ess,
+            "info": self.info,
+            "timings": self.timings,
+        }
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
+    if col.dtype == bool:
+        return col.to_numpy()
+    text = col.astype(str).str.strip().str.lower()
+    ok = text.isin(["true", "false", "1", "0", "t", "f"])
+    if not ok.all():
+        bad = col[~ok].iloc[0]
+        raise InputDataError(f"{source}: column {name} must be true/false; got {bad!r}")
+    return text.isin(["true", "1", "t"]).to_numpy()
+
+
+def parse_class_counts(values: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``class_counts_json`` strings -> (counts (n, C) int64, class_values (C,) int64)."""
+    parsed: list[dict[str, Any]] = []
+    for i, v in enumerate(values.tolist()):
+        try:
+            obj = json.loads(v) if isinstance(v, str) else None
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise InputDataError(
+                f"{source}: row {i + 1}: class_counts_json must be a JSON object "
+                f'like {{"1": 120, "2": 4}}; got {str(v)[:60]!r}'
+            )
+        parsed.append(obj)
+    keys = sorted({int(k) for obj in parsed for k in obj})
+    pos = {k: j for j, k in enumerate(keys)}
+    counts = np.zeros((len(parsed), len(keys)), dtype=np.int64)
+    for i, obj in enumerate(parsed):
+        for k, c in obj.items():
+            counts[i, pos[int(k)]] = int(c)
+    return counts, np.asarray(keys, dtype=np.int64)
+
+
+def read_balanced_csv(path: Path) -> CoresetInput:
+    """Read a balanced CSV (CONTRACTS.md); missing columns are one clear line."""
+    source = str(path)
+    if not path.is_file():
+        raise InputDataError(
+            f"{source}: balanced CSV not found; create it with "
+            "`pytorch-smt-tools build-balanced-dataset CONFIG` or fix coreset.input_csv_path"
+        )
+    try:
+        frame = pd.read_csv(path, dtype={"class_counts_json": str, "class_dist_json": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{source}: missing column(s) {', '.join(missing)}; expected a balanced CSV "
+            "written by build-balanced-dataset (needs tile_id, class_counts_json, excluded)"
+        )
+    if frame.empty:
+        raise EmptySelectionError(f"{source}: the CSV has no rows")
+    if frame["tile_id"].isna().any():
+        raise InputDataError(f"{source}: tile_id has empty values")
+    frame["tile_id"] = frame["tile_id"].astype(np.int64)
+    dup = frame["tile_id"].duplicated()
+    if dup.any():
+        raise InputDataError(
+            f"{source}: tile_id {int(frame.loc[dup, 'tile_id'].iloc[0])} appears twice"
+        )
+    counts, class_values = parse_class_counts(frame["class_counts_json"], source)
+    excluded = _bool_column(frame["excluded"], "excluded", source)
+    return CoresetInput(frame, counts, class_values, excluded, source)
+
+
+def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
+    """Tiles and results of build-balanced-dataset run ``catalog_run_id`` from the catalog."""
+    from smt_tools import catalog
+    from smt_tools.catalog.runs import load_run_results
+    from smt_tools.export.csv_out import class_counts_json, class_dist_json
+
+    assert cfg.catalog_run_id is not None
+    run_id = int(cfg.catalog_run_id)
+    engine = catalog.connect(catalog.resolve_url(cfg.catalog_url))
+    command, results = load_run_results(engine, run_id)
+    tiles = catalog.load_tiles(
+        engine,
+        "tile",
+        where_clause=f"id in (select tile_id from tile_result where run_id = {run_id})",
+        statement_timeout_s=cfg.statement_timeout_s,
+    )
+    frame = tiles.frame.copy()
+    frame.insert(5, "patch_size", frame["height"])
+    frame["class_dist_json"] = class_dist_json(tiles.counts, tiles.class_values).to_numpy()
+    frame["class_counts_json"] = class_counts_json(tiles.counts, tiles.class_values).to_numpy()
+    keep = [c for c in results.columns if c not in ("coreset_score", "coreset_selected", "fold")]
+    frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
+    excl = frame["excluded"]
+    excluded = excl.fillna(False).astype(bool).to_numpy()
+    frame["excluded"] = excluded
+    label = f"catalog {catalog.engine_label(engine)} run {run_id} ({command})"
+    return CoresetInput(frame, tiles.counts, tiles.class_values, excluded, label, engine)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:
+    """Tile centres in metres: (n, 2) float64.
+
+    One projected CRS for all tiles: its native coordinates. Otherwise every centre goes to
+    lon/lat and then to an azimuthal equidistant projection centred on the mean position.
+    """
+    from pyproj import CRS, Transformer
+
+    missing = [c for c in BOUNDS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{source}: spatial_weight > 0 needs column(s) {', '.join(missing)} (tile bounds)"
+        )
+    cx = ((frame["minx"] + frame["maxx"]) / 2).to_numpy(dtype=np.float64)
+    cy = ((frame["miny"] + frame["maxy"]) / 2).to_numpy(dtype=np.float64)
+    crs_values = frame["crs"].astype(str).to_numpy()
+    distinct = sorted(set(crs_values.tolist()))
+    if len(distinct) == 1 and CRS.from_user_input(distinct[0]).is_projected:
+        return np.column_stack([cx, cy])
+    lon = np.empty_like(cx)
+    lat = np.empty_like(cy)
+    for crs in distinct:
+        rows = crs_values == crs
+        tr = Transformer.from_crs(CRS.from_user_input(crs), "EPSG:4326", always_xy=True)
+        lon[rows], lat[rows] = tr.transform(cx[rows], cy[rows])
+    aeqd = CRS.from_proj4(
+        f"+proj=aeqd +lat_0={float(np.mean(lat))} +lon_0={float(np.mean(lon))} +units=m"
+    )
+    x, y = Transformer.from_crs("EPSG:4326", aeqd, always_xy=True).transform(lon, lat)
+    return np.column_stack([np.asarray(x), np.asarray(y)])
+
+
+def load_embeddings(cfg: CoresetConfig, tile_ids: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Embeddings for every row (NaN where missing); missing ones among the included tiles are
+    an error that names the count and the `embed` command."""
+    from smt_tools.embeddings.cache import read_embeddings
+
+    if cfg.parquet_path is None:
+        raise ConfigError(
+            f"coreset.method {cfg.method} needs tile embeddings: set coreset.parquet_path to the "
+            "embedding cache (fill it with `pytorch-smt-tools embed CONFIG`)"
+        )
+    emb, found = read_embeddings(cfg.parquet_path, tile_ids, model_id=cfg.model_id)
+    missing = int((eligible & ~found).sum())
+    if missing:
+        raise InputDataError(
+            f"{missing} of {int(eligible.sum())} included tiles have no embedding in "
+            f"{cfg.parquet_path}; compute them with `pytorch-smt-tools embed CONFIG` "
+            "(the balanced-dataset config that produced the input)"
+        )
+    return emb
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    tot = counts.sum(axis=0).astype(np.float64)
+    s = float(tot.sum())
+    return [float(v) for v in (tot / s if s > 0 else tot)]
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    v = values[np.isfinite(values)]
+    return float(v.mean()) if v.size else None
+
+
+def _params(cfg: CoresetConfig, device: str) -> CoresetParams:
+    return CoresetParams(
+        method=cfg.method,
+        budget=cfg.budget,
+        budget_mode=cfg.budget_mode,
+        spatial_weight=cfg.spatial_weight,
+        lc_fd_cutoff_m=cfg.lc_fd_cutoff_m,
+        fa_cb_lambda=cfg.fa_cb_lambda,
+        cb_growth=cfg.cb_growth,
+        kcenter_candidates=cfg.kcenter_candidates,
+        pca_dim=cfg.pca_dim,
+        fd_k=cfg.fd.k,
+        fd_k_min=cfg.fd.k_min,
+        fd_k_max=cfg.fd.k_max,
+        fd_sample_size=cfg.fd.sample_size,
+        random_state=cfg.random_state,
+        device="cuda" if device == "cuda" else "cpu",
+    )
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    def advance(n: int = 1) -> None:
+        return None
+
+    yield advance
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def run_coreset(
+    cfg: CoresetConfig,
+    progress_factory: ProgressFactory | None = None,
+    config_dump: dict[str, Any] | None = None,
+) -> CoresetResult:
+    """Run select-coreset for ``cfg`` (the ``coreset:`` section) and write its outputs."""
+    from smt_tools.coreset.gpu import resolve_device
+    from smt_tools.export._atomic import StagedOutputs
+
+    factory = progress_factory or _no_progress
+    started = datetime.now(timezone.utc)
+    timings: dict[str, float] = {}
+    device = resolve_device(cfg.device)
+    with factory(f"select-coreset ({cfg.method})", STEPS) as advance:
+        t = time.perf_counter()
+        data = (
+            read_catalog_run(cfg)
+            if cfg.catalog_run_id is not None
+            else read_balanced_csv(Path(cfg.input_csv_path or ""))
+        )
+        frame = data.frame
+        tile_ids = frame["tile_id"].to_numpy(dtype=np.int64)
+        eligible = ~data.excluded
+        n_ok = int(eligible.sum())
+        if n_ok == 0:
+            raise EmptySelectionError(
+                f"{data.source}: every tile is excluded; nothing to select from"
+            )
+        timings["load"] = time.perf_counter() - t
+        advance(1)
+
+        t = time.perf_counter()
+        embeddings = None
+        if cfg.method in EMBEDDING_METHODS:
+            embeddings = load_embeddings(cfg, tile_ids, eligible)
+        centroids = projected_centroids(frame, data.source) if cfg.spatial_weight > 0 else None
+        timings["embeddings"] = time.perf_counter() - t
+        advance(1)
+
+        t = time.perf_counter()
+        try:
+            sel = select_coreset(
+                _params(cfg, device),
+                tile_ids=tile_ids,
+                eligible=eligible,
+                counts=data.counts,
+                class_entropy=entropy_from_counts(data.counts),
+                embeddings=embeddings,
+                centroids_xy=centroids,
+            )
+        except ValueError as exc:
+            if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
+                raise
+            raise ConfigError(f"{data.source}: coreset: {exc}") from None
+        timings["select"] = time.perf_counter() - t
+        advance(1)
+
+        t = time.perf_counter()
+        valid = data.counts.sum(axis=1, keepdims=True).astype(np.float64)
+        p = np.where(valid > 0, data.counts / np.where(valid > 0, valid, 1.0), 0.0)
+        weights = coreset_sampler_weights(
+            p, sel.selected, cfg.sampler_weights.formula, cfg.sampler_weights.cap
+        )
+        out = frame.copy()
+        out["coreset_score"] = sel.scores
+        out["coreset_selected"] = sel.selected
+        out["sampler_weight"] = weights
+        timings["weights"] = time.perf_counter() - t
+        advance(1)
+
+        # Summary numbers: selected subset vs the pool of included tiles.
+        uniq = (
+            pd.to_numeric(frame["uniqueness_score"], errors="coerce").to_numpy(dtype=np.float64)
+            if "uniqueness_score" in frame.columns
+            else np.full(len(frame), np.nan)
+        )
+        has_src = "source_image_id" in frame.columns
+        src = frame["source_image_id"].to_numpy() if has_src else None
+        wsum = float((weights * valid[:, 0]).sum())
+        weighted = (weights[:, None] * data.counts).sum(axis=0) / wsum if wsum > 0 else None
+        result = CoresetResult(
+            method=cfg.method,
+            device=device,
+            n_tiles=len(frame),
+            n_included=n_ok,
+            budget=sel.budget,
+            class_values=[int(v) for v in data.class_values],
+            pool_class_shares=_shares(data.counts[eligible]),
+            selected_class_shares=_shares(data.counts[sel.selected]),
+            weighted_class_shares=[float(v) for v in weighted] if weighted is not None else [],
+            pool_source_images=int(np.unique(src[eligible]).size) if src is not None else None,
+            selected_source_images=int(np.unique(src[sel.selected]).size)
+            if src is not None
+            else None,
+            pool_mean_uniqueness=_mean_or_none(uniq[eligible]),
+            selected_mean_uniqueness=_mean_or_none(uniq[sel.selected]),
+            ess=effective_sample_size(weights),
+            info=sel.info,
+            timings=timings,
+        )
+
+        t = time.perf_counter()
+        staging = StagedOutputs()
+        try:
+            _write_csv(out, staging.file(Path(cfg.output.csv_path)))
+            if cfg.output.geojson_path is not None:
+                from smt_tools.export.geojson import write_geojson
+                from smt_tools.export.qgis_style import write_qml
+
+                missing = [c for c in BOUNDS_COLUMNS if c not in out.columns]
+                if missing:
+                    raise InputDataError(
+                        f"{data.source}: output.geojson_path needs column(s) {', '.join(missing)}"
+                    )
+                props = [c for c in GEOJSON_PROPERTIES if c in out.columns]
+                gj = Path(cfg.output.geojson_path)
+                write_geojson(out, staging.file(gj), props)
+                write_qml(staging.file(gj.with_suffix(".qml")), field="coreset_score")
+            if data.engine is not None and cfg.output.write_catalog_run:
+                from smt_tools import catalog
+
+                results = pd.DataFrame(
+                    {
+                        "tile_id": tile_ids,
+                        "sampler_weight": weights,
+                        "excluded": data.excluded,
+                        "coreset_score": sel.scores,
+                        "coreset_selected": sel.selected,
+                    }
+                )
+                timings["write"] = time.perf_counter() - t
+                result.run_id = catalog.record_run(
+                    data.engine,
+                    "select-coreset",
+                    config_dump or {"coreset": cfg.model_dump(mode="json")},
+                    result.summary(),
+                    results,
+                    started,
+                    datetime.now(timezone.utc),
+                )
+            result.outputs = staging.commit()
+        except BaseException:
+            staging.cleanup()
+            raise
+        timings["write"] = time.perf_counter() - t
+        advance(1)
+    if not math.isfinite(result.ess):
+        result.ess = 0.0
+    return result
