@@ -120,6 +120,7 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(history["epoch"], history["train_loss"], marker="o", label="train")
@@ -138,6 +139,8 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=7, ncol=2)
     ax2.set_title("Validation IoU (ignored pixels excluded)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.part.png")
     fig.savefig(tmp, dpi=100)
