@@ -4,8 +4,10 @@ Used by ``make-demo-data``, the tests and the benchmarks. Everything is a functi
 
 - CRS EPSG:32631 (UTM 31N), 0.5 m pixels, scenes laid out on a grid with gaps;
 - masks (uint8, 1 band): class 0 = nodata, 1 background (dominant), 2-4 mid classes, 5 a
-  small class and 6 a rare class (about 1 % of pixels); the class field is a smooth function
-  of WORLD coordinates, so two acquisitions of one place share their labels;
+  small class and 6 a rare class (about 1 % of pixels) that occurs only in "urban" zones
+  (about a fifth of the area), so it is concentrated in few tiles as in real scenes; the class
+  field is a smooth function of WORLD coordinates, so two acquisitions of one place share
+  their labels;
 - images (uint8, 3 bands): colour and texture depend on the class, plus noise and a
   per-acquisition brightness;
 - every third scene (1, 4, ...) has a nodata margin on its left edge (mask 0, image black);
@@ -51,6 +53,8 @@ _COLOURS = np.array(
 _TEXTURE = np.array([0, 10, 6, 22, 3, 4, 14], dtype=np.float32)
 # cumulative class shares of the smooth field (classes 1..5); class 6 is painted on top
 _SHARES = np.array([0.56, 0.15, 0.13, 0.10, 0.04])
+_URBAN_AREA = 0.2  # share of the world where the rare class (buildings) occurs
+_RARE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -98,20 +102,23 @@ class _Field:
 class _World:
     def __init__(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        self.land = _Field.random(rng, 10, (60.0, 600.0))  # metres
+        self.land = _Field.random(rng, 10, (150.0, 1500.0))  # metres
         self.rare = _Field.random(rng, 8, (6.0, 30.0))
+        self.urban = _Field.random(rng, 6, (800.0, 3000.0))
         self.texture_seed = int(rng.integers(2**31))
         # thresholds from a sample of the field so class shares hold across scenes
         xs = rng.uniform(0, 50_000, 600)
         ys = rng.uniform(0, 50_000, 600)
         sample = self.land(xs, ys).ravel()
         self.cuts = np.quantile(sample, np.cumsum(_SHARES)[:-1])
-        self.rare_cut = float(np.quantile(self.rare(xs, ys).ravel(), 0.99))
+        self.urban_cut = float(np.quantile(self.urban(xs, ys).ravel(), 1 - _URBAN_AREA))
+        self.rare_cut = float(np.quantile(self.rare(xs, ys).ravel(), 1 - _RARE_SHARE / _URBAN_AREA))
 
     def classes(self, xs: np.ndarray, ys: np.ndarray, offset: float) -> np.ndarray:
         land = self.land(xs, ys) + offset
         cls = (np.searchsorted(self.cuts, land.ravel()).reshape(land.shape) + 1).astype(np.uint8)
-        rare = self.rare(xs, ys) > self.rare_cut
+        urban = self.urban(xs, ys) > self.urban_cut
+        rare = (self.rare(xs, ys) > self.rare_cut) & urban
         cls[rare & (cls != 4)] = 6  # no buildings on water
         return cls
 
