@@ -149,7 +149,7 @@ def test_offline_error_names_model_and_fix(tmp_path: Path) -> None:
     assert "\n" not in line
     assert "'dinov2-small'" in line and "facebook/dinov2-small" in line
     assert "not in the local Hugging Face cache" in line
-    assert "huggingface-cli download facebook/dinov2-small" in line
+    assert "`hf download facebook/dinov2-small`" in line
     assert "local directory" in line
 
 

@@ -108,13 +108,14 @@ def resolve_model_name(name: str) -> tuple[str, bool]:
     )
 
 
-def _not_available(name: str, hub_id: str, detail: str) -> ModelLoadError:
+def _not_available(name: str, hub_id: str) -> ModelLoadError:
     home = os.environ.get("HF_HOME") or os.path.join("~", ".cache", "huggingface")
     return ModelLoadError(
         f"embeddings.dino_model {name!r}: {hub_id} is not in the local Hugging Face cache "
-        f"({home}) and smt-tools never downloads during a run ({detail}); download it once on a "
-        f"machine with network: `huggingface-cli download {hub_id}` (same HF_HOME), or set "
-        "embeddings.dino_model to a local directory written by save_pretrained"
+        f"({home}) and smt-tools never downloads during a run; download it once on a machine "
+        f"with network: `hf download {hub_id}` (`huggingface-cli download` with older "
+        "huggingface_hub; same HF_HOME), or set embeddings.dino_model to a local directory "
+        "written by save_pretrained"
     )
 
 
@@ -196,7 +197,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
                 f"embeddings.dino_model {source}: no usable config.json ({_first_line(exc)}); "
                 "the folder must be written by save_pretrained"
             ) from None
-        raise _not_available(name, source, _first_line(exc)) from None
+        raise _not_available(name, source) from None
     if not str(getattr(config, "model_type", "")).startswith("dinov2"):
         raise ModelLoadError(
             f"embeddings.dino_model {name!r} is a {config.model_type!r} model, not DINOv2; "
@@ -216,7 +217,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
                 f"embeddings.dino_model {source}: weights could not be loaded "
                 f"({_first_line(exc)}); save the model with save_pretrained"
             ) from None
-        raise _not_available(name, source, _first_line(exc)) from None
+        raise _not_available(name, source) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars_on:
