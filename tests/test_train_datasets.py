@@ -155,6 +155,25 @@ def test_windowed_columns_exclusion_and_folds(tmp_path: Path, scene: tuple[Path,
         CSVWindowedSegmentationDataset(csv, n_classes=5)
 
 
+def test_training_folds_respect_split_buffer_and_holdout(
+    tmp_path: Path, scene: tuple[Path, Path]
+) -> None:
+    """Rows listing fold k in buffer_excluded_folds stay out of fold k's training set."""
+    img, msk = scene
+    folds = [0, 1, 1, 2, -1]
+    buffers = ["", "0", "", "0;-1", ""]
+    rows = [
+        {"image_path": str(img), "mask_path": str(msk), "row_off": 0, "col_off": 8 * i,
+         "patch_size": 8, "fold": f, "buffer_excluded_folds": b}
+        for i, (f, b) in enumerate(zip(folds, buffers, strict=True))
+    ]  # fmt: skip
+    csv = _windows_csv(tmp_path, rows)
+    train0 = CSVWindowedSegmentationDataset(csv, n_classes=5, exclude_folds=[0, -1])
+    assert train0.frame["col_off"].tolist() == [16]  # fold 1 buffered for 0, fold 2 too, -1 holdout
+    train1 = CSVWindowedSegmentationDataset(csv, n_classes=5, exclude_folds=[1, -1])
+    assert train1.frame["col_off"].tolist() == [0, 24]
+
+
 def _scenes_csv(tmp_path: Path, masks: list[np.ndarray], name: str = "scenes.csv") -> Path:
     """Scenes whose uint8 image band 1 = 10 * raw mask value (so alignment is checkable)."""
     rows = []

@@ -78,12 +78,14 @@ def _split_specs(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any], Data
             cols = _csv_columns(train)
             column = "group_id" if "group_id" in cols or "group" not in cols else "group"
             values = list(cfg.val_groups or [])
-        for spec, key in ((train, "exclude_folds"), (val, "folds")):
+        # Training never sees the validation fold nor the holdout test set (fold -1 from `split`).
+        train_excluded = [*values, -1] if column == "fold" else values
+        for spec, key, vals in ((train, "exclude_folds", train_excluded), (val, "folds", values)):
             if any(k in spec for k in ("folds", "exclude_folds")):
                 raise ConfigError(
                     "give val_fold / val_groups or the datasets' folds / exclude_folds, not both"
                 )
-            spec[key] = values
+            spec[key] = vals
             spec["fold_column"] = column
     return train, val, val_loader
 

@@ -363,6 +363,10 @@ def _as_bool(series: pd.Series) -> np.ndarray:
     return series.astype(str).str.strip().str.lower().isin(_TRUE).to_numpy()
 
 
+#: column written by `split`: ';'-separated folds whose training set must not use the tile
+BUFFER_COLUMN = "buffer_excluded_folds"
+
+
 def _select_folds(
     frame: pd.DataFrame,
     folds: Sequence[int | str] | None,
@@ -384,7 +388,16 @@ def _select_folds(
     if folds is not None:
         keep &= f.isin([str(x) for x in folds]).to_numpy()
     if exclude_folds is not None:
-        keep &= ~f.isin([str(x) for x in exclude_folds]).to_numpy()
+        excluded = {str(x) for x in exclude_folds}
+        keep &= ~f.isin(excluded).to_numpy()
+        if fold_column == "fold" and BUFFER_COLUMN in frame.columns:
+            # `split` lists, per tile, the folds whose training set must not use it (the tile
+            # lies within buffer_m of one of their validation tiles); "-1" is the holdout test
+            # set, which counts only when it is the held-out set (final training, no val fold).
+            held_out = excluded - {"-1"} or excluded
+            listed = frame[BUFFER_COLUMN].fillna("").astype(str).str.split(";")
+            near = listed.map(lambda items: any(i.strip() in held_out for i in items))
+            keep &= ~near.to_numpy(bool)
     out = frame.loc[keep].reset_index(drop=True)
     if out.empty:
         raise InputDataError(
