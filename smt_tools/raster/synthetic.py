@@ -240,7 +240,8 @@ def make_demo_data(
     zlevel: int = 6,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``scenes`` image/mask pairs and ``pairs.csv`` into ``out_dir``; return the CSV path."""
+    """Write ``scenes`` image/mask pairs, ``pairs.csv`` and ``classes.csv`` (class_value, name,
+    colour: for ``catalog ingest --class-names``) into ``out_dir``; return the pairs CSV path."""
     if scenes < 1:
         raise ValueError("scenes must be >= 1")
     if size < 64:
@@ -248,7 +249,7 @@ def make_demo_data(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = _World(seed)
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[object, ...]] = []
     for spec in scene_specs(scenes, size, seed):
         img, msk = write_scene(world, spec, out, zlevel=zlevel)
         # Each acquisition is its own group: the revisit of scene 0 is NOT grouped with it, so
@@ -256,11 +257,23 @@ def make_demo_data(
         rows.append((img.relative_to(out).as_posix(), msk.relative_to(out).as_posix(), spec.name))
         if progress:
             progress(1)
+    _write_csv(
+        out / "classes.csv",
+        ["class_value", "name", "colour"],
+        [
+            (v, name, "#{:02x}{:02x}{:02x}".format(*(int(x) for x in _COLOURS[v])))
+            for v, name in enumerate(CLASS_NAMES, start=1)
+        ],
+    )
     csv_path = out / "pairs.csv"
-    tmp = csv_path.with_suffix(".csv.part")
+    _write_csv(csv_path, ["image", "mask", "group"], rows)
+    return csv_path
+
+
+def _write_csv(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> None:
+    tmp = path.with_suffix(".csv.part")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "mask", "group"])
+        w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, csv_path)
-    return csv_path
+    os.replace(tmp, path)
