@@ -159,3 +159,10 @@ def test_row_order_does_not_change_exact_scores() -> None:
         s = U.uniqueness_scores(x, 4, b)
         sp = U.uniqueness_scores(x[perm], 4, b)
         np.testing.assert_allclose(sp, s[perm], atol=1e-7)
+
+
+def test_single_thread_hnsw_is_reproducible() -> None:
+    x = _clusters(n=500, d=32, seed=9)
+    a = U.knn_search(x, 5, "hnsw", num_threads=1, random_state=3, M=8, ef_construction=16, ef=8)
+    b = U.knn_search(x, 5, "hnsw", num_threads=1, random_state=3, M=8, ef_construction=16, ef=8)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
