@@ -646,3 +646,87 @@ def test_catalog_run_input_records_a_coreset_run(
     assert not out.loc[out["excluded"], "coreset_selected"].any()
     res = _invoke(conf.parent / "missing.yaml")
     assert res.exit_code == 1
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+def test_gpu_cb_equals_cpu() -> None:
+    from smt_tools.coreset import gpu
+
+    if not gpu.cuda_available():
+        pytest.skip("no CUDA device")
+    data = _pool(3000, c=6, seed=11)
+    for growth in (0.0, 0.02):
+        cpu = scorers.cb_order(data["counts"], data["tile_ids"], growth)
+        dev = gpu.cb_order_torch(data["counts"], data["tile_ids"], growth)
+        np.testing.assert_array_equal(cpu, dev)
+
+
+@pytest.mark.gpu
+def test_gpu_kcenter_equals_cpu() -> None:
+    from smt_tools.coreset import gpu
+
+    if not gpu.cuda_available():
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(4000, 16))
+    ids = rng.permutation(100_000)[:4000]
+    cpu = scorers.kcenter_order(x, ids, 2000)
+    dev = gpu.kcenter_order_torch(x, ids, 2000)
+    np.testing.assert_array_equal(cpu[:2000], dev[:2000])
+    line = np.arange(11, dtype=np.float64)[:, None]
+    assert gpu.kcenter_order_torch(line, np.arange(11), 3)[:3].tolist() == [0, 10, 5]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["cb", "kcenter", "fd"])
+def test_gpu_selection_via_select_coreset(method: str) -> None:
+    from smt_tools.coreset import gpu
+
+    if not gpu.cuda_available():
+        pytest.skip("no CUDA device")
+    data = _pool(500, c=5, d=12, seed=13)
+    cpu = _run(CoresetParams(method=method, budget=0.4, fd_k=4), data)  # type: ignore[arg-type]
+    dev = _run(CoresetParams(method=method, budget=0.4, fd_k=4, device="cuda"), data)  # type: ignore[arg-type]
+    assert dev.selected.sum() == cpu.selected.sum()
+    assert not dev.selected[~data["eligible"]].any()
+    if method != "fd":  # fd: Lloyd on the device may converge to slightly different clusters
+        np.testing.assert_array_equal(cpu.selected, dev.selected)
+
+
+def test_device_resolution_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smt_tools.coreset import gpu
+    from smt_tools.errors import ConfigError
+
+    monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    assert gpu.resolve_device("auto") == "cpu"
+    assert gpu.resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="device: cuda"):
+        gpu.resolve_device("cuda")
+
+
+def test_torch_kernels_on_cpu_match_numpy() -> None:
+    """The torch code path (run here on torch's CPU device) selects what numpy selects."""
+    pytest.importorskip("torch")
+    from smt_tools.coreset import gpu
+
+    data = _pool(300, c=6, seed=21)
+    for growth in (0.0, 0.05):
+        np.testing.assert_array_equal(
+            scorers.cb_order(data["counts"], data["tile_ids"], growth),
+            gpu.cb_order_torch(data["counts"], data["tile_ids"], growth, device="cpu"),
+        )
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(700, 6))
+    ids = rng.permutation(100_000)[:700]
+    np.testing.assert_array_equal(
+        scorers.kcenter_order(x, ids, 350, candidates=32),
+        gpu.kcenter_order_torch(x, ids, 350, candidates=32, chunk_rows=100, device="cpu"),
+    )
+    a = rng.normal(0, 0.1, size=(30, 3))
+    b = rng.normal(10, 0.1, size=(10, 3))
+    order, _labels, k = gpu.fd_order_torch(np.vstack([a, b]), np.arange(40), k=2, device="cpu")
+    assert k == 2
+    assert {int(i >= 30) for i in order[:2]} == {0, 1}

@@ -79,10 +79,12 @@ def _entropy_rows(t: Any) -> Any:
     return torch.where(tot > 0, torch.log(tot_safe) - acc / tot_safe, torch.zeros_like(tot))
 
 
-def cb_order_torch(counts: np.ndarray, tile_ids: np.ndarray, growth: float = 0.02) -> np.ndarray:
-    """:func:`smt_tools.coreset.scorers.cb_order` on the CUDA device. Returns (n,) int64."""
+def cb_order_torch(
+    counts: np.ndarray, tile_ids: np.ndarray, growth: float = 0.02, device: str = "cuda"
+) -> np.ndarray:
+    """:func:`smt_tools.coreset.scorers.cb_order` on a torch device. Returns (n,) int64."""
     torch = _torch()
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     c = torch.as_tensor(np.asarray(counts, dtype=np.float64), device=dev)
     n = c.shape[0]
     ids = torch.as_tensor(scorers._check_ids(tile_ids, n), device=dev)
@@ -116,6 +118,7 @@ def kcenter_order_torch(
     budget: int,
     candidates: int = 512,
     chunk_rows: int = 65_536,
+    device: str = "cuda",
 ) -> np.ndarray:
     """:func:`smt_tools.coreset.scorers.kcenter_order` with the distance work on the device.
 
@@ -123,7 +126,7 @@ def kcenter_order_torch(
     candidate block) and R/2 skip rule as the CPU version. Returns (n,) int64 positions.
     """
     torch = _torch()
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     x_np = np.asarray(features, dtype=np.float64)
     n = x_np.shape[0]
     ids_np = scorers._check_ids(tile_ids, n)
@@ -210,6 +213,7 @@ def fd_order_torch(
     k_max: int = 10,
     sample_size: int = 20_000,
     random_state: int = 0,
+    device: str = "cuda",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """fd on the device: elbow over Lloyd fits on the seeded sample, assignment of all rows.
 
@@ -220,7 +224,7 @@ def fd_order_torch(
 
     from smt_tools.curation.composition import elbow_k
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     x_np = np.asarray(x, dtype=np.float64)
     n = x_np.shape[0]
     ids = scorers._check_ids(tile_ids, n)

@@ -238,12 +238,81 @@ def _sq_dists(x: np.ndarray, x_norm: np.ndarray, centres: np.ndarray) -> np.ndar
     return np.maximum(d, 0.0)
 
 
+def _update_min(
+    x: np.ndarray,
+    x_norm: np.ndarray,
+    min_d: np.ndarray,
+    rows: np.ndarray,
+    cent: np.ndarray,
+    chunk_rows: int,
+) -> None:
+    """min_d[rows] = min(min_d[rows], quantised squared distance to the nearest of cent)."""
+    c_norm = np.einsum("ij,ij->i", cent, cent)
+    neg2_ct = -2.0 * cent.T
+    for start in range(0, rows.size, chunk_rows):
+        r = rows[start : start + chunk_rows]
+        g = x[r] @ neg2_ct
+        g += c_norm
+        best = g.min(axis=1)
+        best += x_norm[r]
+        d = _quantise(np.maximum(best, 0.0))
+        min_d[r] = np.minimum(min_d[r], d)
+
+
+class _Cells:
+    """Voronoi cells around seeded sample rows, for exact pruning of k-center updates."""
+
+    def __init__(self, x: np.ndarray, x_norm: np.ndarray, ids: np.ndarray, cells: int) -> None:
+        n = x.shape[0]
+        rng = np.random.default_rng(0)
+        by_id = np.argsort(ids, kind="stable")
+        seeds = by_id[np.sort(rng.choice(n, size=cells, replace=False))]
+        self.centres = x[seeds]
+        self.c_norm = x_norm[seeds]
+        labels, dist = assign_nearest(x, self.centres)
+        self.perm = np.argsort(labels, kind="stable")
+        counts = np.bincount(labels, minlength=cells)
+        self.starts = np.r_[0, np.cumsum(counts)[:-1]]
+        self.ends = self.starts + counts
+        nonempty = counts > 0
+        self.radius = np.zeros(cells)
+        self.radius[nonempty] = np.maximum.reduceat(dist[self.perm], self.starts[nonempty])
+        self.nonempty = nonempty
+
+    def update(
+        self,
+        x: np.ndarray,
+        x_norm: np.ndarray,
+        min_d: np.ndarray,
+        cent: np.ndarray,
+        skip_below: int,
+        chunk_rows: int,
+    ) -> None:
+        d_cell = np.sqrt(_sq_dists(self.centres, self.c_norm, cent))  # (G, B)
+        ne = self.nonempty
+        cell_max = np.full(self.starts.size, _NEG, dtype=np.int64)
+        cell_max[ne] = np.maximum.reduceat(min_d[self.perm], self.starts[ne])
+        rmax = np.sqrt(np.maximum(cell_max, 0) / _QUANT) * (1 + 1e-6) + 1e-9
+        need = (d_cell - self.radius[:, None]) < rmax[:, None]
+        need[cell_max <= max(skip_below, 0)] = False
+        from threadpoolctl import threadpool_limits
+
+        # Many small products: BLAS threads cost more than they give here.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for g in np.flatnonzero(need.any(axis=1)):
+                rows = self.perm[self.starts[g] : self.ends[g]]
+                rows = rows[min_d[rows] > skip_below]
+                if rows.size:
+                    _update_min(x, x_norm, min_d, rows, cent[need[g]], chunk_rows)
+
+
 def kcenter_order(
     features: np.ndarray,
     tile_ids: np.ndarray,
     budget: int,
     candidates: int = 512,
     chunk_rows: int = 4096,
+    cells: int = 256,
 ) -> np.ndarray:
     """k-center greedy with a running minimum distance (O(n) memory besides the features).
 
@@ -257,6 +326,12 @@ def kcenter_order(
     longer strictly farther than every tile outside the candidate list (whose distances can
     only shrink). So the picks equal the one-at-a-time greedy; only the running minimum update
     is batched (one matrix product per round, in row chunks).
+
+    Exact pruning of that update (results are unchanged): rows whose nearest centre is within
+    R/2 (R = the round's smallest pick distance) cannot get closer to the new centres; and with
+    ``cells`` > 0 the rows are grouped into Voronoi cells around seeded sample rows, and a new
+    centre c skips a whole cell g when ``d(c, centre_g) - radius_g >= max_i∈g d_i`` (triangle
+    inequality). Late rounds then only touch the cells next to the new centres.
     Returns the full order: (n,) int64 positions.
     """
     x = np.asarray(features, dtype=np.float64)
@@ -267,6 +342,7 @@ def kcenter_order(
     if not 1 <= budget <= n:
         raise ValueError(f"budget must be in 1..{n}; got {budget}")
     x, x_norm, first = kcenter_prepare(x, ids)
+    grid = _Cells(x, x_norm, ids, cells) if cells > 0 and n > 8 * cells else None
     picked_mask = np.zeros(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
     done = 0
@@ -278,11 +354,11 @@ def kcenter_order(
         # is at distance >= R from every older centre (R = smallest pick distance of the
         # round), so a row whose nearest centre is within R/2 cannot get closer: skip it.
         cent = x[np.asarray(new_centres)]
-        active = np.flatnonzero(min_d > skip_below) if skip_below > _NEG else np.arange(n)
-        for start in range(0, active.size, chunk_rows):
-            rows = active[start : start + chunk_rows]
-            d = _quantise(_sq_dists(x[rows], x_norm[rows], cent).min(axis=1))
-            min_d[rows] = np.minimum(min_d[rows], d)
+        if grid is None or (len(new_centres) == 1 and done == 0):
+            active = np.flatnonzero(min_d > skip_below) if skip_below > _NEG else np.arange(n)
+            _update_min(x, x_norm, min_d, active, cent, chunk_rows)
+        else:
+            grid.update(x, x_norm, min_d, cent, skip_below, chunk_rows)
         for p in new_centres:
             picked_mask[p] = True
             order[done] = p

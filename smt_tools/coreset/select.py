@@ -75,6 +75,37 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm > 0, norm, 1.0)
 
 
+def pca_project(
+    x: np.ndarray, dim: int, random_state: int = 0, sample_size: int = 20_000
+) -> np.ndarray:
+    """Project rows onto the top ``dim`` principal axes. (n, dim) float64.
+
+    The axes are the leading eigenvectors of the covariance of a seeded sample of at most
+    ``sample_size`` rows (exact eigendecomposition, signs fixed so each axis' largest
+    component is positive): deterministic, and ~1 s at 155k x 768 where a full-data
+    randomized SVD takes tens of seconds on 2 cores.
+    """
+    n = x.shape[0]
+    if n > sample_size:
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(n, size=sample_size, replace=False))
+        xs = np.asarray(x[rows], dtype=np.float64)
+    else:
+        xs = np.asarray(x, dtype=np.float64)
+    mean = xs.mean(axis=0)
+    xs = xs - mean
+    cov = xs.T @ xs / max(1, xs.shape[0] - 1)
+    vals, vecs = np.linalg.eigh(cov)
+    axes = vecs[:, np.argsort(vals)[::-1][:dim]]
+    flip = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    axes = axes * np.where(flip == 0, 1.0, flip)
+    out = np.empty((n, axes.shape[1]), dtype=np.float64)
+    for start in range(0, n, 32_768):
+        part = np.asarray(x[start : start + 32_768], dtype=np.float64) - mean
+        out[start : start + 32_768] = part @ axes
+    return out
+
+
 def feature_space(
     embeddings: np.ndarray,
     centroids_xy: np.ndarray | None = None,
@@ -85,7 +116,7 @@ def feature_space(
     """The space fd and kcenter work in. (n, d' [+ 2]) float64.
 
     embeddings: (n, d) rows, L2-normalised (cosine geometry, as for uniqueness), optionally
-    reduced by a seeded randomized PCA to ``pca_dim`` dimensions, then standardised
+    reduced by a seeded sample PCA (:func:`pca_project`) to ``pca_dim`` dimensions, then standardised
     (:func:`standardise_block`). With ``spatial_weight > 0`` the tile centroids (n, 2) in a
     projected CRS (metres) are standardised the same way, multiplied by ``spatial_weight`` and
     appended: weight 1 gives space and appearance equal mean squared contribution.
@@ -93,11 +124,7 @@ def feature_space(
     """
     x = l2_normalise(embeddings)
     if pca_dim is not None and pca_dim < x.shape[1] and x.shape[0] > pca_dim:
-        from sklearn.decomposition import PCA
-
-        x = PCA(
-            n_components=pca_dim, svd_solver="randomized", random_state=random_state
-        ).fit_transform(x)
+        x = pca_project(x, pca_dim, random_state)
     block = standardise_block(x)
     if spatial_weight > 0:
         if centroids_xy is None:
