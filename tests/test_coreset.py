@@ -719,11 +719,11 @@ def test_torch_kernels_on_cpu_match_numpy() -> None:
             gpu.cb_order_torch(data["counts"], data["tile_ids"], growth, device="cpu"),
         )
     rng = np.random.default_rng(22)
-    x = rng.normal(size=(700, 6))
-    ids = rng.permutation(100_000)[:700]
+    x = rng.normal(size=(400, 6))
+    ids = rng.permutation(100_000)[:400]
     np.testing.assert_array_equal(
-        scorers.kcenter_order(x, ids, 350, candidates=32),
-        gpu.kcenter_order_torch(x, ids, 350, candidates=32, chunk_rows=100, device="cpu"),
+        scorers.kcenter_order(x, ids, 200, candidates=32),
+        gpu.kcenter_order_torch(x, ids, 200, candidates=32, chunk_rows=100, device="cpu"),
     )
     a = rng.normal(0, 0.1, size=(30, 3))
     b = rng.normal(10, 0.1, size=(10, 3))

@@ -312,7 +312,7 @@ def kcenter_order(
     budget: int,
     candidates: int = 512,
     chunk_rows: int = 4096,
-    cells: int = 256,
+    cells: int = 512,
 ) -> np.ndarray:
     """k-center greedy with a running minimum distance (O(n) memory besides the features).
 
