@@ -1,14 +1,17 @@
 """A QGIS 3 layer style (``.qml``) for tile layers: graduated colours on a score, excluded
 tiles hatched.
 
-The renderer is rule-based (``RuleRenderer``): one rule per colour class on ``field`` (a ramp
-from pale yellow to dark blue-purple, viridis-like) for tiles that are not excluded, and one
+The renderer is rule-based (``RuleRenderer``): one rule per colour class on ``field`` (viridis:
+dark purple for low values to yellow for high ones) for tiles that are not excluded, and one
 rule drawing excluded tiles with a grey diagonal hatch. Save it beside the GeoJSON with the same
-base name and QGIS applies it when the layer is added.
+base name and QGIS applies it when the layer is added; for a PostGIS layer (e.g. the catalog view
+``tile_result_map``) load it in Layer Properties > Symbology > Style > Load Style.
+Checked in real QGIS (3.22) by ``scripts/qgis_check.py``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from xml.sax.saxutils import quoteattr
@@ -49,6 +52,12 @@ def _fill_symbol(name: str, color: str, style: str, outline: str) -> str:
     )
 
 
+def _number(value: float) -> str:
+    """Exact expression literal of a class edge (``repr`` round-trips; ``:g`` would round
+    0.1234564 to 0.123456 and leave the top value out of its class)."""
+    return repr(float(value))
+
+
 def _field(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -59,10 +68,19 @@ def qml_text(
     breaks: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
     ramp: Sequence[str] = RAMP,
 ) -> str:
-    """The .qml XML: ``len(breaks) - 1`` colour classes on ``field`` (+ a hatch rule)."""
+    """The .qml XML: ``len(breaks) - 1`` colour classes on ``field`` (+ a hatch rule).
+
+    Class i holds ``breaks[i] <= field < breaks[i + 1]``; the first class has no lower bound
+    and the last one includes its upper edge. Values above ``breaks[-1]`` and NULL values get
+    no symbol (drawn nowhere).
+    """
     edges = [float(b) for b in breaks]
-    if len(edges) < 2 or any(b >= a for a, b in zip(edges[1:], edges[:-1], strict=True)):
-        raise ValueError("breaks must be at least two strictly increasing numbers")
+    if (
+        len(edges) < 2
+        or not all(math.isfinite(b) for b in edges)
+        or any(b >= a for a, b in zip(edges[1:], edges[:-1], strict=True))
+    ):
+        raise ValueError("breaks must be at least two finite, strictly increasing numbers")
     n_classes = len(edges) - 1
     colors = [ramp[round(i * (len(ramp) - 1) / max(n_classes - 1, 1))] for i in range(n_classes)]
     f = _field(field)
@@ -72,7 +90,8 @@ def qml_text(
     for i in range(n_classes):
         lo, hi = edges[i], edges[i + 1]
         upper = "<=" if i == n_classes - 1 else "<"
-        cond = f"{f} {upper} {hi:g}" if i == 0 else f"{f} >= {lo:g} AND {f} {upper} {hi:g}"
+        top = f"{f} {upper} {_number(hi)}"
+        cond = top if i == 0 else f"{f} >= {_number(lo)} AND {top}"
         expr = f"{not_excluded}{cond}"
         label = f"{field} {lo:g} – {hi:g}"
         rules.append(
