@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,9 @@ def main() -> None:
     ap.add_argument("--models", default="tiny,base", help="comma list of tiny, small, base")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="alternating bare/pipeline rounds (ABBA order)"
+    )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--work-dir", type=Path, default=None, help="keep data here (default: temp)")
     ap.add_argument(
@@ -163,22 +167,36 @@ def main() -> None:
             loaded = load_model(str(folder), args.device)
             crop = loaded.geometry.crop
             bare_forward(loaded.model, args.batch_size, args.batch_size, args.device, crop)  # warm
-            bare1 = bare_forward(loaded.model, n, args.batch_size, args.device, crop)
-            cfg = EmbeddingsConfig(
-                dino_model=str(folder),
-                batch_size=args.batch_size,
-                num_workers=args.num_workers,
-                use_gpu=use_gpu,
-                parquet_path=work / f"emb_{name}.parquet",
-            )
-            _, res = ensure_embeddings(frame, cfg, rebuild=True)
-            bare2 = bare_forward(loaded.model, n, args.batch_size, args.device, crop)
-            bare = (bare1 + bare2) / 2
-            ratio = res.images_per_s / bare
-            rows.append((name, loaded.dim, bare, res.images_per_s, ratio))
+            # Interleave bare and pipeline in rounds (ABBA order) so load drift cancels out.
+            bare_s = pipe_s = 0.0
+            bounds = np.linspace(0, n, args.rounds + 1).astype(int)
+            for r in range(args.rounds):
+                part = frame.iloc[bounds[r] : bounds[r + 1]]
+                if len(part) == 0:
+                    continue
+                cfg = EmbeddingsConfig(
+                    dino_model=str(folder),
+                    batch_size=args.batch_size,
+                    num_workers=args.num_workers,
+                    use_gpu=use_gpu,
+                    parquet_path=work / f"emb_{name}_{r}.parquet",
+                )
+                steps = ["bare", "pipe"] if r % 2 == 0 else ["pipe", "bare"]
+                for step in steps:
+                    if step == "bare":
+                        rate = bare_forward(
+                            loaded.model, len(part), args.batch_size, args.device, crop
+                        )
+                        bare_s += len(part) / rate
+                    else:
+                        _, res = ensure_embeddings(part, cfg, rebuild=True)
+                        pipe_s += len(part) / res.images_per_s
+            bare = n / bare_s
+            pipe = n / pipe_s
+            ratio = pipe / bare
+            rows.append((name, loaded.dim, bare, pipe, ratio))
             print(
-                f"{name}: bare {bare:,.1f} images/s (runs {bare1:,.1f} / {bare2:,.1f}), pipeline "
-                f"{res.images_per_s:,.1f} images/s = {ratio:.0%}",
+                f"{name}: bare {bare:,.1f} images/s, pipeline {pipe:,.1f} images/s = {ratio:.0%}",
                 flush=True,
             )
 
@@ -187,7 +205,8 @@ def main() -> None:
         f"Machine: {machine(args.device)}; device {args.device}"
         f"{' (bf16 autocast)' if use_gpu else ' (float32)'}.\n"
         f"{n:,} windows of 256 x 256 px (3-band uint8 GeoTIFF, deflate) -> resize 256 / crop 224; "
-        f"batch {args.batch_size}, {args.num_workers} reader workers; random-weight DINOv2 "
+        f"batch {args.batch_size}, {args.num_workers} reader workers, {args.rounds} alternating "
+        "bare/pipeline rounds; random-weight DINOv2 "
         f"architectures. Command: `python benchmarks/bench_embed.py {' '.join(sys.argv[1:])}`\n\n"
         "| model | dim | bare forward (images/s) | full pipeline (images/s) | pipeline / bare |\n"
         "|---|---:|---:|---:|---:|\n"
