@@ -318,3 +318,15 @@ def test_uniqueness_for_tiles_uses_cache_and_is_order_independent(
     perm = np.random.default_rng(2).permutation(len(demo_tiles))
     s_perm = uniqueness_for_tiles(demo_tiles.take(perm), cfg)
     np.testing.assert_allclose(s_perm, s[perm], atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_gpu_autocast_matches_cpu(tiny_model: Path, demo_tiles: TileTable) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    frame = demo_tiles.frame.iloc[:32]
+    cpu, _ = ensure_embeddings(frame, _ecfg(tiny_model, None))
+    gpu, res = ensure_embeddings(frame, _ecfg(tiny_model, None, use_gpu=True, num_workers=2))
+    assert res.device == "cuda" and gpu.dtype == np.float32
+    cos = np.sum(cpu * gpu, axis=1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(gpu, axis=1)
+    assert cos.min() > 0.99  # bf16 autocast vs float32
