@@ -13,7 +13,7 @@ save_pretrained and loaded through the real loader.
     python benchmarks/bench_embed.py --device cuda --models base --batch-size 256 --n 16384
     python benchmarks/bench_embed.py --n 64 --models tiny --no-append  # quick check
 
-``--n`` defaults to 1,024 images per model on CPU (a 155,000-tile run would take hours on CPU;
+``--n`` defaults to 512 images per model on CPU (a 155,000-tile run would take hours on CPU;
 images/s is what is compared) and 16,384 on GPU.
 """
 
@@ -138,7 +138,7 @@ def machine(device: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--n", type=int, default=None, help="images per model (default 1024 CPU, 16384 GPU)"
+        "--n", type=int, default=None, help="images per model (default 512 CPU, 16384 GPU)"
     )
     ap.add_argument("--models", default="tiny,base", help="comma list of tiny, small, base")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -152,7 +152,7 @@ def main() -> None:
         "--no-append", action="store_true", help="print only, do not touch BENCHMARKS.md"
     )
     args = ap.parse_args()
-    n = args.n or (16384 if args.device == "cuda" else 1024)
+    n = args.n or (16384 if args.device == "cuda" else 512)
     use_gpu = args.device == "cuda"
 
     with tempfile.TemporaryDirectory() as tmp:
