@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smt_tools.errors import InputDataError
+from smt_tools.export._atomic import atomic_path
 from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 
@@ -119,16 +119,8 @@ def write_tile_table(
     schema_meta.pop(b"pandas", None)
     schema_meta[META_KEY] = json.dumps(meta).encode("utf-8")
     arrow = arrow.replace_schema_metadata(schema_meta)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".part") as tmp:
         pq.write_table(arrow, tmp, compression="zstd")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

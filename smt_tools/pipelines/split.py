@@ -15,8 +15,6 @@ Input: a balanced CSV (one row per tile) or the catalog. Output:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ import pandas as pd
 
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
+from smt_tools.export._atomic import atomic_path
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, metric_crs, metric_footprints
 from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
 
@@ -281,15 +280,8 @@ def _fold_summaries(
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".part") as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
