@@ -69,39 +69,48 @@ def worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _centre_crop(x: Any, crop: int) -> Any:
+    """Centre ``crop`` x ``crop`` window of (..., h, w); zero-padded bottom/right if smaller."""
+    import torch.nn.functional as F
+
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h < crop or w < crop:  # the official processor never needs this; keep it defined
+        x = F.pad(x, (0, max(0, crop - w), 0, max(0, crop - h)))
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top : top + crop, left : left + crop]
+
+
 def preprocess_batch(raw: Any, spec: Preprocess) -> Any:
     """(b, c, h, w) numeric tensor -> (b, 3, crop, crop) float32 normalised model input.
 
-    Steps: per-dataset scale to [0, 1] (clipped), one band repeated to three, bicubic
-    antialiased resize of the shortest edge to ``spec.shortest_edge``, centre crop, mean/std.
+    Steps: per-dataset scale to [0, 1] (clipped), bicubic antialiased resize of the shortest
+    edge to ``spec.shortest_edge``, centre crop, one band repeated to three, mean/std. When no
+    resize is needed the crop is taken first, so only the cropped pixels are converted.
     """
     import torch
     import torch.nn.functional as F
 
     lo, hi = spec.scale
-    x = raw.to(torch.float32)
-    x = ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    h, w = int(x.shape[-2]), int(x.shape[-1])
+    h, w = int(raw.shape[-2]), int(raw.shape[-1])
     edge = spec.shortest_edge
-    if min(h, w) != edge:
+    if min(h, w) == edge:
+        x = _centre_crop(raw, spec.crop).to(torch.float32)
+        x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+    else:
+        x = raw.to(torch.float32)
+        x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
         if h <= w:
             size = (edge, max(1, round(w * edge / h)))
         else:
             size = (max(1, round(h * edge / w)), edge)
         x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
-        x = x.clamp_(0.0, 1.0)
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    c = spec.crop
-    if h < c or w < c:  # pad like the official processor would never need; keep it defined
-        x = F.pad(x, (0, max(0, c - w), 0, max(0, c - h)))
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-    top, left = (h - c) // 2, (w - c) // 2
-    x = x[:, :, top : top + c, left : left + c]
+        x = _centre_crop(x.clamp_(0.0, 1.0), spec.crop)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    inv_std = 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) * inv_std).contiguous()
 
 
 class TileBatchDataset:
