@@ -10,7 +10,7 @@ defaults = dinov2-base, ``small`` = dinov2-small shape, ``tiny`` = ViT-Ti/14 sha
 save_pretrained and loaded through the real loader.
 
     python benchmarks/bench_embed.py                                   # CPU: tiny + base
-    python benchmarks/bench_embed.py --device cuda --models base --batch-size 256 --n 16384
+    python benchmarks/bench_embed.py --device cuda --models base --batch-size 256 --num-workers 12
     python benchmarks/bench_embed.py --n 64 --models tiny --no-append  # quick check
 
 ``--n`` defaults to 512 images per model on CPU (a 155,000-tile run would take hours on CPU;
