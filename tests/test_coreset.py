@@ -524,6 +524,10 @@ def test_embeddings_missing_error_names_count_and_command(tmp_path: Path) -> Non
     res = _invoke(_config(tmp_path, method="kcenter"))
     assert res.exit_code == 1
     assert "coreset.parquet_path" in res.stderr and "embed CONFIG" in res.stderr
+    res = _invoke(_config(tmp_path, method="fa", parquet_path=str(tmp_path / "none.parquet")))
+    assert res.exit_code == 1
+    assert f"all {int(ok.sum())} included tiles have no embedding" in res.stderr
+    assert "pytorch-smt-tools embed CONFIG" in res.stderr
 
 
 def test_missing_columns_and_bad_config_are_one_line(tmp_path: Path) -> None:

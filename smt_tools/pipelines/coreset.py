@@ -254,12 +254,18 @@ def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:
 def load_embeddings(cfg: CoresetConfig, tile_ids: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     """Embeddings for every row (NaN where missing); missing ones among the included tiles are
     an error that names the count and the `embed` command."""
-    from smt_tools.embeddings.cache import read_embeddings
+    from smt_tools.embeddings.cache import cache_files, read_embeddings
 
     if cfg.parquet_path is None:
         raise ConfigError(
             f"coreset.method {cfg.method} needs tile embeddings: set coreset.parquet_path to the "
             "embedding cache (fill it with `pytorch-smt-tools embed CONFIG`)"
+        )
+    if not cache_files(cfg.parquet_path):
+        raise InputDataError(
+            f"all {int(eligible.sum())} included tiles have no embedding: there is no embedding "
+            f"cache at {cfg.parquet_path}; compute them with `pytorch-smt-tools embed CONFIG` "
+            "(the balanced-dataset config that produced the input)"
         )
     emb, found = read_embeddings(cfg.parquet_path, tile_ids, model_id=cfg.model_id)
     missing = int((eligible & ~found).sum())
