@@ -734,3 +734,14 @@ def test_torch_kernels_on_cpu_match_numpy() -> None:
     order, _labels, k = gpu.fd_order_torch(np.vstack([a, b]), np.arange(40), k=2, device="cpu")
     assert k == 2
     assert {int(i >= 30) for i in order[:2]} == {0, 1}
+
+
+def test_kcenter_cell_pruning_is_exact_on_clustered_data_with_duplicates() -> None:
+    rng = np.random.default_rng(31)
+    centres = rng.normal(size=(6, 4)) * 5
+    x = centres[rng.integers(0, 6, 900)] + rng.normal(size=(900, 4)) * 0.3
+    x[100:140] = x[0]  # exact duplicates
+    ids = rng.permutation(100_000)[:900]
+    plain = scorers.kcenter_order(x, ids, 600, candidates=64, cells=0)
+    pruned = scorers.kcenter_order(x, ids, 600, candidates=64, cells=16)
+    np.testing.assert_array_equal(plain, pruned)
