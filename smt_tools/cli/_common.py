@@ -15,10 +15,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from smt_tools.errors import SmtError
 
@@ -66,6 +69,18 @@ def guard(func: Any) -> Any:
     return wrapper
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second (``12.3 tiles/s``), blank until rich has a speed estimate."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f} {self.unit}/s")
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "tiles") -> Iterator[Any]:
     """A rich progress bar; yields ``advance(n)``. Hidden when stderr is not a terminal."""
@@ -74,6 +89,7 @@ def progress_bar(description: str, total: int | None, unit: str = "tiles") -> It
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn(unit),
+        _RateColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
