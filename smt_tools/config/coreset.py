@@ -69,7 +69,9 @@ class CoresetConfig(StrictModel):
     cb_growth: float = Field(
         default=0.02, ge=0, le=1, description="cb adds this fraction of the chosen set per step"
     )
-    kcenter_candidates: int = Field(default=512, ge=1)
+    kcenter_candidates: int = Field(
+        default=1024, ge=1, description="k-center rounds: farthest tiles examined per round"
+    )
     fd: FdConfig = Field(default_factory=FdConfig)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     sampler_weights: SamplerWeightsConfig = Field(default_factory=SamplerWeightsConfig)

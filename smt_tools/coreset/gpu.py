@@ -116,7 +116,7 @@ def kcenter_order_torch(
     features: np.ndarray,
     tile_ids: np.ndarray,
     budget: int,
-    candidates: int = 512,
+    candidates: int = 1024,
     chunk_rows: int = 65_536,
     device: str = "cuda",
 ) -> np.ndarray:

@@ -310,7 +310,7 @@ def kcenter_order(
     features: np.ndarray,
     tile_ids: np.ndarray,
     budget: int,
-    candidates: int = 512,
+    candidates: int = 1024,
     chunk_rows: int = 4096,
     cells: int = 512,
 ) -> np.ndarray:

@@ -145,7 +145,7 @@ class CoresetParams:
     lc_fd_cutoff_m: float = 0.5
     fa_cb_lambda: float = 0.5
     cb_growth: float = 0.02
-    kcenter_candidates: int = 512
+    kcenter_candidates: int = 1024
     pca_dim: int | None = 32
     fd_k: int | None = None
     fd_k_min: int = 2
