@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 import pandas as pd
 
@@ -129,28 +129,6 @@ def synth_tiles(n: int, per_side: int, seed: int) -> tuple[TileTable, list[Sourc
     frame["has_mask_border_nodata"] = border
     frame["has_image_black_border"] = rng.random(n) < 0.02
     return TileTable(frame, counts, CLASSES.copy(), 0), sources
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024**2:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {cores} cores{mem}, Python {platform.python_version()}, {platform.system()}"
 
 
 def child(config_path: str) -> None:
@@ -307,7 +285,7 @@ def main() -> None:
         "",
         f"## build-balanced-dataset, masks_only, elbow k 4..16 — {dt.date.today().isoformat()}",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {_machine.machine()}.",
         f"Data: {len(table):,} synthetic catalog tiles of {PATCH}x{PATCH} px on {len(sources)} "
         f"source images (Dirichlet-mixture class counts, 10 % pure-class tiles); "
         f"{pg['excluded']:,} excluded. Chosen k = {pg['k']} "

@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,30 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("random", "lc", "cb", "fa", "fa_cb", "fd", "lc_fd", "kcenter")
 CLASSES = np.arange(1, 7)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024**2:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{cpu}, {cores} cores visible{mem}, Python {platform.python_version()}"
 
 
 def make_data(n: int, dim: int, seed: int, workdir: Path) -> tuple[Path, Path]:
@@ -242,7 +223,7 @@ def main() -> None:
         f"## select-coreset, {args.n:,} tiles, {args.dim}-d embeddings, budget "
         f"{args.budget:.0%} ({dt.date.today().isoformat()})",
         "",
-        f"Machine: {machine()}; each method in a fresh process on {args.cores} cores "
+        f"Machine: {_machine.machine()}; each method in a fresh process on {args.cores} cores "
         f"(`python benchmarks/bench_coreset.py`). Target <= 60 s per method: "
         f"{'met' if ok else 'NOT met'}.",
         "",

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 import pandas as pd
 
@@ -115,17 +114,7 @@ def bare_forward(model: object, n: int, batch: int, device: str, crop: int) -> f
 
 
 def machine(device: str) -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores available"
+    text = _machine.machine()
     if device.startswith("cuda"):
         import torch
 

@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,24 +257,9 @@ def subprocess_phase(phase: str, pairs: Path, workers: int, out: Path, url: str)
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import rasterio
 
-    return (
-        f"{cpu}, {cores} cores available, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-        f"rasterio {rasterio.__version__} / GDAL {rasterio.__gdal_version__}, "
-        f"load average {os.getloadavg()[0]:.1f} at start"
-    )
+    return _machine.machine(f"rasterio {rasterio.__version__} / GDAL {rasterio.__gdal_version__}")
 
 
 def main() -> None:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,20 +94,6 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, Python {platform.python_version()}"
 
 
 def sklearn_extrapolated(
@@ -211,7 +196,7 @@ def main() -> None:
 
     header = (
         f"\n## kNN uniqueness — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n\n"
-        f"Machine: {machine()}; threads = {args.threads or 'all'}.\n"
+        f"Machine: {_machine.machine()}; threads = {args.threads or 'all'}.\n"
         f"Data: {args.n:,} L2-normalised {args.dim}-d vectors, Gaussian mixture of "
         f"{args.components} components (rank {args.rank} + noise), seed {args.seed}. "
         f"Recall@{args.k} on {len(queries):,} seeded queries vs exact neighbours in the original "

@@ -24,12 +24,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 import pandas as pd
 
@@ -42,20 +42,6 @@ TILE_PX = 256
 PIXEL_M = 0.5
 COLS = 50  # tiles per image row
 CRS = "EPSG:32631"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, Python {platform.python_version()}"
 
 
 def make_tiles(
@@ -290,7 +276,7 @@ def main() -> None:
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"\n## Splits and leakage audit — {today}\n\n"
-        f"Machine: {machine()}.\n"
+        f"Machine: {_machine.machine()}.\n"
         f"Data: {args.n:,} tiles from {args.images} source images (every 8th overlaps a "
         f"neighbour), {args.folds} folds, stratified_group, buffer {args.buffer_m:g} m; audit "
         f"val set {args.val_n:,} tiles from {args.val_images} images (2 overlap training "

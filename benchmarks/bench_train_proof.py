@@ -28,13 +28,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
 import numpy as np
 import pandas as pd
 
@@ -44,22 +44,6 @@ sys.path.insert(0, str(ROOT))
 RARE_RAW = 6  # class value of the rare class in the demo masks
 RARE_INDEX = RARE_RAW - 1  # its training index (class_values [1..6])
 NAMES = ["background", "field", "forest", "water", "road", "building"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return f"{cpu}, {cores} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def make_data(out: Path, scenes: int, size: int, seed: int) -> Path:
@@ -276,7 +260,7 @@ def main() -> None:
     section = f"""
 ## Training proof: uniform vs sampler_weight sampling ({dt.date.today().isoformat()})
 
-Machine: {machine()}. Command: `python benchmarks/bench_train_proof.py {" ".join(sys.argv[1:])}`.
+Machine: {_machine.machine()}. Command: `python benchmarks/bench_train_proof.py {" ".join(sys.argv[1:])}`.
 
 Data: {args.scenes} synthetic scenes of {args.size} px (`smt_tools.raster.synthetic`, seed 0;
 class 6 = building, the rare class), {n_tiles} windows of {args.patch} px, {n_inc} included;

@@ -23,31 +23,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _machine  # benchmarks/_machine.py (scripts run with benchmarks/ on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return f"{cpu}, {cores} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def bare_loop(ds: object, n: int) -> float:
@@ -156,7 +140,7 @@ def main() -> None:
     section = f"""
 ## Random-crop throughput ({dt.date.today().isoformat()})
 
-Machine: {machine()}. Command: `python benchmarks/bench_train_throughput.py {" ".join(sys.argv[1:])}`.
+Machine: {_machine.machine()}. Command: `python benchmarks/bench_train_throughput.py {" ".join(sys.argv[1:])}`.
 
 {args.scenes} synthetic scenes of {args.size} px (3-band uint8 image + uint8 mask, tiled 256 px,
 deflate; {mb:.0f} MB on disk, written in {t_data:.0f} s); {n} random {args.crop} px crops per

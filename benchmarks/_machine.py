@@ -1,0 +1,36 @@
+"""The machine line every benchmark section in BENCHMARKS.md starts with."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(extra: str = "") -> str:
+    """CPU model, cores available, RAM, Python, the load average at start, and ``extra``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cores = os.cpu_count() or 1
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    parts = [
+        cpu_name(),
+        f"{cores} cores available",
+        f"{mem:.0f} GiB RAM",
+        f"Python {platform.python_version()}",
+        f"load average {os.getloadavg()[0]:.1f} at start",
+    ]
+    if extra:
+        parts.append(extra)
+    return ", ".join(parts)
