@@ -24,6 +24,7 @@ exact duplicates score exactly 0 (and orthogonal vectors exactly 1).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Literal
 
@@ -159,11 +160,20 @@ def _search_hnsw(
     index.init_index(
         max_elements=n, M=M, ef_construction=max(ef_construction, kq), random_seed=random_state
     )
-    index.set_num_threads(num_threads if num_threads > 0 else -1)
-    index.add_items(z, np.arange(n, dtype=np.int64))
+    # An explicit count: hnswlib's "-1 = all cores" ran single-threaded here (BENCHMARKS.md).
+    threads = num_threads if num_threads > 0 else _available_cores()
+    index.set_num_threads(threads)
+    index.add_items(z, np.arange(n, dtype=np.int64), num_threads=threads)
     index.set_ef(max(ef, kq))
-    labels, _ = index.knn_query(z, k=kq)
+    labels, _ = index.knn_query(z, k=kq, num_threads=threads)
     return np.asarray(labels, dtype=np.int64)
+
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
 
 
 _SEARCH: dict[str, Callable[..., np.ndarray]] = {
