@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from smt_tools.config.balanced import ExclusionConfig
+    from smt_tools.tiletable import TileTable
 
 
 def exclusion_reasons(
@@ -79,7 +85,33 @@ def exclusion_mask(
         min_entropy=min_entropy,
         max_nodata_ratio=max_nodata_ratio,
     )
-    out = np.zeros(np.asarray(valid_pixels).shape[0], dtype=bool)
+    return _any(reasons, np.asarray(valid_pixels).shape[0])
+
+
+def tile_exclusions(
+    table: TileTable, cfg: ExclusionConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """§2 on a tile table with the rules of an ``exclusion:`` config section.
+
+    Returns ({reason: (n,) bool}, (n,) bool excluded), rows aligned with ``table``.
+    """
+    f = table.frame
+    reasons = exclusion_reasons(
+        f["has_mask_border_nodata"].to_numpy(bool),
+        f["has_image_black_border"].to_numpy(bool),
+        f["class_entropy"].to_numpy(np.float64),
+        f["nodata_ratio"].to_numpy(np.float64),
+        table.counts.sum(axis=1),
+        exclude_border_nodata=cfg.exclude_border_nodata,
+        exclude_black_border=cfg.exclude_black_border,
+        min_entropy=cfg.min_entropy,
+        max_nodata_ratio=cfg.max_nodata_ratio,
+    )
+    return reasons, _any(reasons, len(table))
+
+
+def _any(reasons: dict[str, np.ndarray], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
     for flags in reasons.values():
         out |= flags
     return out

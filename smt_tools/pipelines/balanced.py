@@ -27,7 +27,7 @@ from smt_tools.curation.diagnostics import (
     class_shares_uniform_vs_weighted,
     effective_sample_size,
 )
-from smt_tools.curation.exclusion import exclusion_reasons
+from smt_tools.curation.exclusion import tile_exclusions
 from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
@@ -221,22 +221,7 @@ def run_balanced(
 
     # --- exclusion (§2) ----------------------------------------------------------------
     t = time.perf_counter()
-    ex = cfg.exclusion
-    f = canon.frame
-    reasons = exclusion_reasons(
-        f["has_mask_border_nodata"].to_numpy(bool),
-        f["has_image_black_border"].to_numpy(bool),
-        f["class_entropy"].to_numpy(np.float64),
-        f["nodata_ratio"].to_numpy(np.float64),
-        canon.counts.sum(axis=1),
-        exclude_border_nodata=ex.exclude_border_nodata,
-        exclude_black_border=ex.exclude_black_border,
-        min_entropy=ex.min_entropy,
-        max_nodata_ratio=ex.max_nodata_ratio,
-    )
-    excluded = np.zeros(len(canon), bool)
-    for flags in reasons.values():
-        excluded |= flags
+    reasons, excluded = tile_exclusions(canon, cfg.exclusion)
     included_idx = np.flatnonzero(~excluded)
     if included_idx.size == 0:
         raise EmptySelectionError(

@@ -239,24 +239,9 @@ def uniqueness_for_tiles(
 
 def tiles_to_embed(cfg: BalancedDatasetConfig, table: TileTable) -> TileTable:
     """The tiles build-balanced-dataset would include (the ones it needs embeddings for)."""
-    from smt_tools.curation.exclusion import exclusion_reasons
+    from smt_tools.curation.exclusion import tile_exclusions
 
-    f = table.frame
-    ex = cfg.exclusion
-    reasons = exclusion_reasons(
-        f["has_mask_border_nodata"].to_numpy(bool),
-        f["has_image_black_border"].to_numpy(bool),
-        f["class_entropy"].to_numpy(np.float64),
-        f["nodata_ratio"].to_numpy(np.float64),
-        table.counts.sum(axis=1),
-        exclude_border_nodata=ex.exclude_border_nodata,
-        exclude_black_border=ex.exclude_black_border,
-        min_entropy=ex.min_entropy,
-        max_nodata_ratio=ex.max_nodata_ratio,
-    )
-    excluded = np.zeros(len(table), bool)
-    for flags in reasons.values():
-        excluded |= flags
+    _, excluded = tile_exclusions(table, cfg.exclusion)
     return table.take(np.flatnonzero(~excluded))
 
 
