@@ -53,12 +53,6 @@ class SourceRecord:
     group_id: str
 
 
-@dataclass
-class ScanResult:
-    table: TileTable
-    sources: list[SourceRecord]
-
-
 def inspect_pair(pair: PairSpec, cache: RasterCache | None = None) -> SourceRecord:
     """Open both files, check they agree, and return their metadata."""
     cache = cache if cache is not None else _CACHE  # an empty cache is falsy (len 0)
@@ -199,8 +193,7 @@ def scan(
     if len(sources) != len(windows):
         raise ValueError("sources and windows must have the same length")
     chunks: list[_Chunk] = []
-    owner: list[int] = []
-    for k, (src, win) in enumerate(zip(sources, windows, strict=True)):
+    for src, win in zip(sources, windows, strict=True):
         win = np.asarray(win, dtype=np.int64).reshape(-1, 4)
         for start in range(0, win.shape[0], chunk_size):
             chunks.append(
@@ -217,7 +210,6 @@ def scan(
                     read_image=read_image,
                 )
             )
-            owner.append(k)
     results: list[_ChunkResult | None] = [None] * len(chunks)
     n_workers = min(resolve_workers(workers), max(1, len(chunks)))
     if n_workers == 1:
@@ -244,14 +236,13 @@ def scan(
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending.add(pool.submit(_scan_chunk, nxt))
-    return _assemble(sources, windows, chunks, owner, results, nodata_class)
+    return _assemble(sources, windows, chunks, results, nodata_class)
 
 
 def _assemble(
     sources: Sequence[SourceRecord],
     windows: Sequence[np.ndarray],
     chunks: list[_Chunk],
-    owner: list[int],
     results: list[_ChunkResult | None],
     nodata_class: int | None,
 ) -> TileTable:
@@ -293,7 +284,6 @@ def _assemble(
     frame["class_entropy"] = entropy_from_counts(counts)
     frame["has_mask_border_nodata"] = mborder
     frame["has_image_black_border"] = bborder
-    del owner
     return TileTable(
         frame=frame, counts=counts, class_values=class_values, nodata_class=nodata_class
     )
