@@ -201,8 +201,9 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
                 out = self._lut[np.clip(m, 0, 65535)]
                 out[(m < 0) | (m > 65535)] = self.ignore_index
         else:
+            # range check on the raw (usually uint8) array: 8x fewer bytes than on int64
+            lo, hi = int(raw.min(initial=0)), int(raw.max(initial=0))
             out = raw.astype(np.int64)
-            lo, hi = int(out.min(initial=0)), int(out.max(initial=0))
             if lo < 0 or hi >= self.n_classes:
                 bad = (out != self.ignore_index) & ((out < 0) | (out >= self.n_classes))
                 if inside is not None:
