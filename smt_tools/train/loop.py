@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from smt_tools.export._atomic import atomic_path
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
 
 ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
@@ -103,15 +103,13 @@ def evaluate(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".part") as tmp:
+        torch.save(obj, tmp)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".part") as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> None:
@@ -142,10 +140,11 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.part.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".part.png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def fit(
