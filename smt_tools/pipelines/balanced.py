@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,9 +33,8 @@ from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export._atomic import StagedOutputs
 from smt_tools.export.csv_out import balanced_frame, write_balanced_csv
 from smt_tools.pipelines import _inputs
+from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 #: GeoJSON feature properties (``uniqueness_score`` is added when present).
 GEOJSON_PROPERTIES: tuple[str, ...] = (

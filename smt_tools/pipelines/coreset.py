@@ -14,7 +14,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,9 +31,8 @@ from smt_tools.coreset import (
     select_coreset,
 )
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import entropy_from_counts
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 #: Columns a balanced CSV must have for select-coreset.
 REQUIRED_COLUMNS: tuple[str, ...] = ("tile_id", "class_counts_json", "excluded")

@@ -15,7 +15,6 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,8 @@ import pandas as pd
 
 from smt_tools.config.balanced import BalancedDatasetConfig, EmbeddingsConfig
 from smt_tools.errors import ConfigError, EmbeddingCacheError, EmptySelectionError
+from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 #: Rows per cache chunk; a chunk is also written after :data:`CHUNK_SECONDS` of work.
 CHUNK_ROWS = 4096

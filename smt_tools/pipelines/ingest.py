@@ -19,7 +19,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.progress import ProgressFactory
 from smt_tools.raster import (
     EDGE_POLICIES,
     PairSpec,
@@ -38,8 +38,6 @@ from smt_tools.raster import (
     tile_windows,
 )
 from smt_tools.tiletable import TileTable, canonical_path
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 #: Columns compared to decide whether a catalogued source image is unchanged.
 _COMPARED = (

@@ -8,11 +8,9 @@ unless ``allow_shared_images: true``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,7 @@ import pandas as pd
 
 from smt_tools.config.train import DataLoaderConfig, DatasetConfig, TrainConfig
 from smt_tools.errors import ConfigError, InputDataError
-
-ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
+from smt_tools.progress import ProgressFactory
 
 
 @dataclass

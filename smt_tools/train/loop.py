@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from smt_tools.export._atomic import atomic_path
+from smt_tools.progress import ProgressFactory
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
-
-ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
 
 
 @contextlib.contextmanager
