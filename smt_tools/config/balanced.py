@@ -114,13 +114,20 @@ class ClusteringConfig(StrictModel):
         return self
 
 
+#: hnsw defaults: recall@5 >= 0.95 in <= 60 s on 2 cores for 155k x 768 (BENCHMARKS.md); the
+#: library functions in smt_tools.curation.uniqueness use the same values.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF = 48
+
+
 class UniquenessConfig(StrictModel):
     k_neighbors: int = Field(default=5, ge=1)
     backend: KnnBackend = "hnsw"
     # hnsw defaults meet recall@5 >= 0.95 in <= 60 s on 2 cores for 155k x 768 (BENCHMARKS.md)
-    M: int = Field(default=16, ge=4, description="hnsw graph degree")
-    ef_construction: int = Field(default=64, ge=8)
-    ef: int = Field(default=48, ge=1, description="hnsw query breadth (>= k_neighbors + 1)")
+    M: int = Field(default=HNSW_M, ge=4, description="hnsw graph degree")
+    ef_construction: int = Field(default=HNSW_EF_CONSTRUCTION, ge=8)
+    ef: int = Field(default=HNSW_EF, ge=1, description="hnsw query breadth (>= k_neighbors + 1)")
     pca_dim: int | None = Field(default=None, ge=2, description="optional seeded PCA before search")
     num_threads: int = Field(default=0, ge=0, description="0 = all cores")
 

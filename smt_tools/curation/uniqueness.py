@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from smt_tools.config.balanced import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
 from smt_tools.errors import InputDataError, missing_dependency
 
 Backend = Literal["hnsw", "faiss", "sklearn"]
@@ -280,9 +281,9 @@ def knn_search(
     backend: Backend | str = "hnsw",
     *,
     ids: np.ndarray | None = None,
-    M: int = 32,
-    ef_construction: int = 200,
-    ef: int = 128,
+    M: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ef: int = HNSW_EF,
     pca_dim: int | None = None,
     random_state: int = 0,
     num_threads: int = 0,
@@ -304,9 +305,9 @@ def uniqueness_scores(
     backend: Backend | str = "hnsw",
     *,
     ids: np.ndarray | None = None,
-    M: int = 32,
-    ef_construction: int = 200,
-    ef: int = 128,
+    M: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ef: int = HNSW_EF,
     pca_dim: int | None = None,
     random_state: int = 0,
     num_threads: int = 0,
