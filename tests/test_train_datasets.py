@@ -355,3 +355,71 @@ def test_weighted_sampler_errors() -> None:
         build_weighted_sampler(pd.DataFrame({"sampler_weight": [0.0, 0.0]}))
     with pytest.raises(InputDataError, match="finite number"):
         build_weighted_sampler(pd.DataFrame({"sampler_weight": [1.0, float("nan")]}))
+
+
+def _collate(ds: object, n: int) -> dict[str, torch.Tensor]:
+    from torch.utils.data import default_collate
+
+    return default_collate([ds[k] for k in range(n)])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # uint8 scene: raw crop + (0, 1/255)
+        {"scale": [5, 205]},  # offset != 0: (x - 5) / 200 on the device
+        {"augmentation_list": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]},
+        {"cutmix_prob": 1.0, "classmix_prob": 0.5},
+        {"soft_labels": True},
+    ],
+    ids=["plain", "offset", "augmented", "mixing", "soft"],
+)
+def test_compact_batches_prepare_to_the_same_tensors(tmp_path: Path, kw: dict[str, object]) -> None:
+    from smt_tools.train import prepare_batch
+
+    csv = _scenes_csv(tmp_path, [_stripes(0), _stripes(1), _stripes(2)])
+    base = dict(crop_size=16, samples_per_epoch=12, n_classes=4, seed=2, **kw)
+    plain = RandomCropSegmentationDataset(csv, **base)  # type: ignore[arg-type]
+    compact = RandomCropSegmentationDataset(csv, compact_batches=True, **base)  # type: ignore[arg-type]
+    a, b = _collate(plain, 12), _collate(compact, 12)
+    raw_image = "augmentation_list" not in kw
+    assert b["image"].dtype == (torch.uint8 if raw_image else torch.float32)
+    assert b["mask"].dtype == (torch.float32 if kw.get("soft_labels") else torch.uint8)
+    assert b["image_scale"].shape == (12, 2) and "image_scale" not in a
+    img_a, msk_a = prepare_batch(a)
+    img_b, msk_b = prepare_batch(b)
+    assert img_a.dtype == img_b.dtype == torch.float32
+    assert torch.equal(img_a, img_b)  # bit-identical scaling, not merely close
+    assert torch.equal(msk_a, msk_b) and msk_b.dtype == msk_a.dtype
+    if not kw.get("soft_labels"):
+        assert msk_b.dtype == torch.int64
+
+
+def test_compact_batches_mixed_dtypes_and_wide_classes(
+    tmp_path: Path, scene: tuple[Path, Path]
+) -> None:
+    from torch.utils.data import default_collate
+
+    from smt_tools.train import prepare_batch
+
+    img16, msk = scene
+    img8 = write_tif(tmp_path / "img8.tif", (_image16() // 40).astype(np.uint8))
+    row = {"mask_path": msk.name, "row_off": 4, "col_off": 6, "patch_size": 16}
+    csv = _windows_csv(
+        tmp_path, [{"image_path": img8.name, **row}, {"image_path": img16.name, **row}]
+    )
+    plain = CSVWindowedSegmentationDataset(csv, n_classes=5)
+    compact = CSVWindowedSegmentationDataset(csv, n_classes=5, compact_batches=True)
+    items = [compact[0], compact[1]]
+    assert items[0]["image"].dtype == torch.uint8  # 8-bit travels raw
+    assert items[1]["image"].dtype == torch.float32  # 16-bit is scaled in the worker
+    assert items[1]["image_scale"].tolist() == [0.0, 1.0]
+    img_a, msk_a = prepare_batch(default_collate([plain[0], plain[1]]))
+    img_b, msk_b = prepare_batch(default_collate(items))  # one batch, both kinds
+    assert torch.equal(img_a, img_b) and torch.equal(msk_a, msk_b)
+    # more than 256 labels (or ignore_index > 255): int16 masks, same classes
+    wide = CSVWindowedSegmentationDataset(
+        csv, n_classes=300, ignore_index=300, compact_batches=True
+    )
+    assert wide[0]["mask"].dtype == torch.int16
+    np.testing.assert_array_equal(wide[0]["mask"].numpy(), _mask()[4:20, 6:22])

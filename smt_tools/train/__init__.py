@@ -7,7 +7,11 @@ Importing this package imports torch (install the ``train`` extra).
 from __future__ import annotations
 
 from smt_tools.train import losses
-from smt_tools.train.datasets import CSVWindowedSegmentationDataset, RandomCropSegmentationDataset
+from smt_tools.train.datasets import (
+    CSVWindowedSegmentationDataset,
+    RandomCropSegmentationDataset,
+    prepare_batch,
+)
 from smt_tools.train.losses import (
     CrossEntropyLoss,
     DiceFocalLoss,
@@ -33,6 +37,7 @@ __all__ = [
     "build_weighted_sampler",
     "confusion_matrix",
     "losses",
+    "prepare_batch",
     "scores_from_confusion",
     "smp_model",
     "tune_malloc",

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
 DEFAULT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "smt_rasterio_locks")
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.int64): torch.int64,
+}
 _TRUE = {"true", "1", "yes", "t", "y"}
 
 
@@ -39,13 +45,12 @@ def read_window(
     width: int,
     bands: Sequence[int] | None,
     fill: float,
-    out_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a window that may run past the raster edge.
 
-    Returns (data (len(bands), height, width) in the raster's dtype, or ``out_dtype`` (GDAL
-    converts values while reading, no scaling), inside): ``inside`` is None when the whole
-    window lies inside the raster, else a (height, width) bool array (True = pixel inside).
+    Returns (data (len(bands), height, width) in the raster's dtype, inside): ``inside`` is
+    None when the whole window lies inside the raster, else a (height, width) bool array (True
+    = pixel inside).
     Pixels outside are ``fill``.
     """
     from rasterio.windows import Window
@@ -57,7 +62,7 @@ def read_window(
     data = None
     if r1 > r0 and c1 > c0:
         try:
-            data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=out_dtype)
+            data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
         except Exception as exc:  # rasterio raises several types for corrupt blocks
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise RasterReadError(
@@ -66,7 +71,7 @@ def read_window(
             ) from None
     if full and data is not None:
         return data, None
-    dtype = np.dtype(out_dtype or ds.dtypes[idx[0] - 1])
+    dtype = np.dtype(ds.dtypes[idx[0] - 1])
     out = np.full(
         (len(idx), height, width), fill, dtype=np.result_type(dtype, np.min_scalar_type(fill))
     )
@@ -124,6 +129,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         reopen_rasterio_on_read: bool,
         seed: int | None,
         name: str,
+        compact_batches: bool = False,
     ) -> None:
         if n_classes < 1:
             raise ConfigError(f"{name}: n_classes must be >= 1; got {n_classes}")
@@ -153,7 +159,17 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         self.seed = seed
         self.epoch = 0
         self.cache = RasterCache(maxsize=self.lru_cache_size)
+        self.compact_batches = bool(compact_batches)
+        self._mask_dtype: np.dtype[Any] = np.dtype(np.int64)
+        if self.compact_batches:
+            top = max(self.n_classes - 1, self.ignore_index)
+            self._mask_dtype = np.dtype(
+                np.uint8 if top <= 255 else np.int16 if top <= 32767 else np.int32
+            )
+        #: raw 8-bit crops may be delivered unscaled (False where crops of different dtypes mix)
+        self._raw_images_ok = True
         self._lut = self._build_lut(class_values, class_remap)
+        self._lut8 = self._lut[:256].copy() if self._lut is not None else np.empty(0, np.int64)
         self.transform = build_transforms(augmentation_list, f"{name}.augmentation_list")
 
     # -- class handling
@@ -184,7 +200,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             return None
         if any(k < 0 or k > 65535 for k in mapping):
             raise ConfigError(f"{self.name}: class_remap keys must be mask values in [0, 65535]")
-        lut = np.full(65536, self.ignore_index, dtype=np.int64)
+        lut = np.full(65536, self.ignore_index, dtype=self._mask_dtype)
         for k, v in mapping.items():
             lut[k] = v
         return lut
@@ -192,10 +208,13 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
     def _mask_to_classes(
         self, raw: np.ndarray, inside: np.ndarray | None, where: str
     ) -> np.ndarray:
-        """Raw mask (H, W) -> int64 class indices; outside (inside False) / unmapped -> ignore."""
+        """Raw mask (H, W) -> class indices (int64; the compact dtype with ``compact_batches``);
+        outside (inside False) / unmapped -> ignore_index."""
         if self._lut is not None:
-            if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
-                out = self._lut[raw]  # one gather, no range check needed
+            if raw.dtype == np.uint8:
+                out = np.take(self._lut8, raw)  # 2 KiB table: stays in L1 cache
+            elif raw.dtype == np.uint16:
+                out = np.take(self._lut, raw)  # one gather, no range check needed
             else:
                 m = raw.astype(np.int64)
                 out = self._lut[np.clip(m, 0, 65535)]
@@ -203,40 +222,65 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         else:
             # range check on the raw (usually uint8) array: 8x fewer bytes than on int64
             lo, hi = int(raw.min(initial=0)), int(raw.max(initial=0))
-            out = raw.astype(np.int64)
             if lo < 0 or hi >= self.n_classes:
-                bad = (out != self.ignore_index) & ((out < 0) | (out >= self.n_classes))
+                wide = raw.astype(np.int64)
+                bad = (wide != self.ignore_index) & ((wide < 0) | (wide >= self.n_classes))
                 if inside is not None:
                     bad &= inside
                 if bad.any():
-                    v = int(out[bad][0])
+                    v = int(wide[bad][0])
                     raise InputDataError(
                         f"{where}: mask value {v} is not a class index in [0, {self.n_classes}); "
                         "set class_values (raw value per class) or class_remap in the dataset "
                         "config"
                     )
+            # every value inside is a class index or ignore_index: it fits the output dtype
+            out = raw.astype(self._mask_dtype)
         if inside is not None:
             out[~inside] = self.ignore_index
         return out
 
     # -- image scaling
-    def _scale_image(self, img: np.ndarray, source_dtype: np.dtype | None = None) -> np.ndarray:
-        """(bands, H, W) values -> float32 scaled with the per-dataset range.
-
-        source_dtype: the raster's dtype when ``img`` was already read as float32 (then the
-        scaling happens in place).
-        """
+    def _scale_params(self, dtype: np.dtype) -> tuple[np.float32, np.float32] | None:
+        """(offset, factor) of the scaling ``(x - offset) * factor`` for raw data of ``dtype``
+        (None: float data, used as is)."""
         rng = self.scale
         if rng is None:
-            dt = np.dtype(self.image_dtype) if self.image_dtype else (source_dtype or img.dtype)
-            rng = _dtype_range(dt)
-        x = img if img.dtype == np.float32 and source_dtype is not None else img.astype(np.float32)
-        if rng is not None:
-            lo, hi = rng
-            if lo != 0.0:
-                x -= np.float32(lo)
-            x *= np.float32(1.0 / (hi - lo))
+            rng = _dtype_range(np.dtype(self.image_dtype) if self.image_dtype else dtype)
+        if rng is None:
+            return None
+        lo, hi = rng
+        return np.float32(lo), np.float32(1.0 / (hi - lo))
+
+    def _scale_image(self, img: np.ndarray) -> np.ndarray:
+        """(bands, H, W) raw values -> float32 scaled with the per-dataset range.
+
+        One pass over the pixels: the conversion to float32 and the scaling are a single
+        ufunc call (cheaper than letting GDAL convert while reading and scaling afterwards).
+        :func:`prepare_batch` performs the same float32 operations on compact batches.
+        """
+        params = self._scale_params(img.dtype)
+        if params is None:
+            return img.astype(np.float32)
+        lo, factor = params
+        if lo == 0.0:
+            return np.multiply(img, factor, dtype=np.float32)
+        x = np.subtract(img, lo, dtype=np.float32)
+        x *= factor
         return x
+
+    def _prepare_image(self, img: np.ndarray) -> np.ndarray:
+        """Scaled float32, or the raw 8-bit crop when it travels unscaled (compact batches
+        without augmentation: :func:`prepare_batch` scales it on the device)."""
+        if (
+            self.compact_batches
+            and self.transform is None
+            and self._raw_images_ok
+            and img.dtype == np.uint8
+            and self._scale_params(img.dtype) is not None
+        ):
+            return img
+        return self._scale_image(img)
 
     # -- raster access
     def _handle(self, path: str) -> DatasetReader:
@@ -245,31 +289,11 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
     def _read_pair(
         self, image_path: str, mask_path: str, row_off: int, col_off: int, height: int, width: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Return image (bands, H, W) float32 scaled, mask (H, W) raw, inside (H, W) or None."""
-        img, src_dtype = self._read_image(image_path, row_off, col_off, height, width)
+        """Return image (bands, H, W) (float32 scaled, or raw uint8: see _prepare_image), mask
+        (H, W) raw, inside (H, W) or None."""
+        img, _ = self._read(image_path, row_off, col_off, height, width, self.bands, 0)
         msk, inside = self._read(mask_path, row_off, col_off, height, width, [1], self.ignore_index)
-        return self._scale_image(img, src_dtype), msk[0], inside
-
-    def _read_image(
-        self, path: str, row_off: int, col_off: int, height: int, width: int
-    ) -> tuple[np.ndarray, np.dtype]:
-        """Image window read straight into float32 (GDAL converts), and the raster's dtype."""
-        lock = (
-            _file_lock(self.rasterio_lock_dir, path)
-            if self.serialize_rasterio_reads
-            else contextlib.nullcontext()
-        )
-        with lock:
-            if self.reopen_rasterio_on_read:
-                with open_raster(path) as ds:
-                    dt = np.dtype(ds.dtypes[(self.bands or [1])[0] - 1])
-                    data = read_window(
-                        ds, row_off, col_off, height, width, self.bands, 0, "float32"
-                    )
-                    return data[0], dt
-            ds = self._handle(path)
-            dt = np.dtype(ds.dtypes[(self.bands or [1])[0] - 1])
-            return read_window(ds, row_off, col_off, height, width, self.bands, 0, "float32")[0], dt
+        return self._prepare_image(img), msk[0], inside
 
     def _read(
         self,
@@ -301,7 +325,11 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         return np.random.SeedSequence([int(base), int(self.epoch), int(index), salt])
 
     def _finish(self, image: np.ndarray, mask: np.ndarray, index: int) -> dict[str, torch.Tensor]:
-        """Scaled image (bands, H, W) float32 + class mask (H, W) int64 -> augmented tensors."""
+        """Image (bands, H, W) from _prepare_image + class mask (H, W) -> augmented tensors.
+
+        With ``compact_batches`` the item also holds ``image_scale`` = (offset, factor), float32:
+        :func:`prepare_batch` computes ``(image - offset) * factor`` on the device ((0, 1) for an
+        image already scaled here)."""
         if self.transform is not None:
             if hasattr(self.transform, "set_random_seed"):
                 seed = int(self._item_seed(index, salt=7).generate_state(1)[0])
@@ -317,16 +345,25 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             if isinstance(msk_t, np.ndarray):
                 msk_t = torch.from_numpy(np.ascontiguousarray(msk_t))
             img_t = img_t.float()
-            msk_t = msk_t.long()
+            msk_t = msk_t.to(_TORCH_DTYPES[self._mask_dtype])
         else:
-            img_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-            msk_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+            img_t = torch.from_numpy(np.ascontiguousarray(image))
+            msk_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=self._mask_dtype))
+        item: dict[str, torch.Tensor]
         if self.soft_labels:
-            valid = msk_t != self.ignore_index
-            safe = torch.where(valid, msk_t, torch.zeros_like(msk_t))
+            hard = msk_t.long()
+            valid = hard != self.ignore_index
+            safe = torch.where(valid, hard, torch.zeros_like(hard))
             soft = torch.nn.functional.one_hot(safe, self.n_classes).permute(2, 0, 1).float()
-            return {"image": img_t, "mask": soft * valid.unsqueeze(0).float()}
-        return {"image": img_t, "mask": msk_t}
+            item = {"image": img_t, "mask": soft * valid.unsqueeze(0).float()}
+        else:
+            item = {"image": img_t, "mask": msk_t}
+        if self.compact_batches:
+            params = self._scale_params(image.dtype) if img_t.dtype == torch.uint8 else None
+            item["image_scale"] = torch.tensor(
+                [0.0, 1.0] if params is None else [params[0], params[1]], dtype=torch.float32
+            )
+        return item
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random crops / augmentations of the next epoch (call before iterating)."""

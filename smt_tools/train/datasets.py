@@ -12,6 +12,13 @@ uint16 / 65535; float data is used as is), so 16-bit data is never truncated to 
 Mask pixels outside the raster (windows past the edge) are ``ignore_index`` (255); with
 ``class_values`` / ``class_remap`` every raw value not listed is ``ignore_index`` too.
 
+``compact_batches: true`` keeps batches small on their way through collation, worker shared
+memory and the copy to the GPU: an 8-bit image crop stays uint8 (with ``image_scale`` =
+(offset, factor) per item) unless augmentations run, and masks are uint8 class indices (int16
+above 255). :func:`prepare_batch` (what the train loop calls) moves a batch to the device and
+returns exactly the float32 image and int64 mask the default output has. Five times fewer bytes
+per crop; the float conversion happens once, on the device.
+
 Raster handles come from :class:`smt_tools.raster.RasterCache` (LRU, closes on eviction) and are
 opened per DataLoader worker; randomness is a function of (seed, epoch, index), so a crop does
 not depend on which worker draws it.
@@ -39,7 +46,38 @@ from smt_tools.train._base import (
     read_window,
 )
 
-__all__ = ["CSVWindowedSegmentationDataset", "RandomCropSegmentationDataset", "read_window"]
+__all__ = [
+    "CSVWindowedSegmentationDataset",
+    "RandomCropSegmentationDataset",
+    "prepare_batch",
+    "read_window",
+]
+
+
+def prepare_batch(
+    batch: Any, device: torch.device | str = "cpu", non_blocking: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image float32 (N, bands, H, W), mask) of a collated batch, on ``device``.
+
+    Accepts a dict batch (``image``, ``mask``, optional ``image_scale`` (N, 2) from
+    ``compact_batches``) or an (image, mask) pair. Compact images are scaled on the device with
+    ``(image - offset) * factor`` in float32: the same values the dataset computes without
+    ``compact_batches``. Integer masks become int64 (soft float masks are kept as they are).
+    """
+    if isinstance(batch, Mapping):
+        image, mask, scale = batch["image"], batch["mask"], batch.get("image_scale")
+    else:
+        image, mask, scale = batch[0], batch[1], None
+    image = image.to(device, non_blocking=non_blocking)
+    mask = mask.to(device, non_blocking=non_blocking)
+    if scale is not None:
+        s = scale.to(device, non_blocking=non_blocking).view(-1, 2, *([1] * (image.dim() - 1)))
+        image = image.float().sub_(s[:, 0]).mul_(s[:, 1])
+    elif not image.is_floating_point():
+        image = image.float()
+    if not mask.is_floating_point():
+        mask = mask.long()
+    return image, mask
 
 
 # ----------------------------------------------------------------------------- windowed
@@ -65,6 +103,8 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         lru_cache_size, serialize_rasterio_reads, rasterio_lock_dir, reopen_rasterio_on_read:
             handle cache and read serialisation (see RandomCropSegmentationDataset).
         use_rasterio: accepted for compatibility (always true).
+        compact_batches: deliver 8-bit images unscaled and masks as uint8 (see the module
+            docstring and :func:`prepare_batch`).
     """
 
     def __init__(
@@ -97,6 +137,7 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         reopen_rasterio_on_read: bool = False,
         seed: int | None = None,
         use_rasterio: bool = True,
+        compact_batches: bool = False,
     ) -> None:
         name = "CSVWindowedSegmentationDataset"
         if not use_rasterio:
@@ -117,6 +158,7 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
             reopen_rasterio_on_read=reopen_rasterio_on_read,
             seed=seed,
             name=name,
+            compact_batches=compact_batches,
         )
         self.input_csv_path = Path(input_csv_path)
         frame = _read_csv(self.input_csv_path, n_first_rows_to_read, name)
@@ -213,6 +255,8 @@ class RandomCropSegmentationDataset(_WindowDataset):
         seed: base seed (None: torch's per-worker seed); crops depend on (seed, epoch, index).
         data_loader: DataLoader keyword arguments, kept as ``self.data_loader`` (the train
             command reads them from the config's ``data_loader`` block).
+        compact_batches: deliver 8-bit images unscaled and masks as uint8 (see the module
+            docstring and :func:`prepare_batch`).
     """
 
     def __init__(
@@ -249,6 +293,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         histogram_size: int = 256,
         seed: int | None = None,
         data_loader: Mapping[str, Any] | None = None,
+        compact_batches: bool = False,
     ) -> None:
         name = "RandomCropSegmentationDataset"
         super().__init__(
@@ -267,6 +312,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
             reopen_rasterio_on_read=reopen_rasterio_on_read,
             seed=seed,
             name=name,
+            compact_batches=compact_batches,
         )
         if crop_size < 1:
             raise ConfigError(f"{name}: crop_size must be >= 1; got {crop_size}")
@@ -308,6 +354,9 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self.histogram_size = int(histogram_size)
         self.data_loader = dict(data_loader or {})
         self.sizes = self._read_sizes()  # (n_images, 2) height, width
+        if self.cutmix_prob > 0 or self.classmix_prob > 0:
+            # mixing pastes pixels of one crop into another: all raw or all scaled
+            self._raw_images_ok = len(set(self._dtypes)) == 1
         self.class_shares: np.ndarray | None = None  # (n_images, n_classes)
         if self.class_balanced_sampling or self.cutmix_prob > 0:
             self.class_shares = self._class_shares()
@@ -319,8 +368,10 @@ class RandomCropSegmentationDataset(_WindowDataset):
     # -- set-up
     def _read_sizes(self) -> np.ndarray:
         sizes = np.zeros((len(self.images), 2), dtype=np.int64)
+        self._dtypes: list[str] = []
         for i, (ip, mp) in enumerate(zip(self.images, self.masks, strict=True)):
             img, msk = self.cache.get(ip), self.cache.get(mp)
+            self._dtypes.append(str(img.dtypes[(self.bands or [1])[0] - 1]))
             if (img.height, img.width) != (msk.height, msk.width):
                 raise RasterMismatchError(
                     f"{ip} is {img.width}x{img.height} px but its mask {mp} is "

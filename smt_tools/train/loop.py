@@ -18,6 +18,7 @@ from torch import nn
 
 from smt_tools.export._atomic import atomic_path
 from smt_tools.progress import ProgressFactory
+from smt_tools.train.datasets import prepare_batch
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
 
 
@@ -54,14 +55,6 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def _batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(batch, dict):
-        image, mask = batch["image"], batch["mask"]
-    else:
-        image, mask = batch[0], batch[1]
-    return image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-
-
 def _set_epoch(loader: Any, epoch: int) -> None:
     set_epoch = getattr(getattr(loader, "dataset", None), "set_epoch", None)
     if callable(set_epoch):
@@ -89,7 +82,7 @@ def evaluate(
         for step, batch in enumerate(loader):
             if max_steps is not None and step >= max_steps:
                 break
-            image, mask = _batch(batch, device)
+            image, mask = prepare_batch(batch, device)
             logits = model(image)
             total += float(loss_fn(logits, mask))
             batches += 1
@@ -197,7 +190,7 @@ def fit(
                 except StopIteration:
                     it = iter(train_loader)
                     batch = next(it)
-                image, mask = _batch(batch, device)
+                image, mask = prepare_batch(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(image), mask)
                 loss.backward()
