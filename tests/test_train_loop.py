@@ -207,3 +207,30 @@ def test_weighted_sampler_only_on_the_training_loader(windows_csv: Path) -> None
     with pytest.warns(UserWarning, match="training loader only"):
         val = _loader(ds, dl.model_copy(update={"shuffle": False}), train=False, seed=0, source="v")
     assert isinstance(val.sampler, SequentialSampler)
+
+
+def test_compact_batches_train_to_the_same_model(windows_csv: Path, tmp_path: Path) -> None:
+    """The train command turns compact_batches on; the model it trains is the one the default
+    float32 / int64 batches train (prepare_batch gives bit-identical inputs)."""
+    from smt_tools.pipelines.train import _build_dataset
+
+    spec = _config(windows_csv, tmp_path)["train_dataset"]
+    spec = {k: v for k, v in spec.items() if k != "data_loader"}
+    assert _build_dataset(spec, "t", 0).compact_batches is True
+    assert _build_dataset({**spec, "compact_batches": False}, "t", 0).compact_batches is False
+
+    runs = {}
+    for compact in (True, False):
+        raw = _config(windows_csv, tmp_path / f"run_{compact}", torch_threads=1)
+        raw["train_dataset"]["compact_batches"] = compact
+        cfg = validate_mapping(raw, TrainConfig, "t.yaml")
+        run_training(cfg)
+        runs[compact] = pd.read_csv(tmp_path / f"run_{compact}" / "metrics.csv")
+    cols = [c for c in runs[True].columns if c.startswith(("train_loss", "val_loss", "iou_"))]
+    assert len(cols) == 5
+    pd.testing.assert_frame_equal(runs[True][cols], runs[False][cols], check_exact=True)
+    state = [
+        torch.load(tmp_path / f"run_{c}" / "last.pt", weights_only=False)["model_state"]
+        for c in (True, False)
+    ]
+    assert all(torch.equal(state[0][k], state[1][k]) for k in state[0])

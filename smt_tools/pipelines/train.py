@@ -102,6 +102,9 @@ def _build_dataset(spec: dict[str, Any], where: str, seed: int) -> Any:
     spec = dict(spec)
     if "seed" not in spec and _accepts(cls, "seed"):
         spec["seed"] = seed
+    if "compact_batches" not in spec and _accepts(cls, "compact_batches"):
+        # the loop converts every batch with prepare_batch: compact batches cost nothing here
+        spec["compact_batches"] = True
     return instantiate(spec, where)
 
 
@@ -173,9 +176,7 @@ def run_training(
 
     from smt_tools.train._targets import instantiate, resolve_target
     from smt_tools.train.loop import fit
-    from smt_tools.train.perf import tune_malloc
 
-    tune_malloc()  # batch buffers reuse heap pages instead of page-faulting fresh mmaps
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)

@@ -21,7 +21,6 @@ from smt_tools.train.losses import (
 )
 from smt_tools.train.metrics import SegmentationScores, confusion_matrix, scores_from_confusion
 from smt_tools.train.models import UNet, smp_model
-from smt_tools.train.perf import tune_malloc
 from smt_tools.train.sampler import build_weighted_sampler
 
 __all__ = [
@@ -40,5 +39,4 @@ __all__ = [
     "prepare_batch",
     "scores_from_confusion",
     "smp_model",
-    "tune_malloc",
 ]

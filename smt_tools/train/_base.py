@@ -168,6 +168,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             )
         #: raw 8-bit crops may be delivered unscaled (False where crops of different dtypes mix)
         self._raw_images_ok = True
+        self._scale_cache: dict[np.dtype[Any], tuple[np.float32, np.float32] | None] = {}
         self._lut = self._build_lut(class_values, class_remap)
         self._lut8 = self._lut[:256].copy() if self._lut is not None else np.empty(0, np.int64)
         self.transform = build_transforms(augmentation_list, f"{name}.augmentation_list")
@@ -244,13 +245,14 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
     def _scale_params(self, dtype: np.dtype) -> tuple[np.float32, np.float32] | None:
         """(offset, factor) of the scaling ``(x - offset) * factor`` for raw data of ``dtype``
         (None: float data, used as is)."""
+        if dtype in self._scale_cache:
+            return self._scale_cache[dtype]
         rng = self.scale
         if rng is None:
             rng = _dtype_range(np.dtype(self.image_dtype) if self.image_dtype else dtype)
-        if rng is None:
-            return None
-        lo, hi = rng
-        return np.float32(lo), np.float32(1.0 / (hi - lo))
+        params = None if rng is None else (np.float32(rng[0]), np.float32(1.0 / (rng[1] - rng[0])))
+        self._scale_cache[dtype] = params
+        return params
 
     def _scale_image(self, img: np.ndarray) -> np.ndarray:
         """(bands, H, W) raw values -> float32 scaled with the per-dataset range.
@@ -317,12 +319,15 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             return read_window(self._handle(path), row_off, col_off, height, width, bands, fill)
 
     # -- output
+    def _base_seed(self) -> int:
+        """``seed``, else torch's seed of this worker (or process)."""
+        if self.seed is not None:
+            return int(self.seed)
+        info = torch.utils.data.get_worker_info()
+        return int(info.seed if info is not None else torch.initial_seed()) % (2**63)
+
     def _item_seed(self, index: int, salt: int = 0) -> np.random.SeedSequence:
-        base = self.seed
-        if base is None:
-            info = torch.utils.data.get_worker_info()
-            base = int(info.seed if info is not None else torch.initial_seed()) % (2**63)
-        return np.random.SeedSequence([int(base), int(self.epoch), int(index), salt])
+        return np.random.SeedSequence([self._base_seed(), int(self.epoch), int(index), salt])
 
     def _finish(self, image: np.ndarray, mask: np.ndarray, index: int) -> dict[str, torch.Tensor]:
         """Image (bands, H, W) from _prepare_image + class mask (H, W) -> augmented tensors.
@@ -361,7 +366,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         if self.compact_batches:
             params = self._scale_params(image.dtype) if img_t.dtype == torch.uint8 else None
             item["image_scale"] = torch.tensor(
-                [0.0, 1.0] if params is None else [params[0], params[1]], dtype=torch.float32
+                (0.0, 1.0) if params is None else params, dtype=torch.float32
             )
         return item
 

@@ -363,6 +363,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self.image_weights = self._image_weights()
         self._cdf = np.cumsum(self.image_weights)
         self.grid = self._grid_positions() if self.grid_mode else None
+        self._epoch_positions: tuple[tuple[int, int], np.ndarray] | None = None
         self.cache.close()  # handles are reopened lazily in each worker
 
     # -- set-up
@@ -449,8 +450,21 @@ class RandomCropSegmentationDataset(_WindowDataset):
         if self.grid is not None:
             i, r, c = self.grid[index]
             return int(i), int(r), int(c)
-        rng = np.random.default_rng(self._item_seed(index))
-        return self._random_position(rng)
+        key = (self._base_seed(), self.epoch)
+        if self._epoch_positions is None or self._epoch_positions[0] != key:
+            self._epoch_positions = (key, self._draw_positions(*key))
+        i, r, c = self._epoch_positions[1][index]
+        return int(i), int(r), int(c)
+
+    def _draw_positions(self, base: int, epoch: int) -> np.ndarray:
+        """(samples_per_epoch, 3) image, row_off, col_off of one epoch, drawn at once."""
+        rng = np.random.default_rng(np.random.SeedSequence([base, epoch, 0x5EED]))
+        n = self.samples_per_epoch
+        u = rng.random(n) * self._cdf[-1]
+        img = np.minimum(np.searchsorted(self._cdf, u, side="right"), len(self._cdf) - 1)
+        span = np.maximum(self.sizes[img] - self.crop_size, 0) + 1  # (n, 2) row, col choices
+        off = np.floor(rng.random((n, 2)) * span).astype(np.int64)
+        return np.column_stack([img, np.minimum(off, span - 1)])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if index < 0 or index >= len(self):
