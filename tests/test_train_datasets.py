@@ -423,3 +423,32 @@ def test_compact_batches_mixed_dtypes_and_wide_classes(
     )
     assert wide[0]["mask"].dtype == torch.int16
     np.testing.assert_array_equal(wide[0]["mask"].numpy(), _mask()[4:20, 6:22])
+
+
+def test_tagged_draws_get_their_own_augmentation(tmp_path: Path) -> None:
+    """A row drawn several times in an epoch is augmented differently each time, and the
+    batches do not depend on num_workers."""
+    from torch.utils.data import DataLoader
+
+    img = write_tif(tmp_path / "img.tif", np.arange(3 * 16 * 16, dtype=np.uint8).reshape(3, 16, 16))
+    msk = write_tif(tmp_path / "msk.tif", (np.arange(256).reshape(16, 16) % 3).astype(np.uint8))
+    rows = [{"image_path": img.name, "mask_path": msk.name, "row_off": 0, "col_off": 0,
+             "patch_size": 16, "sampler_weight": w} for w in (1.0, 0.0)]  # fmt: skip
+    csv = _windows_csv(tmp_path, rows)
+    aug = [
+        {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+        {"_target_": "albumentations.VerticalFlip", "p": 0.5},
+    ]
+    ds = CSVWindowedSegmentationDataset(csv, n_classes=3, augmentation_list=aug, seed=4)
+    sampler = build_weighted_sampler(ds, num_samples=16, seed=0, tag_draws=True)
+    pairs = list(sampler)
+    assert [row for row, _ in pairs] == [0] * 16 and [d for _, d in pairs] == list(range(16))
+    # draw 0 is the plain index; later draws differ
+    assert torch.equal(ds[(0, 0)]["mask"], ds[0]["mask"])
+    seen = {ds[p]["mask"].numpy().tobytes() for p in pairs}
+    assert len(seen) == 4  # all four flip combinations among 16 draws of the same window
+    untagged = {ds[i]["mask"].numpy().tobytes() for i in build_weighted_sampler(ds, 16, seed=0)}
+    assert len(untagged) == 1  # without tags every draw is the same copy
+    b0 = [b["mask"] for b in DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0)]
+    b2 = [b["mask"] for b in DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2)]
+    assert all(torch.equal(x, y) for x, y in zip(b0, b2, strict=True))

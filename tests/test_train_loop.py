@@ -195,14 +195,16 @@ def test_weighted_sampler_only_on_the_training_loader(windows_csv: Path) -> None
 
     from smt_tools.config.train import DataLoaderConfig
     from smt_tools.pipelines.train import _loader
-    from smt_tools.train import CSVWindowedSegmentationDataset
+    from smt_tools.train import CSVWindowedSegmentationDataset, DrawTaggedSampler
 
     ds = CSVWindowedSegmentationDataset(windows_csv, n_classes=3, class_values=[1, 2, 3])
     dl = DataLoaderConfig(
         batch_size=4, shuffle=True, weighted_sampler=True, weighted_sampler_num_samples=7
     )
     train = _loader(ds, dl, train=True, seed=0, source="b.csv")
-    assert isinstance(train.sampler, WeightedRandomSampler)  # shuffle turned off, no error
+    # shuffle turned off, no error; draws tagged (row, draw) for our datasets
+    assert isinstance(train.sampler, DrawTaggedSampler)
+    assert isinstance(train.sampler.sampler, WeightedRandomSampler)
     assert train.sampler.num_samples == 7
     with pytest.warns(UserWarning, match="training loader only"):
         val = _loader(ds, dl.model_copy(update={"shuffle": False}), train=False, seed=0, source="v")

@@ -132,6 +132,8 @@ def _loader(
             replacement=dl.weighted_sampler_replacement,
             seed=seed,
             source=source,
+            # our datasets take (row, draw): repeated draws of a row get distinct augmentations
+            tag_draws=bool(getattr(dataset, "accepts_draw_tags", False)),
         )
         shuffle = False  # the sampler provides the randomness
     elif dl.weighted_sampler:

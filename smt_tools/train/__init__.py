@@ -21,13 +21,14 @@ from smt_tools.train.losses import (
 )
 from smt_tools.train.metrics import SegmentationScores, confusion_matrix, scores_from_confusion
 from smt_tools.train.models import UNet, smp_model
-from smt_tools.train.sampler import build_weighted_sampler
+from smt_tools.train.sampler import DrawTaggedSampler, build_weighted_sampler
 
 __all__ = [
     "CSVWindowedSegmentationDataset",
     "CrossEntropyLoss",
     "DiceFocalLoss",
     "DiceLoss",
+    "DrawTaggedSampler",
     "FocalLoss",
     "RandomCropSegmentationDataset",
     "SegmentationScores",

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ def _file_lock(lock_dir: str, key: str) -> Iterator[None]:
 
 class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
     """Shared machinery: handle cache, scaling, class remapping, augmentation, output format."""
+
+    #: __getitem__ also takes (row, draw) pairs (see smt_tools.train.sampler.DrawTaggedSampler)
+    accepts_draw_tags = True
 
     def __init__(
         self,
@@ -326,18 +330,33 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         info = torch.utils.data.get_worker_info()
         return int(info.seed if info is not None else torch.initial_seed()) % (2**63)
 
-    def _item_seed(self, index: int, salt: int = 0) -> np.random.SeedSequence:
-        return np.random.SeedSequence([self._base_seed(), int(self.epoch), int(index), salt])
+    def _item_seed(self, index: int, salt: int = 0, draw: int = 0) -> np.random.SeedSequence:
+        """Seed of item ``index`` in this epoch; ``draw`` > 0 tells repeated draws apart."""
+        entropy = [self._base_seed(), int(self.epoch), int(index), salt]
+        return np.random.SeedSequence([*entropy, int(draw)] if draw else entropy)
 
-    def _finish(self, image: np.ndarray, mask: np.ndarray, index: int) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _unpack(index: int | tuple[int, int]) -> tuple[int, int]:
+        """(row, draw) of a plain index or of a ``(row, draw)`` pair from a tagged sampler."""
+        if isinstance(index, tuple):
+            return int(index[0]), int(index[1])
+        return int(index), 0
+
+    def _finish(
+        self, image: np.ndarray, mask: np.ndarray, index: int, draw: int = 0
+    ) -> dict[str, torch.Tensor]:
         """Image (bands, H, W) from _prepare_image + class mask (H, W) -> augmented tensors.
 
         With ``compact_batches`` the item also holds ``image_scale`` = (offset, factor), float32:
         :func:`prepare_batch` computes ``(image - offset) * factor`` on the device ((0, 1) for an
         image already scaled here)."""
         if self.transform is not None:
-            if hasattr(self.transform, "set_random_seed"):
-                seed = int(self._item_seed(index, salt=7).generate_state(1)[0])
+            seed = int(self._item_seed(index, salt=7, draw=draw).generate_state(1)[0])
+            if hasattr(self.transform, "set_random_state"):
+                # one shared stream for the whole pipeline: Compose.set_random_seed would give
+                # every transform the same seed, so all p=0.5 decisions would coincide
+                self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+            elif hasattr(self.transform, "set_random_seed"):
                 self.transform.set_random_seed(seed)
             out = self.transform(
                 image=np.ascontiguousarray(image.transpose(1, 2, 0)),

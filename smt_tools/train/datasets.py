@@ -217,11 +217,14 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
             int(self._sizes[index]),
         )
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        img_path, msk_path, r, c, s = self.window(index)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Row ``index``, or ``(row, draw)`` from a tagged weighted sampler (each draw of a row
+        gets its own augmentation)."""
+        row, draw = self._unpack(index)
+        img_path, msk_path, r, c, s = self.window(row)
         img, msk, inside = self._read_pair(img_path, msk_path, r, c, s, s)
         classes = self._mask_to_classes(msk, inside, f"{msk_path} window ({r}, {c}, {s})")
-        return self._finish(img, classes, index)
+        return self._finish(img, classes, row, draw)
 
 
 # ----------------------------------------------------------------------------- random crops
@@ -466,18 +469,19 @@ class RandomCropSegmentationDataset(_WindowDataset):
         off = np.floor(rng.random((n, 2)) * span).astype(np.int64)
         return np.column_stack([img, np.minimum(off, span - 1)])
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, draw = self._unpack(index)
         if index < 0 or index >= len(self):
             raise IndexError(index)
         i, r, c = self.position(index)
         image, mask = self._crop(i, r, c)
         if not self.grid_mode and (self.cutmix_prob > 0 or self.classmix_prob > 0):
-            rng = np.random.default_rng(self._item_seed(index, salt=1))
+            rng = np.random.default_rng(self._item_seed(index, salt=1, draw=draw))
             if self.cutmix_prob > 0 and rng.random() < self.cutmix_prob:
                 image, mask = self._cutmix(image, mask, i, rng)
             if self.classmix_prob > 0 and rng.random() < self.classmix_prob:
                 image, mask = self._classmix(image, mask, rng)
-        return self._finish(image, mask, index)
+        return self._finish(image, mask, index, draw)
 
     def _partner_weights(self, first: int) -> np.ndarray:
         if self.class_shares is None:

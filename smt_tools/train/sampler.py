@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,6 +12,31 @@ from smt_tools.errors import InputDataError
 
 if TYPE_CHECKING:
     from torch.utils.data import WeightedRandomSampler
+
+
+class DrawTaggedSampler:
+    """Yields ``(row, draw)`` for each draw of a weighted sampler, ``draw`` being its position
+    in the epoch, so a dataset of smt_tools.train gives every draw of a row its own
+    augmentation (a rare tile drawn five times is not five identical copies). Deterministic:
+    the same sampler seed and epoch give the same pairs with any ``num_workers``."""
+
+    def __init__(self, sampler: WeightedRandomSampler) -> None:
+        self.sampler = sampler
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.sampler.num_samples)
+
+    @property
+    def weights(self) -> Any:
+        return self.sampler.weights
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for draw, row in enumerate(self.sampler):
+            yield int(row), draw
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def sampler_weights(frame: pd.DataFrame, source: str, column: str = "sampler_weight") -> np.ndarray:
@@ -40,7 +66,8 @@ def build_weighted_sampler(
     seed: int | None = None,
     source: str = "train_dataset",
     column: str = "sampler_weight",
-) -> WeightedRandomSampler:
+    tag_draws: bool = False,
+) -> WeightedRandomSampler | DrawTaggedSampler:
     """A ``torch.utils.data.WeightedRandomSampler`` over the rows of a dataset.
 
     dataset_or_weights: a dataset with a ``frame`` DataFrame holding ``column`` (one row per
@@ -49,6 +76,8 @@ def build_weighted_sampler(
     num_samples: draws per epoch (default: the number of rows).
     replacement: draw with replacement (default True; False needs num_samples <= rows with w > 0).
     seed: seeds the sampler's own generator (same seed, same draws).
+    tag_draws: wrap it in :class:`DrawTaggedSampler` (indices become ``(row, draw)``; for the
+        datasets of smt_tools.train, which the train command uses it with).
     """
     import torch
     from torch.utils.data import WeightedRandomSampler
@@ -73,9 +102,10 @@ def build_weighted_sampler(
     if seed is not None:
         gen = torch.Generator()
         gen.manual_seed(int(seed))
-    return WeightedRandomSampler(
+    sampler = WeightedRandomSampler(
         [float(x) for x in w],
         num_samples=n,
         replacement=replacement,
         generator=gen,
     )
+    return DrawTaggedSampler(sampler) if tag_draws else sampler
