@@ -68,11 +68,18 @@ def test_balanced_train_example(demo_pairs: Path, tmp_path: Path) -> None:
     # what `make demo` does: catalog ingest demo/pairs.csv --patch-size 256 --catalog demo/tiles.parquet
     tiles = tmp_path / cfg["input"]["tiles"]
     tiles.parent.mkdir()
-    run_ingest(demo_pairs, catalog=str(tiles), patch_size=256, workers=1)
+    run_ingest(
+        demo_pairs,
+        catalog=str(tiles),
+        patch_size=256,
+        workers=1,
+        class_names_csv=demo_pairs.parent / "classes.csv",
+    )
     cfg["input"]["tiles"] = str(tiles)
     _redirect_outputs(cfg, tmp_path)
     res = _run(data, tmp_path)
     assert "Tiles: 16 in" in res.stdout
+    assert "6 building" in res.stdout  # the summary names classes ingested from classes.csv
     assert "effective sample size" in res.stdout
     assert "warning: sampling_method rank_max: mode masks_only" in res.stderr
     out = _check_csv(Path(cfg["output"]["csv_path"]), 16)
@@ -114,7 +121,9 @@ def test_balanced_postgres_example(
 
     monkeypatch.setenv("SMT_DATABASE_URL", fresh_database_url)
     run_catalog_init()
-    run_ingest(demo_pairs, patch_size=256, workers=1)
+    run_ingest(
+        demo_pairs, patch_size=256, workers=1, class_names_csv=demo_pairs.parent / "classes.csv"
+    )
     data = _load("balanced_postgres.yaml")
     cfg = data["balanced_dataset"]
     assert cfg["input"]["dsn"] == "${SMT_DATABASE_URL}"
@@ -122,6 +131,7 @@ def test_balanced_postgres_example(
     _redirect_outputs(cfg, tmp_path)
     res = _run(data, tmp_path)
     assert "Recorded catalog run" in res.stdout
+    assert "1 background" in res.stdout  # names from catalog_class
     with psycopg.connect(fresh_database_url) as conn:
         selected = conn.execute("select count(*) from tile where nodata_ratio < 0.05").fetchone()
         results = conn.execute(

@@ -140,6 +140,21 @@ def load_tiles(
     return _to_tiletable(rows, sources, classes, label)
 
 
+def class_names(engine: Engine) -> dict[int, str]:
+    """Class value -> name from ``catalog_class`` (classes without a name are left out)."""
+    label = engine_label(engine)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("select class_value, name from catalog_class where name is not null")
+            ).all()
+    except SQLAlchemyError as exc:
+        raise CatalogError(
+            f"catalog {label}: reading class names failed: {_one_line(exc, label)}"
+        ) from None
+    return {int(v): str(n) for v, n in rows}
+
+
 def _parse_counts(texts: Sequence[str], n_pos: int) -> np.ndarray:
     """(n, n_pos) int64 from 'a,b,c' strings (shorter rows padded with 0)."""
     n = len(texts)

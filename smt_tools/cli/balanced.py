@@ -49,8 +49,13 @@ def register(app: typer.Typer) -> None:
             f"{result.weight_max:.3f}; effective sample size {result.ess:,.1f} of "
             f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})"
         )
+
+        def label(value: int) -> str:
+            name = result.class_names.get(value)
+            return f"{value} {name}" if name else str(value)
+
         if result.rare_classes:
-            say("Rare-class boost on classes " + ", ".join(str(c) for c in result.rare_classes))
+            say("Rare-class boost on classes " + ", ".join(label(c) for c in result.rare_classes))
         table = Table(title="Expected pixel share per epoch", title_justify="left")
         table.add_column("class", justify="right")
         table.add_column("uniform", justify="right")
@@ -60,7 +65,7 @@ def register(app: typer.Typer) -> None:
             result.class_values, result.uniform_share, result.weighted_share, strict=True
         ):
             change = f"x{w / u:.2f}" if u > 0 else "-"
-            table.add_row(str(value), f"{u:.2%}", f"{w:.2%}", change)
+            table.add_row(label(value), f"{u:.2%}", f"{w:.2%}", change)
         console.print(table)
         for path in result.outputs:
             say(f"Wrote {path}")

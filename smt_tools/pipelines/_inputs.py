@@ -277,6 +277,24 @@ def catalog_url(cfg: InputConfig) -> str:
     return f"postgresql://{auth}{host}:{port}/{quote(database, safe='')}"
 
 
+def input_class_names(cfg: InputConfig) -> dict[int, str]:
+    """Class value -> name known to the input (tile table metadata or ``catalog_class``, as
+    written by ``catalog ingest --class-names``); empty for patch records."""
+    if cfg.tiles is not None and cfg.tiles.is_file():
+        from smt_tools.export.tiletable_io import read_class_names
+
+        return {v: n for v, (n, _) in read_class_names(cfg.tiles).items() if n}
+    if cfg.patch_records is not None or cfg.patch_records_csv is not None:
+        return {}
+    from smt_tools import catalog
+
+    engine = catalog.connect(catalog_url(cfg))
+    try:
+        return catalog.class_names(engine)
+    finally:
+        engine.dispose()
+
+
 def load_catalog_tiles(cfg: InputConfig) -> TileTable:
     """Tiles of the PostGIS catalog selected by ``table`` and ``where_clause``."""
     from smt_tools import catalog

@@ -68,6 +68,7 @@ class BalancedResult:
     cluster_sizes: dict[int, int]
     ess: float
     class_values: list[int]
+    class_names: dict[int, str]
     uniform_share: list[float]
     weighted_share: list[float]
     weight_min: float
@@ -101,6 +102,7 @@ class BalancedResult:
             "cluster_sizes": {str(k): v for k, v in self.cluster_sizes.items()},
             "ess": self.ess,
             "class_values": self.class_values,
+            "class_names": {str(k): v for k, v in self.class_names.items()},
             "uniform_share": self.uniform_share,
             "weighted_share": self.weighted_share,
             "weight_min": self.weight_min,
@@ -324,6 +326,7 @@ def run_balanced(
         cluster_sizes=clustering.cluster_sizes if clustering else {},
         ess=ess,
         class_values=[int(v) for v in canon.class_values],
+        class_names=_inputs.input_class_names(cfg.input),
         uniform_share=[float(v) for v in uniform],
         weighted_share=[float(v) for v in weighted],
         weight_min=float(weights[~excluded].min()),
