@@ -136,11 +136,13 @@ def _load(
         model_id, preprocess_hash = keys[0][0], keys[0][1]
     elif files:
         check_cache(path, model_id or "", preprocess_hash or "")
-    value_set = pa.array(np.unique(want), type=pa.int64())
-    ids_parts: list[np.ndarray] = []
-    emb_parts: list[np.ndarray] = []
+    # each distinct id is written once, at its first position in ``want`` (repeats copied last)
+    uniq, first = np.unique(want, return_index=True)
+    value_set = pa.array(uniq, type=pa.int64())
+    out: np.ndarray | None = None
+    found = np.zeros(n, dtype=bool)
     dim: int | None = None
-    for f in files:
+    for f in files:  # file by file, straight into ``out``: later files overwrite (newer chunks)
         t = _read_file(f, ["tile_id", "model_id", "preprocess_hash", "embedding"])
         mask = pc.and_(
             pc.and_(
@@ -148,7 +150,8 @@ def _load(
             ),
             pc.is_in(t["tile_id"], value_set=value_set),
         )
-        t = t.filter(mask)
+        if not pc.all(mask).as_py():
+            t = t.filter(mask)
         d = t.schema.field("embedding").type.list_size
         if dim is not None and d != dim:
             raise EmbeddingCacheError(
@@ -157,25 +160,33 @@ def _load(
         dim = d
         if t.num_rows == 0:
             continue
-        emb_col = t["embedding"].combine_chunks()
-        flat = emb_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        ids_parts.append(t["tile_id"].to_numpy().astype(np.int64))
-        emb_parts.append(flat.reshape(-1, d))
-    out = np.full((n, dim or 0), np.nan, dtype=np.float32)
-    found = np.zeros(n, dtype=bool)
-    if not ids_parts:
-        return out, found, dim
-    ids = np.concatenate(ids_parts)
-    embs = np.concatenate(emb_parts)
-    # later files win (a chunk written after the main file is newer)
-    rev = np.arange(len(ids))[::-1]
-    _, first_rev = np.unique(ids[rev], return_index=True)
-    keep = rev[first_rev]
-    ids, embs = ids[keep], embs[keep]  # sorted by tile_id (np.unique order)
-    pos = np.searchsorted(ids, want)
-    pos_c = np.minimum(pos, len(ids) - 1)
-    found = ids[pos_c] == want
-    out[found] = embs[pos_c[found]]
+        if out is None:
+            out = np.full((n, d), np.nan, dtype=np.float32)
+        ids = t["tile_id"].to_numpy().astype(np.int64, copy=False)
+        rows = (
+            t["embedding"]
+            .combine_chunks()
+            .flatten()
+            .to_numpy(zero_copy_only=False)
+            .astype(np.float32, copy=False)
+            .reshape(-1, d)
+        )
+        del t
+        src = np.arange(len(ids))
+        if len(np.unique(ids)) < len(ids):  # the same tile twice in one file: its last row wins
+            _, last_rev = np.unique(ids[::-1], return_index=True)
+            src = len(ids) - 1 - last_rev
+        dst = first[np.searchsorted(uniq, ids[src])]
+        out[dst] = rows if len(src) == len(rows) else rows[src]
+        found[dst] = True
+        del rows
+    if out is None:
+        return np.full((n, dim or 0), np.nan, dtype=np.float32), found, dim
+    rep = first[np.searchsorted(uniq, want)]
+    dups = rep != np.arange(n)
+    if dups.any():
+        out[dups] = out[rep[dups]]
+        found[dups] = found[rep[dups]]
     return out, found, dim
 
 
