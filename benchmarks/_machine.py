@@ -34,3 +34,11 @@ def machine(extra: str = "") -> str:
     if extra:
         parts.append(extra)
     return ", ".join(parts)
+
+
+def command() -> str:
+    """How this benchmark was run: ``python benchmarks/NAME.py ARGS`` (no trailing space)."""
+    import sys
+
+    script = os.path.basename(sys.argv[0])
+    return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])

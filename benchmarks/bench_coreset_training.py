@@ -224,7 +224,7 @@ def main() -> None:
     section = f"""
 ## Coreset methods vs random vs all tiles: short training on a {args.budget:.0%} coreset ({dt.date.today().isoformat()})
 
-Machine: {proof._machine.machine()}. Command: `python benchmarks/bench_coreset_training.py {" ".join(sys.argv[1:])}`.
+Machine: {proof._machine.machine()}. Command: `{proof._machine.command()}`.
 
 Data: {args.scenes} synthetic scenes of {args.size} px, {len(frame)} windows of {args.patch} px;
 balanced CSV + embedding cache from build-balanced-dataset (mode embeddings, model {model_note});

@@ -196,7 +196,7 @@ def main() -> None:
         f"{n:,} windows of 256 x 256 px (3-band uint8 GeoTIFF, deflate) -> resize 256 / crop 224; "
         f"batch {args.batch_size}, {args.num_workers} reader workers, {args.rounds} alternating "
         "bare/pipeline rounds; random-weight DINOv2 "
-        f"architectures. Command: `python benchmarks/bench_embed.py {' '.join(sys.argv[1:])}`\n\n"
+        f"architectures. Command: `{_machine.command()}`\n\n"
         "| model | dim | bare forward (images/s) | full pipeline (images/s) | pipeline / bare |\n"
         "|---|---:|---:|---:|---:|\n"
     )

@@ -383,7 +383,7 @@ def main() -> None:
         "windows, same 256-window chunks, same process count, handles kept open per process. "
         f"Best of {max(1, args.repeats)} interleaved run(s) each.",
         "",
-        f"Command: `python benchmarks/bench_ingest.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"Command: `{_machine.command()}`",
         "",
     ]
     text = "\n".join(lines)

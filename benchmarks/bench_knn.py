@@ -200,7 +200,7 @@ def main() -> None:
         f"Data: {args.n:,} L2-normalised {args.dim}-d vectors, Gaussian mixture of "
         f"{args.components} components (rank {args.rank} + noise), seed {args.seed}. "
         f"Recall@{args.k} on {len(queries):,} seeded queries vs exact neighbours in the original "
-        f"{args.dim}-d space. Command: `python benchmarks/bench_knn.py {' '.join(sys.argv[1:])}`\n\n"
+        f"{args.dim}-d space. Command: `{_machine.command()}`\n\n"
         "| run | backend | parameters | wall s | cpu s | recall@k |\n|---|---|---|---:|---:|---:|\n"
     )
     table = "".join(

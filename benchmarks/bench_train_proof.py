@@ -260,7 +260,7 @@ def main() -> None:
     section = f"""
 ## Training proof: uniform vs sampler_weight sampling ({dt.date.today().isoformat()})
 
-Machine: {_machine.machine()}. Command: `python benchmarks/bench_train_proof.py {" ".join(sys.argv[1:])}`.
+Machine: {_machine.machine()}. Command: `{_machine.command()}`.
 
 Data: {args.scenes} synthetic scenes of {args.size} px (`smt_tools.raster.synthetic`, seed 0;
 class 6 = building, the rare class), {n_tiles} windows of {args.patch} px, {n_inc} included;

@@ -213,7 +213,7 @@ def main() -> None:
     section = f"""
 ## Random-crop throughput ({dt.date.today().isoformat()})
 
-Machine: {machine}. Command: `{" ".join(["python benchmarks/bench_train_throughput.py", *sys.argv[1:]])}`.
+Machine: {machine}. Command: `{_machine.command()}`.
 
 {args.scenes} synthetic scenes of {args.size} px (3-band uint8 image + uint8 mask, 256 px blocks,
 deflate; {mb:.0f} MB on disk, {decoded_mb:.0f} MB decoded; written in {t_data:.0f} s); {args.crops}
