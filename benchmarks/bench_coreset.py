@@ -41,6 +41,7 @@ def make_data(n: int, dim: int, seed: int, workdir: Path) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from smt_tools.embeddings.cache import ROW_GROUP_ROWS
     from smt_tools.export.csv_out import class_counts_json, class_dist_json
     from smt_tools.tiletable import entropy_from_counts
 
@@ -117,7 +118,7 @@ def make_data(n: int, dim: int, seed: int, workdir: Path) -> tuple[Path, Path]:
         )
         if writer is None:
             writer = pq.ParquetWriter(emb_path, table.schema)
-        writer.write_table(table)
+        writer.write_table(table, row_group_size=ROW_GROUP_ROWS)  # as `embed` writes
     assert writer is not None
     writer.close()
     return csv_path, emb_path
@@ -224,7 +225,7 @@ def main() -> None:
         f"{args.budget:.0%} ({dt.date.today().isoformat()})",
         "",
         f"Machine: {_machine.machine()}; each method in a fresh process on {args.cores} cores "
-        f"(`python benchmarks/bench_coreset.py`). Target <= 60 s per method: "
+        f"(`{_machine.command()}`). Target <= 60 s per method: "
         f"{'met' if ok else 'NOT met'}.",
         "",
         "| method | wall (s) | selection step (s) | peak memory (MiB) | selected | rare-class pixel share (pool) | source images covered |",

@@ -218,22 +218,26 @@ def test_cache_joins_by_key_not_file_order(tmp_path: Path) -> None:
         C.read_embeddings(tmp_path / "none.parquet", want)
 
 
-def test_cache_later_rows_win_and_repeated_ids(tmp_path: Path) -> None:
+def test_cache_later_rows_win_and_repeated_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A chunk written after the main file overrides it; within one file the last row of a
-    tile wins; a tile asked for twice gets its row twice."""
+    tile wins (in one row group or across row groups, which reads stream one at a time); a
+    tile asked for twice gets its row twice."""
     path = tmp_path / "emb.parquet"
 
     def rows(ids: list[int], base: float) -> np.ndarray:
         return np.array([[base + i, -i] for i in ids], dtype=np.float32)
 
     pq.write_table(C.make_table(np.array([1, 2, 3]), rows([1, 2, 3], 0.0), "m", "h"), path)
-    C.write_chunk(
-        path, np.array([2, 4, 2]), np.array([[7, 7], [4, 4], [9, 9]], np.float32), "m", "h"
-    )
-    want = np.array([3, 2, 4, 2, 5, 1], dtype=np.int64)
+    chunk = np.array([[7, 7], [4, 4], [9, 9], [5, 5], [6, 6]], np.float32)
+    monkeypatch.setattr(C, "ROW_GROUP_ROWS", 2)  # row groups [2, 4], [2, 6], [6]
+    part = C.write_chunk(path, np.array([2, 4, 2, 6, 6]), chunk, "m", "h")
+    assert pq.ParquetFile(part).num_row_groups == 3
+    want = np.array([3, 2, 4, 2, 5, 1, 6], dtype=np.int64)
     got, found = C.read_embeddings(path, want)
-    assert found.tolist() == [True, True, True, True, False, True]
-    expected = [[3, -3], [9, 9], [4, 4], [9, 9], [np.nan, np.nan], [1, -1]]
+    assert found.tolist() == [True, True, True, True, False, True, True]
+    expected = [[3, -3], [9, 9], [4, 4], [9, 9], [np.nan, np.nan], [1, -1], [6, 6]]
     np.testing.assert_array_equal(got, np.array(expected, dtype=np.float32))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,11 @@ def _schema(dim: int) -> pa.Schema:
     )
 
 
-def _read_file(f: Path, columns: list[str]) -> pa.Table:
+#: rows per Parquet row group of the cache (reads stream one group at a time: ~50 MiB at 768-d)
+ROW_GROUP_ROWS = 16_384
+
+
+def _check_file(f: Path) -> None:
     try:
         schema = pq.read_schema(f)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -76,7 +81,19 @@ def _read_file(f: Path, columns: list[str]) -> pa.Table:
         raise EmbeddingCacheError(
             f"{f}: column embedding is {emb_type}, expected fixed_size_list<float32>; rebuild it"
         )
+
+
+def _read_file(f: Path, columns: list[str]) -> pa.Table:
+    _check_file(f)
     return pq.read_table(f, columns=columns)
+
+
+def _iter_file(f: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The rows of ``f`` one row group at a time (bounded memory for large caches)."""
+    _check_file(f)
+    pf = pq.ParquetFile(f)
+    for i in range(pf.num_row_groups):
+        yield from pf.read_row_group(i, columns=columns).to_batches()
 
 
 def cache_keys(path: str | os.PathLike[str]) -> list[tuple[str, str, int]]:
@@ -142,8 +159,12 @@ def _load(
     out: np.ndarray | None = None
     found = np.zeros(n, dtype=bool)
     dim: int | None = None
-    for f in files:  # file by file, straight into ``out``: later files overwrite (newer chunks)
-        t = _read_file(f, ["tile_id", "model_id", "preprocess_hash", "embedding"])
+    parts = (
+        batch
+        for f in files  # in order, straight into ``out``: later rows overwrite (newer chunks)
+        for batch in _iter_file(f, ["tile_id", "model_id", "preprocess_hash", "embedding"])
+    )
+    for t in parts:
         mask = pc.and_(
             pc.and_(
                 pc.equal(t["model_id"], model_id), pc.equal(t["preprocess_hash"], preprocess_hash)
@@ -155,7 +176,8 @@ def _load(
         d = t.schema.field("embedding").type.list_size
         if dim is not None and d != dim:
             raise EmbeddingCacheError(
-                f"{f}: embeddings have {d} dimensions but earlier cache rows have {dim}; rebuild"
+                f"{path}: embeddings have {d} dimensions in one file but {dim} in another; "
+                "rebuild the cache (--rebuild)"
             )
         dim = d
         if t.num_rows == 0:
@@ -164,8 +186,7 @@ def _load(
             out = np.full((n, d), np.nan, dtype=np.float32)
         ids = t["tile_id"].to_numpy().astype(np.int64, copy=False)
         rows = (
-            t["embedding"]
-            .combine_chunks()
+            t.column("embedding")
             .flatten()
             .to_numpy(zero_copy_only=False)
             .astype(np.float32, copy=False)
@@ -173,7 +194,7 @@ def _load(
         )
         del t
         src = np.arange(len(ids))
-        if len(np.unique(ids)) < len(ids):  # the same tile twice in one file: its last row wins
+        if len(np.unique(ids)) < len(ids):  # the same tile twice in a batch: its last row wins
             _, last_rev = np.unique(ids[::-1], return_index=True)
             src = len(ids) - 1 - last_rev
         dst = first[np.searchsorted(uniq, ids[src])]
@@ -223,7 +244,7 @@ def lookup(
 
 def _write_atomic(table: pa.Table, target: Path) -> None:
     with atomic_path(target, suffix=".tmp") as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
 def make_table(
