@@ -140,19 +140,20 @@ def load_tiles(
     return _to_tiletable(rows, sources, classes, label)
 
 
-def class_names(engine: Engine) -> dict[int, str]:
-    """Class value -> name from ``catalog_class`` (classes without a name are left out)."""
+def _rows(engine: Engine, sql: str, what: str) -> list[Any]:
+    """All rows of one read-only query; a database error is one line naming ``what``."""
     label = engine_label(engine)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text("select class_value, name from catalog_class where name is not null")
-            ).all()
+            return list(conn.execute(text(sql)).all())
     except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"catalog {label}: reading class names failed: {_one_line(exc, label)}"
-        ) from None
-    return {int(v): str(n) for v, n in rows}
+        raise CatalogError(f"catalog {label}: {what} failed: {_one_line(exc, label)}") from None
+
+
+def class_names(engine: Engine) -> dict[int, str]:
+    """Class value -> name from ``catalog_class`` (classes without a name are left out)."""
+    sql = "select class_value, name from catalog_class where name is not null"
+    return {int(v): str(n) for v, n in _rows(engine, sql, "reading class names")}
 
 
 def _parse_counts(texts: Sequence[str], n_pos: int) -> np.ndarray:
@@ -338,16 +339,8 @@ def record_run(
 
 def count_rows(engine: Engine) -> tuple[int, int]:
     """(tiles, source images) in the catalog."""
-    label = engine_label(engine)
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(
-                text("select (select count(*) from tile), (select count(*) from source_image)")
-            ).one()
-    except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"catalog {label}: counting tiles failed: {_one_line(exc, label)}"
-        ) from None
+    sql = "select (select count(*) from tile), (select count(*) from source_image)"
+    row = _rows(engine, sql, "counting tiles")[0]
     return int(row[0]), int(row[1])
 
 
