@@ -452,3 +452,15 @@ def test_tagged_draws_get_their_own_augmentation(tmp_path: Path) -> None:
     b0 = [b["mask"] for b in DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0)]
     b2 = [b["mask"] for b in DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2)]
     assert all(torch.equal(x, y) for x, y in zip(b0, b2, strict=True))
+
+
+def test_weighted_sampler_refuses_random_crops(tmp_path: Path) -> None:
+    """Random crops are virtual items, not CSV rows: weighting them by row would be silent
+    nonsense, so it is a one-line error naming the fix."""
+    csv = _scenes_csv(tmp_path, [_stripes(0), _stripes(1)])
+    frame = pd.read_csv(csv)
+    frame["sampler_weight"] = [1.0, 0.5]
+    frame.to_csv(csv, index=False)
+    ds = RandomCropSegmentationDataset(csv, crop_size=8, samples_per_epoch=40, n_classes=4)
+    with pytest.raises(InputDataError, match=r"40 items from 2 rows.*class_balanced_sampling"):
+        build_weighted_sampler(ds, seed=0)

@@ -83,6 +83,15 @@ def build_weighted_sampler(
     from torch.utils.data import WeightedRandomSampler
 
     frame = getattr(dataset_or_weights, "frame", dataset_or_weights)
+    if frame is not dataset_or_weights and hasattr(dataset_or_weights, "__len__"):
+        n_items = len(dataset_or_weights)
+        if n_items != len(frame):
+            raise InputDataError(
+                f"{source}: weighted_sampler draws one item per CSV row by {column}, but "
+                f"{type(dataset_or_weights).__name__} has {n_items} items from {len(frame)} "
+                "rows; use CSVWindowedSegmentationDataset for the balanced CSV (random crops "
+                "choose scenes themselves: class_balanced_sampling)"
+            )
     if isinstance(frame, pd.DataFrame):
         w = sampler_weights(frame, source, column)
     else:
