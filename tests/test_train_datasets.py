@@ -464,3 +464,21 @@ def test_weighted_sampler_refuses_random_crops(tmp_path: Path) -> None:
     ds = RandomCropSegmentationDataset(csv, crop_size=8, samples_per_epoch=40, n_classes=4)
     with pytest.raises(InputDataError, match=r"40 items from 2 rows.*class_balanced_sampling"):
         build_weighted_sampler(ds, seed=0)
+
+
+def test_prepare_batch_leaves_the_batch_untouched() -> None:
+    """A float32 image with its image_scale (a mixed batch promotes uint8 crops to float32) is
+    scaled into a new tensor: preparing the same batch twice gives the same result."""
+    from smt_tools.train import prepare_batch
+
+    image = torch.full((2, 3, 4, 4), 204.0)
+    batch = {
+        "image": image,
+        "mask": torch.zeros((2, 4, 4), dtype=torch.uint8),
+        "image_scale": torch.tensor([[0.0, 1 / 255], [4.0, 1 / 200]], dtype=torch.float32),
+    }
+    first, mask = prepare_batch(batch)
+    again, _ = prepare_batch(batch)
+    assert torch.equal(batch["image"], torch.full((2, 3, 4, 4), 204.0))
+    assert torch.equal(first, again) and mask.dtype == torch.int64
+    assert first[0, 0, 0, 0].item() == pytest.approx(0.8) and first[1, 0, 0, 0].item() == 1.0

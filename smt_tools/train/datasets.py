@@ -72,7 +72,9 @@ def prepare_batch(
     mask = mask.to(device, non_blocking=non_blocking)
     if scale is not None:
         s = scale.to(device, non_blocking=non_blocking).view(-1, 2, *([1] * (image.dim() - 1)))
-        image = image.float().sub_(s[:, 0]).mul_(s[:, 1])
+        # torch.sub allocates: the caller's batch is never scaled in place (float32 images
+        # would otherwise be changed under the caller's feet)
+        image = torch.sub(image.float(), s[:, 0]).mul_(s[:, 1])
     elif not image.is_floating_point():
         image = image.float()
     if not mask.is_floating_point():
