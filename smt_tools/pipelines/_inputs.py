@@ -280,7 +280,7 @@ def catalog_url(cfg: InputConfig) -> str:
 def input_class_names(cfg: InputConfig) -> dict[int, str]:
     """Class value -> name known to the input (tile table metadata or ``catalog_class``, as
     written by ``catalog ingest --class-names``); empty for patch records."""
-    if cfg.tiles is not None and cfg.tiles.is_file():
+    if cfg.tiles is not None:
         from smt_tools.export.tiletable_io import read_class_names
 
         return {v: n for v, (n, _) in read_class_names(cfg.tiles).items() if n}
