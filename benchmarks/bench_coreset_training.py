@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,10 +199,6 @@ def main() -> None:
             )
     total = time.perf_counter() - start
 
-    def ms(vals: list[float]) -> str:
-        a = np.asarray(vals, dtype=float)
-        return f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.3f}"
-
     lines = [
         "| arm | tiles sampled | class 6 pixel share | mIoU (mean ± std) | class 6 IoU (mean ± std) |",
         "|---|---:|---:|---|---|",
@@ -213,7 +208,7 @@ def main() -> None:
         n_used = int((f["sampler_weight"] > 0).sum())
         lines.append(
             f"| {arm} | {n_used} | {shares[arm] * 100:.2f} % | "
-            f"{ms([r['miou'] for r in results[arm]])} | {ms([r['rare_iou'] for r in results[arm]])} |"
+            f"{proof.mean_std([r['miou'] for r in results[arm]])} | {proof.mean_std([r['rare_iou'] for r in results[arm]])} |"
         )
     table = "\n".join(lines)
     model_note = (

@@ -106,6 +106,12 @@ def rare_spread(frame: pd.DataFrame) -> tuple[float, float, float]:
     return float((p > 0).mean()), float(p.max()), float(top.mean())
 
 
+def mean_std(vals: list[float]) -> str:
+    """``mean ± std`` (sample std; 0 for one value), 3 decimals."""
+    a = np.asarray(vals, dtype=float)
+    return f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.3f}"
+
+
 def train_arm(
     csv: Path, weighted: bool, seed: int, args: argparse.Namespace, val_groups: list[str], out: Path
 ) -> dict[str, float]:
@@ -229,10 +235,6 @@ def main() -> None:
             )
     total = time.perf_counter() - start
 
-    def ms(vals: list[float]) -> str:
-        a = np.asarray(vals, dtype=float)
-        return f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.3f}"
-
     lines = [
         "| arm | class 6 share per epoch | mIoU (mean ± std) | class 6 IoU (mean ± std) | per seed (mIoU / class 6) |",
         "|---|---|---|---|---|",
@@ -240,8 +242,8 @@ def main() -> None:
     for arm in arms:
         per = ", ".join(f"{r['miou']:.3f} / {r['rare_iou']:.3f}" for r in results[arm])
         lines.append(
-            f"| {arm} | {shares[arm] * 100:.2f} % | {ms([r['miou'] for r in results[arm]])} | "
-            f"{ms([r['rare_iou'] for r in results[arm]])} | {per} |"
+            f"| {arm} | {shares[arm] * 100:.2f} % | {mean_std([r['miou'] for r in results[arm]])} | "
+            f"{mean_std([r['rare_iou'] for r in results[arm]])} | {per} |"
         )
     table = "\n".join(lines)
     print(table)
