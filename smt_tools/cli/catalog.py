@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from smt_tools.cli._common import console, guard, progress_bar
+from smt_tools.cli._common import console, err_console, guard, progress_bar
 
 _CATALOG_HELP = (
     "postgresql://user@host:5432/db URL, or a .parquet file for a local tile table "
@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
             f"{result.sources_in_catalog} source images",
             soft_wrap=True,
         )
+        for line in result.warnings:
+            err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
 
     @sub.command("stats")
     @guard

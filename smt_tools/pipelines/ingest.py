@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class IngestResult:
     scan_seconds: float
     write_seconds: float
     elapsed_seconds: float
+    #: One line each, printed as ``warning: ...`` after the summary (data the user should check).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_scanned(self) -> int:
@@ -285,11 +287,6 @@ def _inspect(
     with RasterCache(maxsize=8) as cache:
         for pair in pairs:
             rec = inspect_pair(pair, cache)
-            if not rec.image.crs:
-                raise InputDataError(
-                    f"{rec.image.path}: raster has no CRS; the catalog stores lon/lat footprints, "
-                    "so georeference the image and mask (e.g. gdal_edit.py -a_srs EPSG:xxxx)"
-                )
             windows.append(
                 tile_windows(
                     rec.image.width,
