@@ -70,6 +70,11 @@ class EmbeddingCacheError(SmtError, ValueError):
     """The embedding cache belongs to another model or preprocessing, or is corrupt."""
 
 
+class OutputError(SmtError, OSError):
+    """An output cannot be written: its folder is missing, not writable or a file, the disk
+    is full, or another run holds its lock. The message names the path and the cause."""
+
+
 def missing_dependency(package: str, extra: str, purpose: str) -> MissingDependencyError:
     """Build the standard error for an optional package that is not installed."""
     return MissingDependencyError(

@@ -15,6 +15,7 @@ cache that holds another (model_id, preprocess_hash) is refused unless the calle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from smt_tools.errors import EmbeddingCacheError
-from smt_tools.export._atomic import atomic_path
+from smt_tools.export._atomic import atomic_path, clean_stale
 
 COLUMNS = ("tile_id", "model_id", "preprocess_hash", "embedding")
 
@@ -277,6 +278,7 @@ def write_chunk(
     existing = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     index = len(existing)
     target = folder / f"part-{index:06d}-{uuid.uuid4().hex[:8]}.parquet"
+    clean_stale(target, any_target=True)  # temp files of chunks a killed run left behind
     _write_atomic(make_table(tile_ids, embeddings, model_id, preprocess_hash), target)
     return target
 
@@ -290,19 +292,30 @@ def compact(parquet_path: str | os.PathLike[str]) -> int:
     """Fold chunk files into the main file (atomic, sorted by tile_id, later rows win).
 
     Returns the number of rows in the compacted file (0 when there is nothing to do).
+    Runs under an exclusive lock (``<cache>.lock``) and removes only the chunk files it folded
+    in, so chunks written meanwhile by a concurrent run are kept for the next compaction.
     """
+    from smt_tools.export._atomic import file_lock
+
     p = Path(parquet_path)
-    files = cache_files(p)
-    if not files or files == [p]:
+    if not [f for f in cache_files(p) if f != p]:
         return 0
-    tables = [_read_file(f, list(COLUMNS)) for f in files]
-    table = pa.concat_tables(tables).combine_chunks()
-    ids = table["tile_id"].to_numpy()
-    rev = np.arange(len(ids))[::-1]
-    _, first_rev = np.unique(ids[rev], return_index=True)
-    keep = np.sort(rev[first_rev])
-    table = table.take(pa.array(keep))
-    table = table.sort_by("tile_id")
-    _write_atomic(table, p)
-    shutil.rmtree(parts_dir(p), ignore_errors=True)
+    with file_lock(p, "compact the embedding cache"):
+        files = cache_files(p)
+        if not files or files == [p]:
+            return 0
+        tables = [_read_file(f, list(COLUMNS)) for f in files]
+        table = pa.concat_tables(tables).combine_chunks()
+        ids = table["tile_id"].to_numpy()
+        rev = np.arange(len(ids))[::-1]
+        _, first_rev = np.unique(ids[rev], return_index=True)
+        keep = np.sort(rev[first_rev])
+        table = table.take(pa.array(keep))
+        table = table.sort_by("tile_id")
+        _write_atomic(table, p)
+        for f in files:
+            if f != p:
+                f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            parts_dir(p).rmdir()  # only when empty: a concurrent run's new chunks stay
     return table.num_rows

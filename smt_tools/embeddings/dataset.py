@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.embeddings.model import Preprocess
-from smt_tools.errors import ConfigError, RasterReadError
-from smt_tools.raster.handles import RasterCache
+from smt_tools.errors import ConfigError
+from smt_tools.raster.handles import RasterCache, read_error
 
 _CACHE = RasterCache(maxsize=32)
 
@@ -151,10 +151,8 @@ class TileBatchDataset:
                     fill_value=self.spec.scale[0],
                 )
             )
-        except (OSError, ValueError) as exc:
-            raise RasterReadError(
-                f"{path}: failed to read window row_off={r} col_off={c} {h}x{w} px: {exc}"
-            ) from None
+        except (OSError, ValueError) as exc:  # RasterioIOError is an OSError
+            raise read_error(str(path), exc, r, c, h, w) from None
 
     def __getitem__(self, b: int) -> tuple[Any, Any]:
         import torch

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools._worker_errors import unwrap_worker_errors
 from smt_tools.embeddings.dataset import TileBatchDataset, default_workers, worker_init
 from smt_tools.embeddings.model import LoadedModel, Preprocess
 from smt_tools.errors import missing_dependency
@@ -93,7 +94,8 @@ def iter_embeddings(
     )
     stats = stats if stats is not None else ExtractStats()
     start = time.perf_counter()
-    with torch.inference_mode():
+    # unwrap: a read error in a worker reaches the caller as the worker's one-line message
+    with torch.inference_mode(), unwrap_worker_errors():
         for ids, pixels in loader:
             emb = forward_cls(loaded.model, pixels, device)
             stats.images += len(ids)

@@ -176,9 +176,12 @@ def run_training(
     """Train as configured; write checkpoints, metrics.csv and metrics.png into output_dir."""
     import torch
 
+    from smt_tools.pipelines._preflight import preflight_train
     from smt_tools.train._targets import instantiate, resolve_target
     from smt_tools.train.loop import fit
 
+    # output_dir writable and no output file is an input, before any work
+    preflight_train(cfg, source if Path(source).is_file() else None)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)

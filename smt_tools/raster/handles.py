@@ -9,17 +9,70 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from smt_tools.errors import RasterOpenError
+from smt_tools.errors import RasterOpenError, RasterReadError
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
+
+#: rasterio's placeholder text when GDAL's own message sits on the chained exception
+_PLACEHOLDERS = ("See previous exception for details",)
+#: longest GDAL cause quoted in an error line (the whole line stays short)
+MAX_CAUSE_CHARS = 160
+
+
+def describe_raster_error(exc: BaseException, path: str | None = None) -> str:
+    """GDAL's own cause of a rasterio failure, as one short line.
+
+    rasterio raises e.g. ``RasterioIOError("Read failed. See previous exception for details.")``
+    chained (``__cause__`` / ``__context__``) to the ``CPLE_*Error`` that carries GDAL's message
+    ("a.tif, band 1: IReadBlock failed at X offset 0, Y offset 0: TIFFReadEncodedStrip()
+    failed."). This walks the chain, drops the placeholders and any message already contained
+    in a kept one, and joins the rest with "; " (at most :data:`MAX_CAUSE_CHARS` characters).
+    With ``path``, the file name GDAL repeats is left out (the caller names the file).
+    Falls back to the exception's type name.
+    """
+    kept: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = _strip_path(" ".join(str(cur).split()), path).rstrip(".")
+        if text and not any(p in text for p in _PLACEHOLDERS):
+            if not any(text in k for k in kept):
+                kept = [k for k in kept if k not in text] + [text]
+        cur = cur.__cause__ or cur.__context__
+    out = "; ".join(kept) if kept else type(exc).__name__
+    return out if len(out) <= MAX_CAUSE_CHARS else out[: MAX_CAUSE_CHARS - 3] + "..."
+
+
+def _strip_path(text: str, path: str | None) -> str:
+    """``text`` without the file name GDAL puts in front of (or quotes inside) its message."""
+    if not path:
+        return text
+    for name in (path, os.path.basename(path)):
+        text = text.replace(f"'{name}' ", "")
+        for sep in (": ", ", "):
+            if text.startswith(name + sep):
+                text = text[len(name) + len(sep) :]
+    return text
+
+
+def read_error(
+    path: str, exc: BaseException, row_off: int, col_off: int, height: int, width: int
+) -> RasterReadError:
+    """The one-line error for a failed window read: file, window, GDAL's cause and the fix."""
+    return RasterReadError(
+        f"{path}: failed to read window row_off={row_off} col_off={col_off} size={height}x{width} "
+        f"(GDAL: {describe_raster_error(exc, path)}); the file is damaged: re-copy or re-export it"
+    )
 
 
 def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
@@ -30,11 +83,15 @@ def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
             f"{p}: file not found; check the path (relative paths are resolved against {os.getcwd()})"
         )
     try:
-        return rasterio.open(p)
-    except RasterioIOError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        with warnings.catch_warnings():
+            # a raster without a CRS or geotransform (a slide scan) is valid input in pixel
+            # space; `catalog ingest` says so in one line instead of rasterio's Python warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(p)
+    except (RasterioError, OSError) as exc:
         raise RasterOpenError(
-            f"{p}: not a readable raster ({first}); check that it is a GeoTIFF or another GDAL format"
+            f"{p}: not a readable raster (GDAL: {describe_raster_error(exc, p)}); check that it "
+            "is a complete GeoTIFF or another GDAL format (re-copy or re-export it)"
         ) from None
 
 

@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from smt_tools.errors import ConfigError, InputDataError, RasterReadError
+from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.raster import RasterCache, open_raster
+from smt_tools.raster.handles import read_error
 from smt_tools.train._targets import build_transforms
 
 if TYPE_CHECKING:
@@ -65,11 +66,7 @@ def read_window(
         try:
             data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
         except Exception as exc:  # rasterio raises several types for corrupt blocks
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RasterReadError(
-                f"{ds.name}: cannot read window row_off={row_off} col_off={col_off} "
-                f"size={height}x{width} ({first})"
-            ) from None
+            raise read_error(ds.name, exc, row_off, col_off, height, width) from None
     if full and data is not None:
         return data, None
     dtype = np.dtype(ds.dtypes[idx[0] - 1])
@@ -161,7 +158,9 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         self.rasterio_lock_dir = rasterio_lock_dir or DEFAULT_LOCK_DIR
         self.reopen_rasterio_on_read = bool(reopen_rasterio_on_read)
         self.seed = seed
-        self.epoch = 0
+        # (epoch, repeat) in shared memory: DataLoader workers (persistent ones too) read the
+        # values the main process sets, so set_epoch reaches every worker whatever its lifetime
+        self._epoch_state = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.cache = RasterCache(maxsize=self.lru_cache_size)
         self.compact_batches = bool(compact_batches)
         self._mask_dtype: np.dtype[Any] = np.dtype(np.int64)
@@ -293,12 +292,31 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         return self.cache.get(path)
 
     def _read_pair(
-        self, image_path: str, mask_path: str, row_off: int, col_off: int, height: int, width: int
+        self,
+        image_path: str,
+        mask_path: str,
+        row_off: int,
+        col_off: int,
+        height: int,
+        width: int,
+        mask_band: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Return image (bands, H, W) (float32 scaled, or raw uint8: see _prepare_image), mask
-        (H, W) raw, inside (H, W) or None."""
+        (H, W) raw, inside (H, W) or None.
+
+        ``mask_band``: the 1-based band of the mask (0: not given, the mask must have one band;
+        a multi-band mask is refused rather than read from band 1 silently)."""
         img, _ = self._read(image_path, row_off, col_off, height, width, self.bands, 0)
-        msk, inside = self._read(mask_path, row_off, col_off, height, width, [1], self.ignore_index)
+        bands = [int(mask_band)] if mask_band > 0 else None
+        msk, inside = self._read(
+            mask_path, row_off, col_off, height, width, bands, self.ignore_index
+        )
+        if msk.shape[0] != 1:
+            raise InputDataError(
+                f"{mask_path}: mask has {msk.shape[0]} bands; a mask is one band of class values: "
+                "name the band in a mask_band column of the CSV (the balanced CSV has one) or the "
+                "dataset's mask_band key"
+            )
         return self._prepare_image(img), msk[0], inside
 
     def _read(
@@ -332,7 +350,10 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _item_seed(self, index: int, salt: int = 0, draw: int = 0) -> np.random.SeedSequence:
         """Seed of item ``index`` in this epoch; ``draw`` > 0 tells repeated draws apart."""
-        entropy = [self._base_seed(), int(self.epoch), int(index), salt]
+        epoch, repeat = self._epoch_key()
+        entropy = [self._base_seed(), epoch, int(index), salt]
+        if repeat:
+            return np.random.SeedSequence([*entropy, int(draw), repeat])
         return np.random.SeedSequence([*entropy, int(draw)] if draw else entropy)
 
     @staticmethod
@@ -389,9 +410,31 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
             )
         return item
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the random crops / augmentations of the next epoch (call before iterating)."""
-        self.epoch = int(epoch)
+    @property
+    def epoch(self) -> int:
+        """The epoch whose random crops / augmentations items get (see :meth:`set_epoch`)."""
+        return int(self._epoch_state[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.set_epoch(value)
+
+    def _epoch_key(self) -> tuple[int, int]:
+        """(epoch, repeat), read from the shared memory the main process writes."""
+        epoch, repeat = self._epoch_state.tolist()
+        return int(epoch), int(repeat)
+
+    def set_epoch(self, epoch: int, repeat: int = 0) -> None:
+        """Change the random crops / augmentations of the next pass (call before iterating).
+
+        ``repeat`` > 0 tells apart further passes over the loader within one epoch (the train
+        loop restarts the loader when ``steps_per_epoch`` exceeds its length). The values live
+        in shared memory, so DataLoader workers see them, persistent workers included:
+        epoch 1 gives the same crops with ``persistent_workers`` true or false, any
+        ``num_workers``.
+        """
+        self._epoch_state[0] = int(epoch)
+        self._epoch_state[1] = int(repeat)
 
     def close(self) -> None:
         """Close every open raster handle of this process."""
@@ -419,6 +462,31 @@ def _resolve_paths(series: pd.Series, base: Path) -> list[str]:
     return out
 
 
+def _mask_bands(
+    frame: pd.DataFrame, column: str, default: int | None, src: str, name: str
+) -> np.ndarray:
+    """The 1-based mask band of each row (int64; 0 = not given: the mask must have one band).
+
+    The ``column`` (the balanced CSV's ``mask_band``, written from ``catalog ingest
+    --mask-band``) wins over the dataset's ``mask_band`` key ``default``.
+    """
+    if default is not None and default < 1:
+        raise ConfigError(f"{name}: mask_band must be >= 1 (1-based band number); got {default}")
+    if column not in frame.columns:
+        return np.full(len(frame), 0 if default is None else int(default), np.int64)
+    values = pd.to_numeric(frame[column], errors="coerce")
+    if default is not None:
+        values = values.fillna(default)
+    bad = values.isna() | (values != values.round()) | (values < 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputDataError(
+            f"{src}: row {row + 2}: {column} must be a band number >= 1; got "
+            f"{frame[column].iloc[row]!r}"
+        )
+    return values.to_numpy(np.int64)
+
+
 def _as_bool(series: pd.Series) -> np.ndarray:
     if series.dtype == bool:
         return series.to_numpy()
@@ -427,6 +495,20 @@ def _as_bool(series: pd.Series) -> np.ndarray:
 
 #: column written by `split`: ';'-separated folds whose training set must not use the tile
 BUFFER_COLUMN = "buffer_excluded_folds"
+
+
+def _fold_label(value: Any) -> str:
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))  # a fold column with empty cells is read as float: 1.0 -> "1"
+    return str(value).strip()
+
+
+def _fold_text(series: pd.Series) -> pd.Series:
+    """Fold labels as text, whatever dtype pandas gave the CSV column: 1, 1.0 and "1" are all
+    "1", an empty cell is "" (a column of single folds with gaps is read as float64)."""
+    return series.map(_fold_label).astype(str)
 
 
 def _select_folds(
@@ -445,7 +527,7 @@ def _select_folds(
             f"{source}: selecting rows by '{fold_column}' needs that column; run "
             "`pytorch-smt-tools split` first (fold) or remove val_fold / val_groups / folds"
         )
-    f = frame[fold_column].astype(str).str.strip()
+    f = _fold_text(frame[fold_column])
     keep = np.ones(len(frame), dtype=bool)
     if folds is not None:
         keep &= f.isin([str(x) for x in folds]).to_numpy()
@@ -457,7 +539,7 @@ def _select_folds(
             # lies within buffer_m of one of their validation tiles); "-1" is the holdout test
             # set, which counts only when it is the held-out set (final training, no val fold).
             held_out = excluded - {"-1"} or excluded
-            listed = frame[BUFFER_COLUMN].fillna("").astype(str).str.split(";")
+            listed = _fold_text(frame[BUFFER_COLUMN]).str.split(";")
             near = listed.map(lambda items: any(i.strip() in held_out for i in items))
             keep &= ~near.to_numpy(bool)
     out = frame.loc[keep].reset_index(drop=True)

@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from smt_tools._worker_errors import unwrap_worker_errors
 from smt_tools.export._atomic import atomic_path
 from smt_tools.progress import ProgressFactory
+from smt_tools.train._base import _WindowDataset
 from smt_tools.train.datasets import prepare_batch
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
 
@@ -55,8 +57,13 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def _set_epoch(loader: Any, epoch: int) -> None:
-    set_epoch = getattr(getattr(loader, "dataset", None), "set_epoch", None)
+def _set_epoch(loader: Any, epoch: int, repeat: int = 0) -> None:
+    """Tell the loader's dataset which epoch (and which pass inside it) comes next."""
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, _WindowDataset):
+        dataset.set_epoch(epoch, repeat)
+        return
+    set_epoch = getattr(dataset, "set_epoch", None)
     if callable(set_epoch):
         set_epoch(epoch)
 
@@ -139,6 +146,7 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
         plt.close(fig)
 
 
+@unwrap_worker_errors()
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -165,6 +173,8 @@ def fit(
     ``metrics.csv`` (epoch, train_loss, val_loss, miou, micro_iou, pixel_accuracy, one
     ``iou_<class>`` column per class, seconds) and ``metrics.png``.
     n_classes: classes scored (2 for a one-channel binary model).
+    An :class:`~smt_tools.errors.SmtError` raised in a DataLoader worker reaches the caller
+    with the worker's own one-line message (not PyTorch's wrapped traceback).
     """
     progress_factory = progress_factory or _no_progress
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -184,10 +194,14 @@ def fit(
         losses: list[float] = []
         with progress_factory(f"Epoch {epoch}/{epochs} train", n_steps) as advance:
             it = iter(train_loader)
+            repeat = 0
             for _ in range(n_steps):
                 try:
                     batch = next(it)
                 except StopIteration:
+                    # another pass in this epoch: new crops / augmentations, not a replay
+                    repeat += 1
+                    _set_epoch(train_loader, epoch, repeat)
                     it = iter(train_loader)
                     batch = next(it)
                 image, mask = prepare_batch(batch, device)

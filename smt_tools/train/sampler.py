@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from smt_tools.errors import InputDataError
+from smt_tools.errors import ConfigError, InputDataError
 
 if TYPE_CHECKING:
     from torch.utils.data import WeightedRandomSampler
@@ -59,6 +59,59 @@ def sampler_weights(frame: pd.DataFrame, source: str, column: str = "sampler_wei
     return w
 
 
+def _refuse(obj: Any, source: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{source}: weighted_sampler cannot weight a {type(obj).__name__} ({why}); pass a "
+        "DataFrame with a sampler_weight column, a dataset with a .frame of one row per item "
+        "(CSVWindowedSegmentationDataset over the balanced CSV) or a 1-D array of weights"
+    )
+
+
+def _weights_of(obj: Any, source: str, column: str) -> np.ndarray:
+    """(n,) float64 weights of a DataFrame, a dataset's ``.frame`` or a 1-D numeric array.
+
+    Decides from the type alone: never reads a dataset item (``np.asarray`` on a dataset would
+    read every item, and a random-crop dataset has no end)."""
+    if isinstance(obj, pd.DataFrame):
+        return sampler_weights(obj, source, column)
+    frame = getattr(obj, "frame", None)
+    if frame is not None:
+        if not isinstance(frame, pd.DataFrame):
+            raise _refuse(obj, source, f"its .frame is a {type(frame).__name__}, not a DataFrame")
+        mismatch = None
+        n_items = len(obj) if hasattr(obj, "__len__") else len(frame)
+        if getattr(obj, "items_are_rows", True) is False:  # random crops: virtual items
+            mismatch = f"{n_items} items from {len(frame)} rows (random crops, not rows)"
+        elif n_items != len(frame):
+            mismatch = f"{n_items} items from {len(frame)} rows"
+        if mismatch is not None:
+            raise InputDataError(
+                f"{source}: weighted_sampler draws one item per CSV row by {column}, but "
+                f"{type(obj).__name__} has {mismatch}; use CSVWindowedSegmentationDataset for "
+                "the balanced CSV (random crops choose scenes themselves: class_balanced_sampling)"
+            )
+        return sampler_weights(frame, source, column)
+    values: Any = obj
+    if isinstance(obj, pd.Series):
+        values = obj.to_numpy()
+    elif type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+        values = obj.detach().cpu().numpy()  # a torch.Tensor of weights
+    elif isinstance(obj, list | tuple):
+        bad = next((v for v in obj if not isinstance(v, int | float | np.number)), None)
+        if bad is not None:
+            raise _refuse(obj, source, f"it holds a {type(bad).__name__}, not numbers")
+        values = np.asarray(obj, dtype=np.float64)
+    if not isinstance(values, np.ndarray):
+        raise _refuse(obj, source, "not a DataFrame, a dataset with .frame, or weights")
+    if values.ndim != 1 or values.dtype.kind not in "biuf":
+        raise _refuse(
+            obj,
+            source,
+            f"an array of shape {values.shape} and dtype {values.dtype}, not 1-D numbers",
+        )
+    return sampler_weights(pd.DataFrame({column: values.astype(np.float64)}), source, column)
+
+
 def build_weighted_sampler(
     dataset_or_weights: Any,
     num_samples: int | None = None,
@@ -71,8 +124,11 @@ def build_weighted_sampler(
     """A ``torch.utils.data.WeightedRandomSampler`` over the rows of a dataset.
 
     dataset_or_weights: a dataset with a ``frame`` DataFrame holding ``column`` (one row per
-        item, e.g. :class:`~smt_tools.train.CSVWindowedSegmentationDataset`), a DataFrame, or an
-        array of weights (n,).
+        item, e.g. :class:`~smt_tools.train.CSVWindowedSegmentationDataset`), a DataFrame, or
+        1-D numeric weights (n,) (array, Series, tensor, list). Anything else (a random-crop
+        dataset, a dataset without ``.frame``, a list of dicts) is a one-line
+        :class:`~smt_tools.errors.ConfigError` / :class:`~smt_tools.errors.InputDataError`,
+        raised before any item is read.
     num_samples: draws per epoch (default: the number of rows).
     replacement: draw with replacement (default True; False needs num_samples <= rows with w > 0).
     seed: seeds the sampler's own generator (same seed, same draws).
@@ -82,22 +138,7 @@ def build_weighted_sampler(
     import torch
     from torch.utils.data import WeightedRandomSampler
 
-    frame = getattr(dataset_or_weights, "frame", dataset_or_weights)
-    if frame is not dataset_or_weights and hasattr(dataset_or_weights, "__len__"):
-        n_items = len(dataset_or_weights)
-        if n_items != len(frame):
-            raise InputDataError(
-                f"{source}: weighted_sampler draws one item per CSV row by {column}, but "
-                f"{type(dataset_or_weights).__name__} has {n_items} items from {len(frame)} "
-                "rows; use CSVWindowedSegmentationDataset for the balanced CSV (random crops "
-                "choose scenes themselves: class_balanced_sampling)"
-            )
-    if isinstance(frame, pd.DataFrame):
-        w = sampler_weights(frame, source, column)
-    else:
-        w = sampler_weights(
-            pd.DataFrame({column: np.asarray(frame, dtype=np.float64)}), source, column
-        )
+    w = _weights_of(dataset_or_weights, source, column)
     n = len(w) if num_samples is None else int(num_samples)
     if n < 1:
         raise InputDataError(f"{source}: weighted_sampler_num_samples must be >= 1; got {n}")
