@@ -29,7 +29,7 @@ def hand_mask() -> np.ndarray:
 
 def hand_image() -> np.ndarray:
     image = np.full((3, 8, 8), 100, np.uint8)
-    image[:, 0, 5] = 0  # one black pixel on the top ring of tile (0,4)
+    image[:, 0, 4:8] = 0  # a black top row (a collar) on tile (0,4): its whole 4-px top edge
     return image
 
 

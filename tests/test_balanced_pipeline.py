@@ -72,7 +72,12 @@ def config(tmp: Path, recs: list[dict[str, Any]], **over: Any) -> dict[str, Any]
         "sampling_method": "rank_max",
         "input": {"patch_records": recs, "scan_workers": 1},
         "clustering": {"k_min": 2, "k_max": 3, "k_selection": "fixed", "k": 3},
-        "exclusion": {"exclude_border_nodata": True, "exclude_black_border": True},
+        # the hand scene marks nodata with 0; patch records name it (not given = none)
+        "exclusion": {
+            "exclude_border_nodata": True,
+            "exclude_black_border": True,
+            "nodata_class": 0,
+        },
         "output": {
             "csv_path": str(tmp / "out" / "b.csv"),
             "geojson_path": str(tmp / "out" / "b.geojson"),
@@ -316,7 +321,7 @@ def ingested_catalog(fresh_database_url: str, demo_pairs: Path) -> str:
     from smt_tools.pipelines.ingest import run_ingest
 
     run_catalog_init(fresh_database_url)
-    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, workers=1)
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, nodata_class=0, workers=1)
     return fresh_database_url
 
 
@@ -365,7 +370,13 @@ def test_catalog_same_numbers_as_local_scan(
 ) -> None:
     from smt_tools.pipelines.ingest import run_ingest
 
-    run_ingest(demo_pairs, catalog=str(tmp_path / "tiles.parquet"), patch_size=128, workers=1)
+    run_ingest(
+        demo_pairs,
+        catalog=str(tmp_path / "tiles.parquet"),
+        patch_size=128,
+        nodata_class=0,
+        workers=1,
+    )
     data = _pg_config(tmp_path / "pg", ingested_catalog)
     run_cfg(data)
     data["balanced_dataset"]["input"] = {"tiles": str(tmp_path / "tiles.parquet")}

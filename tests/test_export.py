@@ -42,7 +42,7 @@ def demo_table(demo_pairs: Path) -> TileTable:
         for r in pairs.itertuples()
     ]
     windows = [tile_windows(s.image.width, s.image.height, 128, 128, "drop") for s in sources]
-    table = scan(sources, windows, workers=1)
+    table = scan(sources, windows, nodata_class=0, workers=1)  # the demo: 0 = nodata
     rng = np.random.default_rng(0)
     table.frame["sampler_weight"] = rng.uniform(0.05, 1, len(table))
     table.frame["excluded"] = table.frame["has_mask_border_nodata"].to_numpy()

@@ -80,7 +80,10 @@ def test_parquet_ingest_matches_scan_and_is_incremental(tmp_path: Path) -> None:
     out = tmp_path / "tiles.parquet"
     names = tmp_path / "names.csv"
     names.write_text("class_value,name,colour\n0,nodata,#000000\n3,water,#0000ff\n")
-    args = ("catalog", "ingest", str(pairs), "--patch-size", "4", "--catalog", str(out))
+    args = (
+        "catalog", "ingest", str(pairs), "--patch-size", "4", "--nodata-class", "0",
+        "--catalog", str(out),
+    )  # fmt: skip
     code, stdout, err = invoke(*args, "--class-names", str(names), "--workers", "2")
     assert code == 0, err
     assert "Images: 2 listed, 2 scanned (2 new, 0 changed), 0 unchanged skipped" in stdout
@@ -92,7 +95,7 @@ def test_parquet_ingest_matches_scan_and_is_incremental(tmp_path: Path) -> None:
     assert table.counts[:4].tolist() == HAND_COUNTS
     assert read_class_names(out) == {3: ("water", "#0000ff")}  # nodata class not a class
     recs = [inspect_pair(PairSpec(p.image_path, p.mask_path)) for p in read_pairs_csv(pairs)]
-    local = scan(recs, [tile_windows(8, 8, 4)] * 2, workers=1)
+    local = scan(recs, [tile_windows(8, 8, 4)] * 2, nodata_class=0, workers=1)
     pd.testing.assert_frame_equal(table.frame, local.frame)
     # unchanged: nothing scanned, file not rewritten
     stamp = out.stat().st_mtime_ns
@@ -113,7 +116,7 @@ def test_parquet_ingest_matches_scan_and_is_incremental(tmp_path: Path) -> None:
     assert after.counts[b_rows].tolist() == [[0, 16, 0]] * 4
     assert after.counts[~b_rows].tolist() == HAND_COUNTS
     # other tiling parameters make every source "changed"
-    code, stdout, err = invoke(*args[:-4], "--patch-size", "8", "--catalog", str(out))
+    code, stdout, err = invoke(*args[:-6], "--patch-size", "8", *args[-4:])
     assert code == 0, err
     assert "2 scanned (0 new, 2 changed)" in stdout and "now holds 2 tiles" in stdout
     stats = run_catalog_stats(str(out))
@@ -125,8 +128,10 @@ def test_parquet_ingest_matches_scan_and_is_incremental(tmp_path: Path) -> None:
 def test_bad_inputs_leave_parquet_unchanged(tmp_path: Path) -> None:
     pairs = two_scenes(tmp_path)
     out = tmp_path / "tiles.parquet"
+    nd0 = ("--nodata-class", "0")  # the hand-built masks use 0 = nodata
     assert (
-        invoke("catalog", "ingest", str(pairs), "--patch-size", "4", "--catalog", str(out))[0] == 0
+        invoke("catalog", "ingest", str(pairs), "--patch-size", "4", *nd0, "--catalog", str(out))[0]
+        == 0
     )
     before = (out.read_bytes(), out.stat().st_mtime_ns)
     (tmp_path / "corrupt.tif").write_bytes(b"II*\x00garbage")
@@ -156,7 +161,7 @@ def test_bad_inputs_leave_parquet_unchanged(tmp_path: Path) -> None:
     for i, (listed, header, pattern) in enumerate(cases):
         csv_path = write_pairs_csv(tmp_path / f"case{i}.csv", listed, header=header)
         code, _, err = invoke(
-            "catalog", "ingest", str(csv_path), "--patch-size", "4", "--catalog", str(out)
+            "catalog", "ingest", str(csv_path), "--patch-size", "4", *nd0, "--catalog", str(out)
         )
         assert code == 1, (pattern, err)
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
@@ -167,9 +172,10 @@ def test_bad_inputs_leave_parquet_unchanged(tmp_path: Path) -> None:
     )
     assert code == 1
     assert (
-        "patch size 64 is larger than the image (8x8 px); use a smaller --patch-size or --edge pad"
-        in err
-    )
+        "all 2 images listed are smaller than the 64 px patch (largest: "
+        f"{(tmp_path / 'a_img.tif').as_posix()}, 8x8 px); nothing was ingested: use --edge pad, "
+        "or --patch-size 8 or less"
+    ) in err
     code, _, err = invoke("catalog", "ingest", str(pairs), "--edge", "wrap", "--catalog", str(out))
     assert code == 1 and "--edge must be one of drop, shift, pad; got 'wrap'" in err
     assert (out.read_bytes(), out.stat().st_mtime_ns) == before

@@ -20,7 +20,7 @@ from tests.catalog_data import HAND_COUNTS, hand_pair
 def _scanned(folder: Path) -> tuple[TileTable, list]:
     img, msk = hand_pair(folder)
     rec = inspect_pair(PairSpec(str(img), str(msk), "g1"))
-    return scan([rec], [tile_windows(8, 8, 4)], workers=1), [rec]
+    return scan([rec], [tile_windows(8, 8, 4)], nodata_class=0, workers=1), [rec]
 
 
 PARAMS = {"patch_size": 4, "stride": 4, "edge_policy": "drop", "black_tolerance": 0.0}

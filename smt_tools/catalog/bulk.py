@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from smt_tools.catalog.engine import db_cause, engine_label, scrub
-from smt_tools.errors import CatalogError, SmtError
-from smt_tools.geo import footprints_lonlat, rings_to_wkt
-from smt_tools.raster.scan import SourceRecord
+from smt_tools.errors import CatalogError, InputDataError, SmtError
+from smt_tools.geo import footprints_lonlat, has_crs, rings_to_wkt
+from smt_tools.raster.maskcheck import first_mask_with, new_classes_message
+from smt_tools.raster.scan import SCAN_RULES, SourceRecord
 from smt_tools.tiletable import TileTable
 
 _INGEST_LOCK_KEY = 0x5A7_7002
@@ -39,6 +40,8 @@ FINGERPRINT_COLUMNS: tuple[str, ...] = (
     "stride",
     "edge_policy",
     "black_tolerance",
+    "mask_band",
+    "scan_rules",
 )
 
 _TILE_COPY = (
@@ -49,8 +52,8 @@ _TILE_COPY = (
 _SOURCE_COPY = (
     "COPY source_image (id, image_path, mask_path, group_id, crs, transform, width, height, "
     "band_count, dtype, nodata, mask_dtype, nodata_class, patch_size, stride, edge_policy, "
-    "black_tolerance, image_size, image_mtime, mask_size, mask_mtime, tile_count, footprint) "
-    "FROM STDIN"
+    "black_tolerance, image_size, image_mtime, mask_size, mask_mtime, tile_count, footprint, "
+    "mask_band, scan_rules) FROM STDIN"
 )
 
 
@@ -92,9 +95,12 @@ _PGCOPY_TRAILER = b"\xff\xff"
 _INT8_OID = 20
 
 
-def _tile_record_dtype(n_points: int, n_positions: int, entropy: bool) -> np.dtype:
+def _tile_record_dtype(
+    n_points: int, n_positions: int, entropy: bool, footprint: bool = True
+) -> np.dtype:
     """One tile row in PostgreSQL's binary COPY format (big-endian lengths and values; the
-    footprint is little-endian EWKB, as geometry_recv reads it)."""
+    footprint is little-endian EWKB, as geometry_recv reads it, or NULL when ``footprint`` is
+    False: a tile of a raster without a CRS has no lon/lat outline)."""
     fields: list[tuple[Any, ...]] = [
         ("n_fields", ">i2"),
         ("id_len", ">i4"),
@@ -110,12 +116,17 @@ def _tile_record_dtype(n_points: int, n_positions: int, entropy: bool) -> np.dty
         ("w_len", ">i4"),
         ("w", ">i4"),
         ("geom_len", ">i4"),
-        ("geom_order", "u1"),
-        ("geom_type", "<u4"),
-        ("geom_srid", "<u4"),
-        ("geom_rings", "<u4"),
-        ("geom_points", "<u4"),
-        ("geom_xy", "<f8", (n_points, 2)),
+    ]
+    if footprint:
+        fields += [
+            ("geom_order", "u1"),
+            ("geom_type", "<u4"),
+            ("geom_srid", "<u4"),
+            ("geom_rings", "<u4"),
+            ("geom_points", "<u4"),
+            ("geom_xy", "<f8", (n_points, 2)),
+        ]
+    fields += [
         ("cc_len", ">i4"),
         ("cc_ndim", ">i4"),
         ("cc_hasnull", ">i4"),
@@ -131,11 +142,11 @@ def _tile_record_dtype(n_points: int, n_positions: int, entropy: bool) -> np.dty
 
 
 def _tile_records(
-    sub: pd.DataFrame, rings: np.ndarray, counts: np.ndarray, entropy: bool
+    sub: pd.DataFrame, rings: np.ndarray, counts: np.ndarray, entropy: bool, footprint: bool = True
 ) -> np.ndarray:
     n, m = rings.shape[0], rings.shape[1]
     p = counts.shape[1]
-    rec = np.zeros(n, dtype=_tile_record_dtype(m, p, entropy))
+    rec = np.zeros(n, dtype=_tile_record_dtype(m, p, entropy, footprint))
     rec["n_fields"] = 13
     for name, size in (("id", 8), ("src", 8), ("row", 4), ("col", 4), ("h", 4), ("w", 4)):
         rec[f"{name}_len"] = size
@@ -145,13 +156,16 @@ def _tile_records(
     rec["col"] = sub["col_off"].to_numpy(np.int64)
     rec["h"] = sub["height"].to_numpy(np.int64)
     rec["w"] = sub["width"].to_numpy(np.int64)
-    rec["geom_len"] = 1 + 4 * 4 + m * 16
-    rec["geom_order"] = 1
-    rec["geom_type"] = _EWKB_POLYGON_SRID
-    rec["geom_srid"] = 4326
-    rec["geom_rings"] = 1
-    rec["geom_points"] = m
-    rec["geom_xy"] = rings
+    if footprint:
+        rec["geom_len"] = 1 + 4 * 4 + m * 16
+        rec["geom_order"] = 1
+        rec["geom_type"] = _EWKB_POLYGON_SRID
+        rec["geom_srid"] = 4326
+        rec["geom_rings"] = 1
+        rec["geom_points"] = m
+        rec["geom_xy"] = rings
+    else:
+        rec["geom_len"] = -1  # NULL footprint
     rec["cc_len"] = 12 + (8 + 12 * p if p else 0)
     rec["cc_ndim"] = 1 if p else 0
     rec["cc_oid"] = _INT8_OID
@@ -192,13 +206,21 @@ def _tile_copy_chunks(
     yield _PGCOPY_SIGNATURE
     for start in range(0, n, chunk_rows):
         sub = f.iloc[start : start + chunk_rows]
-        rings = footprints_lonlat(sub)
+        rings = footprints_lonlat(sub, missing="nan")  # NaN rings: no CRS -> NULL footprint
         sub_counts = counts[start : start + chunk_rows]
         has_ent = ~np.isnan(sub["class_entropy"].to_numpy(np.float64))
-        for keep, entropy in ((has_ent, True), (~has_ent, False)):
+        has_fp = has_crs(sub)
+        for keep, entropy, fp in (
+            (has_ent & has_fp, True, True),
+            (~has_ent & has_fp, False, True),
+            (has_ent & ~has_fp, True, False),
+            (~has_ent & ~has_fp, False, False),
+        ):
             if keep.any():
                 idx = np.flatnonzero(keep)
-                yield _tile_records(sub.iloc[idx], rings[idx], sub_counts[idx], entropy).tobytes()
+                yield _tile_records(
+                    sub.iloc[idx], rings[idx], sub_counts[idx], entropy, fp
+                ).tobytes()
     yield _PGCOPY_TRAILER
 
 
@@ -214,7 +236,15 @@ def _source_rows(
             "crs": [s.image.crs for s in sources],
         }
     )
-    wkt = rings_to_wkt(footprints_lonlat(frame, densify=16)) if len(frame) else []
+    # a raster without a CRS has no lon/lat outline: NULL footprint (None), crs ""
+    georef = has_crs(frame) if len(frame) else np.zeros(0, bool)
+    wkt: list[str | None] = [None] * len(frame)
+    if georef.any():
+        idx = np.flatnonzero(georef)
+        for k, text_ in zip(
+            idx, rings_to_wkt(footprints_lonlat(frame.iloc[idx], densify=16)), strict=True
+        ):
+            wkt[k] = "SRID=4326;" + text_
     rows = []
     for s, w in zip(sources, wkt, strict=True):
         rows.append(
@@ -241,10 +271,30 @@ def _source_rows(
                 s.mask.file_size,
                 s.mask.file_mtime,
                 int(tile_counts.get(s.source_image_id, 0)),
-                "SRID=4326;" + w,
+                w,
+                int(s.mask_band),
+                int(params.get("scan_rules", SCAN_RULES)),
             )
         )
     return rows
+
+
+def _renumber_classes(conn: Connection, nodata_class: int | None) -> None:
+    """No tile is left: rewrite catalog_class as the sorted known classes (names and colours
+    kept) without the nodata class, so a re-ingest of everything may change the nodata rule."""
+    rows = conn.execute(text("select class_value, name, colour from catalog_class")).all()
+    keep = sorted(
+        (int(v), n, c) for v, n, c in rows if nodata_class is None or int(v) != int(nodata_class)
+    )
+    conn.execute(text("delete from catalog_class"))
+    for p, (v, n, c) in enumerate(keep, start=1):
+        conn.execute(
+            text(
+                "insert into catalog_class (position, class_value, name, colour) "
+                "values (:p, :v, :n, :c)"
+            ),
+            {"p": p, "v": v, "n": n, "c": c},
+        )
 
 
 def _sync_classes(
@@ -252,14 +302,24 @@ def _sync_classes(
     class_values: Sequence[int],
     class_names: Mapping[int, tuple[str | None, str | None]],
     nodata_class: int | None,
+    refuse_new: str | None = None,
+    table: TileTable | None = None,
 ) -> tuple[dict[int, int], int]:
-    """Append unknown classes to catalog_class, set names; pad tile arrays. -> (value->pos, added)."""
+    """Append unknown classes to catalog_class, set names; pad tile arrays. -> (value->pos, added).
+
+    refuse_new: the catalog label; when set and the catalog already lists classes, values it
+    does not list raise :class:`InputDataError` naming each and the first mask of ``table``
+    holding it (nothing written: the caller's transaction rolls back).
+    """
     rows = conn.execute(text("select class_value, position from catalog_class")).all()
     pos = {int(r[0]): int(r[1]) for r in rows}
     old_n = max(pos.values(), default=0)
     wanted = {int(v) for v in class_values} | {int(v) for v in class_names}
     wanted.discard(-1 if nodata_class is None else int(nodata_class))
     new_values = sorted(wanted - set(pos))
+    if new_values and pos and refuse_new is not None:
+        first = first_mask_with(table, new_values) if table is not None else {}
+        raise InputDataError(new_classes_message(refuse_new, sorted(pos), new_values, first))
     for v in new_values:
         pos[v] = max(pos.values(), default=0) + 1
         conn.execute(
@@ -296,10 +356,17 @@ def write_ingest(
     params: Mapping[str, Any],
     replace_ids: Sequence[int] = (),
     class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
+    allow_new_classes: bool = False,
 ) -> WriteStats:
     """Replace ``replace_ids`` and write ``sources`` with their tiles ``table``, in one transaction.
 
     ``table`` None (nothing scanned) still applies ``class_names``.
+
+    Classes: while other source images stay in the catalog, class values (of ``table`` or
+    ``class_names``) that ``catalog_class`` does not list are refused unless
+    ``allow_new_classes`` (then appended, tile arrays padded). When this write replaces every
+    source image, the class list is rebuilt (sorted, names kept, the nodata class left out) and
+    any class is accepted.
 
     params: ``nodata_class, patch_size, stride, edge_policy, black_tolerance`` of the scan.
     class_names: class value -> (name, colour), either may be None.
@@ -329,17 +396,28 @@ def write_ingest(
                 found = ", ".join("none" if v is None else str(v) for v in sorted(others, key=str))
                 raise CatalogError(
                     f"catalog {engine_label(engine)} holds tiles ingested with nodata class {found}; "
-                    f"got --nodata-class {nodata}: use the same nodata class (or a separate catalog)"
+                    f"got --nodata-class {'none' if nodata is None else nodata}: use the same "
+                    "nodata class, re-ingest all of its source images in one run, or use a "
+                    "separate catalog"
                 )
-            pos, added = _sync_classes(conn, [int(v) for v in table.class_values], names, nodata)
+            deleted = conn.execute(
+                text("delete from source_image where id = any(:ids)"), {"ids": delete_ids}
+            ).rowcount
+            if not others:  # no tile is left: the class list starts again
+                _renumber_classes(conn, nodata)
+            pos, added = _sync_classes(
+                conn,
+                [int(v) for v in table.class_values],
+                names,
+                nodata,
+                refuse_new=None if allow_new_classes else engine_label(engine),
+                table=table,
+            )
             if nodata is not None and int(nodata) in pos:
                 raise CatalogError(
                     f"catalog {engine_label(engine)} lists class {nodata} as a class; it cannot also "
                     "be the nodata class: use the nodata class the catalog was built with"
                 )
-            deleted = conn.execute(
-                text("delete from source_image where id = any(:ids)"), {"ids": delete_ids}
-            ).rowcount
             raw = conn.connection.driver_connection
             assert raw is not None
             n_pos = max(pos.values(), default=0)

@@ -3,16 +3,62 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from smt_tools.cli._common import console, err_console, guard, progress_bar
+from smt_tools.cli._tables import print_class_table
+
+if TYPE_CHECKING:
+    from smt_tools.pipelines.ingest import IngestResult
 
 _CATALOG_HELP = (
     "postgresql://user@host:5432/db URL, or a .parquet file for a local tile table "
     "(default: $SMT_DATABASE_URL)."
 )
+
+
+#: Most rows of the class-share table an ingest prints (the largest classes; `catalog stats`
+#: lists all).
+MAX_CLASS_ROWS = 24
+
+
+def print_ingest_report(result: IngestResult) -> None:
+    """The nodata line and the class-share table of the tiles an ingest wrote (80 columns)."""
+    s = result.scanned
+    if result.nodata_class is None:
+        line = "nodata: none (every mask value is a class)"
+    elif s.mask_pixels:
+        line = f"nodata: class {result.nodata_class} = {100 * s.nodata_share:.2f} % of mask pixels"
+    else:
+        line = f"nodata: class {result.nodata_class}"
+    console.print(line, markup=False, soft_wrap=True)
+    if not s.tiles:
+        return
+    rows = sorted(s.classes, key=lambda c: -c.pixels)[:MAX_CLASS_ROWS]
+    hidden = len(s.classes) - len(rows)
+    rows.sort(key=lambda c: c.class_value)
+    excluded = "" if result.nodata_class is None else " (nodata excluded)"
+    console.print(  # not a table title: rich wraps a title to the (narrow) table's width
+        f"Class shares of the {s.tiles:,} tiles written{excluded}:", markup=False, soft_wrap=True
+    )
+    print_class_table(
+        console,
+        None,
+        [c.class_value for c in rows],
+        {c.class_value: c.name for c in rows if c.name},
+        ["pixels", "share"],
+        [[f"{c.pixels:,}", f"{100 * c.share:.2f} %"] for c in rows],
+    )
+    if hidden:
+        rest = sum(c.share for c in s.classes) - sum(c.share for c in rows)
+        console.print(
+            f"... and {hidden} smaller classes, {100 * rest:.2f} % together "
+            "(`catalog stats` lists all)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -56,8 +102,19 @@ def register(app: typer.Typer) -> None:
         edge: str = typer.Option(
             "drop", "--edge", help="Partial tiles at the right/bottom edge: drop, shift or pad."
         ),
-        nodata_class: int | None = typer.Option(
-            0, "--nodata-class", help="Mask value that means nodata (-1: none)."
+        nodata_class: str | None = typer.Option(
+            None,
+            "--nodata-class",
+            help="Mask value that means nodata (default none: every mask value, 0 included, "
+            "is a class; -1 = none).",
+        ),
+        mask_band: int | None = typer.Option(
+            None, "--mask-band", min=1, help="1-based band of multi-band masks holding the classes."
+        ),
+        allow_new_classes: bool = typer.Option(
+            False,
+            "--allow-new-classes",
+            help="Accept class values the catalog does not list yet (refused by default).",
         ),
         black_tolerance: float = typer.Option(
             0.0, "--black-tolerance", min=0.0, help="Image value <= this (all bands) is black."
@@ -71,15 +128,22 @@ def register(app: typer.Typer) -> None:
         catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
     ) -> None:
         """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
-        from smt_tools.pipelines.ingest import run_ingest
+        from smt_tools.errors import ConfigError
+        from smt_tools.pipelines.ingest import parse_nodata_class, run_ingest
 
+        try:
+            nodata = parse_nodata_class(nodata_class)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--nodata-class'") from None
         result = run_ingest(
             pairs_csv,
             catalog=catalog,
             patch_size=patch_size,
             stride=stride,
             edge=edge,
-            nodata_class=None if nodata_class is not None and nodata_class < 0 else nodata_class,
+            nodata_class=nodata,
+            mask_band=mask_band,
+            allow_new_classes=allow_new_classes,
             black_tolerance=black_tolerance,
             workers=workers,
             class_names_csv=class_names,
@@ -102,8 +166,13 @@ def register(app: typer.Typer) -> None:
             f"{result.sources_in_catalog} source images",
             soft_wrap=True,
         )
+        print_ingest_report(result)
+        for line in result.tiling.info_lines():  # padded tiles (--edge pad)
+            console.print(line, markup=False, soft_wrap=True)
         for line in result.warnings:
             err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
+        for line in result.tiling.warning_lines():  # small images skipped, low drop coverage
+            err_console.print(line, markup=False, soft_wrap=True)
 
     @sub.command("stats")
     @guard
@@ -120,9 +189,11 @@ def register(app: typer.Typer) -> None:
             f"nodata {100 * s.nodata_share:.2f} % of window pixels",
             soft_wrap=True,
         )
-        table = Table("class", "name", "pixels", "share")
-        for c in s.classes:
-            table.add_row(
-                str(c.class_value), c.name or "", f"{c.pixels:,}", f"{100 * c.share:.2f} %"
-            )
-        console.print(table)
+        print_class_table(  # names move to a legend when they would not fit 80 columns
+            console,
+            None,
+            [c.class_value for c in s.classes],
+            {c.class_value: c.name for c in s.classes if c.name},
+            ["pixels", "share"],
+            [[f"{c.pixels:,}", f"{100 * c.share:.2f} %"] for c in s.classes],
+        )

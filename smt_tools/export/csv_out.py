@@ -23,6 +23,7 @@ BALANCED_COLUMNS: tuple[str, ...] = (
     "row_off",
     "col_off",
     "patch_size",
+    "mask_band",
     "tile_id",
     "source_image_id",
     "group_id",
@@ -112,7 +113,7 @@ def balanced_frame(
     uniq: np.ndarray | None,
 ) -> pd.DataFrame:
     """The balanced CSV's rows: one per tile of ``table`` (frame with TILE_COLUMNS and
-    ``patch_size``), in table order. All arrays are (n,): excluded bool, labels int64
+    ``patch_size``; ``mask_band`` when the frame has it, else band 1), in table order. All arrays are (n,): excluded bool, labels int64
     (freq_cluster_id, -1 = none), sizes int64, cluster_weight float64 (1 / size, 0 = none),
     weights float64 (sampler_weight), uniq float64 or None (adds ``uniqueness_score``)."""
     f = table.frame
@@ -123,6 +124,11 @@ def balanced_frame(
             "row_off": f["row_off"].to_numpy(np.int64),
             "col_off": f["col_off"].to_numpy(np.int64),
             "patch_size": f["patch_size"].to_numpy(np.int64),
+            "mask_band": (
+                f["mask_band"].to_numpy(np.int64)
+                if "mask_band" in f.columns
+                else np.ones(len(f), np.int64)
+            ),
             "tile_id": f["tile_id"].to_numpy(np.int64),
             "source_image_id": f["source_image_id"].to_numpy(np.int64),
             "group_id": f["group_id"].to_numpy(),

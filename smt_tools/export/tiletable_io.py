@@ -10,6 +10,7 @@ re-ingest into the same file is incremental), and any extra frame columns. Schem
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -22,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smt_tools.errors import InputDataError
-from smt_tools.export._atomic import atomic_path
-from smt_tools.raster.scan import SourceRecord
+from smt_tools.export._atomic import atomic_path, file_lock
+from smt_tools.raster.scan import SCAN_RULES, SourceRecord
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 
 FORMAT_VERSION = 1
@@ -39,6 +40,8 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "stride",
     "edge_policy",
     "black_tolerance",
+    "mask_band",
+    "scan_rules",
 )
 _SOURCE_DTYPES: dict[str, str] = {
     "image_size": "Int64",
@@ -49,6 +52,8 @@ _SOURCE_DTYPES: dict[str, str] = {
     "stride": "Int64",
     "edge_policy": "string",
     "black_tolerance": "Float64",
+    "mask_band": "Int64",
+    "scan_rules": "Int64",
 }
 
 
@@ -73,6 +78,8 @@ def attach_sources(
     frame["stride"] = pd.array([int(params["stride"])] * n, dtype="Int64")
     frame["edge_policy"] = pd.array([str(params["edge_policy"])] * n, dtype="string")
     frame["black_tolerance"] = pd.array([float(params["black_tolerance"])] * n, dtype="Float64")
+    frame["mask_band"] = pd.array([int(r.mask_band) for r in recs], dtype="Int64")
+    frame["scan_rules"] = pd.array([int(params.get("scan_rules", SCAN_RULES))] * n, dtype="Int64")
     return TileTable(frame, table.counts, table.class_values, table.nodata_class)
 
 
@@ -123,6 +130,15 @@ def write_tile_table(
         pq.write_table(arrow, tmp, compression="zstd")
 
 
+def tile_table_lock(
+    path: str | os.PathLike[str], what: str = "update", timeout_s: float | None = None
+) -> contextlib.AbstractContextManager[Path]:
+    """Exclusive lock of a tile table (``<path>.lock`` beside it) for a read-modify-write, so
+    two processes updating one table take turns instead of the last writer dropping the other's
+    rows. Waiting more than a second logs one ``waiting for the lock ... held by pid N`` line."""
+    return file_lock(path, what, timeout_s=timeout_s)
+
+
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``smt_tools.tile_table`` metadata of ``path`` (clear error if not a tile table)."""
     p = Path(path)
@@ -155,8 +171,9 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 def read_tile_table(path: str | os.PathLike[str], include_sources: bool = False) -> TileTable:
     """Read a tile table written by :func:`write_tile_table`.
 
-    The frame has :data:`TILE_COLUMNS` plus any extra columns that were written; the
-    fingerprint columns :data:`SOURCE_COLUMNS` only with ``include_sources=True``.
+    The frame has :data:`TILE_COLUMNS` plus any extra columns that were written and
+    ``mask_band`` (int64; 1 for tables written before it existed); the other fingerprint
+    columns of :data:`SOURCE_COLUMNS` only with ``include_sources=True``.
     counts: (n, C) int64 aligned with ``class_values`` from the metadata.
     """
     p = Path(path)
@@ -185,9 +202,16 @@ def read_tile_table(path: str | os.PathLike[str], include_sources: bool = False)
         else np.zeros((0, len(class_values)), np.int64)
     )
     arrow = arrow.drop_columns(["class_counts"])
-    if not include_sources:
-        arrow = arrow.drop_columns([c for c in SOURCE_COLUMNS if c in arrow.column_names])
+    if not include_sources:  # mask_band stays: readers of the tiles need the band
+        drop = [c for c in SOURCE_COLUMNS if c in arrow.column_names and c != "mask_band"]
+        arrow = arrow.drop_columns(drop)
     frame = arrow.to_pandas()
+    if not include_sources:  # right after the tile columns, as a scan or the catalog gives it
+        band = frame.pop("mask_band") if "mask_band" in frame.columns else None
+        values = (
+            np.ones(len(frame), np.int64) if band is None else band.fillna(1).to_numpy(np.int64)
+        )
+        frame.insert(len(TILE_COLUMNS), "mask_band", values)
     if include_sources:
         for col, dtype in _SOURCE_DTYPES.items():
             if col in frame.columns:
@@ -213,5 +237,9 @@ def source_fingerprints(table: TileTable) -> pd.DataFrame:
     cols = ["source_image_id", "image_path", "mask_path", "group_id", *SOURCE_COLUMNS]
     have = [c for c in cols if c in table.frame.columns]
     out = table.frame[have].drop_duplicates("source_image_id").reset_index(drop=True)
+    if "mask_band" not in out.columns:  # written before --mask-band existed: band 1
+        out["mask_band"] = pd.array([1] * len(out), dtype="Int64")
+    if "scan_rules" not in out.columns:  # written before the rules were versioned: rules 1
+        out["scan_rules"] = pd.array([1] * len(out), dtype="Int64")
     out["nodata_class"] = table.nodata_class
     return out

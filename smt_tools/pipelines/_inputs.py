@@ -126,8 +126,11 @@ class ScanPlan:
         return len(self.records)
 
 
-def plan_patch_records(records: pd.DataFrame, source: str) -> ScanPlan:
-    """Check every record (files exist, image and mask agree, window overlaps the raster)
+def plan_patch_records(
+    records: pd.DataFrame, source: str, mask_band: int | None = None
+) -> ScanPlan:
+    """Check every record (files exist, image and mask agree, the mask holds class values in
+    band ``mask_band`` (``input.mask_band``; None: one-band masks), window overlaps the raster)
     before anything is scanned; ``source`` names the records in messages."""
     from smt_tools.raster import PairSpec, inspect_pair
 
@@ -149,7 +152,7 @@ def plan_patch_records(records: pd.DataFrame, source: str) -> ScanPlan:
     windows: list[np.ndarray] = []
     order: list[int] = []
     for (ip, mp), idx in pairs.items():
-        src = inspect_pair(PairSpec(ip, mp))
+        src = inspect_pair(PairSpec(ip, mp), mask_band=mask_band, option="input.mask_band")
         ix = np.asarray(idx, np.int64)
         r, c, s = rows[ix], cols[ix], size[ix]
         outside = (r >= src.mask.height) | (c >= src.mask.width)
@@ -171,7 +174,11 @@ def run_scan_plan(
     cfg: InputConfig,
     progress: Callable[[int], None] | None = None,
 ) -> TileTable:
-    """Scan the windows of ``plan`` (one read per window, parallel); rows follow the records."""
+    """Scan the windows of ``plan`` (one read per window, parallel); rows follow the records.
+
+    The nodata class is ``exclusion.nodata_class``: for patch records a config that does not
+    name it means none (every mask value is a class), like ``null`` and ``-1``.
+    """
     from smt_tools.raster import scan
 
     table = scan(
@@ -208,7 +215,8 @@ def scan_patch_records(
     progress: Callable[[int], None] | None = None,
 ) -> TileTable:
     """:func:`plan_patch_records` then :func:`run_scan_plan`."""
-    return run_scan_plan(plan_patch_records(records, source), exclusion, cfg, progress)
+    plan = plan_patch_records(records, source, cfg.mask_band)
+    return run_scan_plan(plan, exclusion, cfg, progress)
 
 
 # --- tile tables and the catalog -----------------------------------------------------------

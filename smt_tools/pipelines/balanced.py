@@ -25,14 +25,16 @@ from smt_tools.curation.composition import CompositionResult, cluster_compositio
 from smt_tools.curation.diagnostics import (
     class_shares_uniform_vs_weighted,
     effective_sample_size,
+    nodata_pixel_share,
 )
 from smt_tools.curation.exclusion import tile_exclusions
 from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
-from smt_tools.export._atomic import StagedOutputs
+from smt_tools.export._atomic import StagedOutputs, reraise_output_error
 from smt_tools.export.csv_out import balanced_frame, write_balanced_csv
-from smt_tools.pipelines import _inputs
+from smt_tools.pipelines import _inputs, _nodata
+from smt_tools.pipelines._tiling_report import padded_tiles_note
 from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
 
@@ -80,6 +82,13 @@ class BalancedResult:
     run_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     has_uniqueness: bool = False
+    #: the mask value treated as nodata (None: every value is a class) and the share of
+    #: window pixels that are not a class: over all input tiles, and over the included
+    #: tiles drawn uniformly / by weight (the nodata row of the class table)
+    nodata_class: int | None = None
+    nodata_share: float = 0.0
+    nodata_share_uniform: float = 0.0
+    nodata_share_weighted: float = 0.0
 
     @property
     def n_included(self) -> int:
@@ -105,6 +114,10 @@ class BalancedResult:
             "class_names": {str(k): v for k, v in self.class_names.items()},
             "uniform_share": self.uniform_share,
             "weighted_share": self.weighted_share,
+            "nodata_class": self.nodata_class,
+            "nodata_share": self.nodata_share,
+            "nodata_share_uniform": self.nodata_share_uniform,
+            "nodata_share_weighted": self.nodata_share_weighted,
             "weight_min": self.weight_min,
             "weight_max": self.weight_max,
             "rare_classes": self.rare_classes,
@@ -144,7 +157,7 @@ def _load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> Tile
             assert inp.patch_records_csv is not None
             records = _inputs.read_patch_records_csv(inp.patch_records_csv)
             source = str(inp.patch_records_csv)
-        plan = _inputs.plan_patch_records(records, source)
+        plan = _inputs.plan_patch_records(records, source, inp.mask_band)
         with progress_factory("Scanning tiles", len(plan)) as advance:
             return _inputs.run_scan_plan(plan, cfg.exclusion, inp, advance)
     return _inputs.load_input_tiles(inp, cfg.exclusion)
@@ -197,20 +210,29 @@ def _config_for_record(cfg: BalancedDatasetConfig) -> dict[str, Any]:
 def run_balanced(
     cfg: BalancedDatasetConfig,
     progress_factory: ProgressFactory | None = None,
+    config_path: str | Path | None = None,
 ) -> BalancedResult:
     """Run build-balanced-dataset for a validated config; return the run's numbers.
 
     ``progress_factory(description, total)`` opens a progress context yielding ``advance(n)``.
+    ``config_path`` (the YAML file) is checked not to be an output.
     """
     progress_factory = progress_factory or _no_progress
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     _validate_before_work(cfg)
+    from smt_tools.pipelines._preflight import preflight_balanced
+
+    preflight_balanced(cfg, config_path)  # outputs writable and not inputs, before any work
 
     table = _load(cfg, progress_factory)
     if len(table) == 0:
         raise EmptySelectionError("the input holds no tile; check input")
+    kind = _nodata.input_kind(cfg.input)
+    mismatch = _nodata.nodata_mismatch(cfg.exclusion, table.nodata_class, kind)
+    if mismatch:
+        raise ConfigError(mismatch)
     ids = table.frame["tile_id"].to_numpy(np.int64)
     perm = np.argsort(ids, kind="stable")
     if np.any(ids[perm][1:] == ids[perm][:-1]):
@@ -223,12 +245,14 @@ def run_balanced(
     t = time.perf_counter()
     reasons, excluded = tile_exclusions(canon, cfg.exclusion)
     included_idx = np.flatnonzero(~excluded)
+    window_px = (canon.frame["height"] * canon.frame["width"]).to_numpy(np.int64)
+    valid_px = canon.counts.sum(axis=1)
+    nodata_all = nodata_pixel_share(window_px, valid_px, np.ones(len(canon)))
     if included_idx.size == 0:
         raise EmptySelectionError(
-            f"all {len(canon)} tiles are excluded "
-            f"({', '.join(f'{k}: {int(v.sum())}' for k, v in reasons.items() if v.any())}); "
-            "relax exclusion (exclude_border_nodata, exclude_black_border, min_entropy, "
-            "max_nodata_ratio)"
+            _nodata.all_excluded_message(
+                len(canon), reasons, kind, canon.nodata_class, cfg.exclusion, nodata_all
+            )
         )
     inc = canon.take(included_idx)
     rare = _rare(cfg, inc) if cfg.weights.rare_class_boost > 1 else np.zeros(0, np.int64)
@@ -273,12 +297,6 @@ def run_balanced(
     t = time.perf_counter()
     combined = combine(cfg.sampling_method, comp, uniq)
     warnings = [combined.fallback] if combined.fallback else []
-    if table.nodata_class != cfg.exclusion.nodata_class:
-        warnings.append(
-            f"exclusion.nodata_class is {cfg.exclusion.nodata_class} but the tiles were "
-            f"ingested with nodata class {table.nodata_class}; their statistics use "
-            f"{table.nodata_class} (re-ingest to change it)"
-        )
     boost = (
         rare_class_boost(inc.proportions(), inc.class_values, rare, cfg.weights.rare_class_boost)
         if rare.size
@@ -288,6 +306,15 @@ def run_balanced(
         combined.score, ~excluded, boost=boost, weight_floor=cfg.weights.weight_floor
     )
     uniform, weighted = class_shares_uniform_vs_weighted(canon.counts, weights, ~excluded)
+    nodata_shares = (
+        nodata_all,
+        nodata_pixel_share(window_px, valid_px, (~excluded).astype(np.float64)),
+        nodata_pixel_share(window_px, valid_px, weights),
+    )
+    warnings += _nodata.nodata_warnings(
+        n, reasons, kind, canon.nodata_class, nodata_shares[0], cfg.exclusion
+    )
+    warnings += padded_tiles_note(canon.frame, excluded)  # --edge pad tiles kept / excluded
     ess = effective_sample_size(weights)
     timings["weights"] = time.perf_counter() - t
 
@@ -335,6 +362,10 @@ def run_balanced(
         warnings=warnings,
         rows_written=len(out),
         has_uniqueness=uniq is not None,
+        nodata_class=canon.nodata_class,
+        nodata_share=nodata_shares[0],
+        nodata_share_uniform=nodata_shares[1],
+        nodata_share_weighted=nodata_shares[2],
     )
 
     # --- outputs (staged, then moved in together) ----------------------------------------
@@ -354,8 +385,9 @@ def run_balanced(
                 weights=weights, uniq_all=uniq_all, started=started,
             )  # fmt: skip
         result.outputs = staging.commit()
-    except BaseException:
+    except BaseException as exc:
         staging.cleanup()
+        reraise_output_error(exc)  # disk full etc.: one line naming the output
         raise
     timings["total"] = time.perf_counter() - t0
     result.timings = timings
@@ -390,7 +422,11 @@ def _write_outputs(
 
         t = time.perf_counter()
         props = list(GEOJSON_PROPERTIES) + (["uniqueness_score"] if result.has_uniqueness else [])
-        write_geojson(out, staging.file(cfg.output.geojson_path), props)
+        written = write_geojson(
+            out, staging.file(cfg.output.geojson_path), props, name=cfg.output.geojson_path
+        )
+        if written.note:  # tiles without a CRS (pixel space) are left out of the layer
+            result.warnings.append(written.note)
         write_qml(staging.file(cfg.output.geojson_path.with_suffix(".qml")))
         timings["write_geojson"] = time.perf_counter() - t
         advance(len(out))
@@ -405,6 +441,11 @@ def _write_outputs(
                 class_values=canon.class_values,
                 uniform_share=uniform,
                 weighted_share=weighted,
+                class_names=result.class_names,
+                nodata_label=_nodata.nodata_label(result.nodata_class)
+                if result.nodata_class is not None or result.nodata_share > 0
+                else None,
+                nodata_share=(result.nodata_share_uniform, result.nodata_share_weighted),
                 weights=out["sampler_weight"].to_numpy(np.float64),
                 excluded=out["excluded"].to_numpy(bool),
                 footprints=out[["minx", "miny", "maxx", "maxy", "crs"]],

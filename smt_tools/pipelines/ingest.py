@@ -4,8 +4,9 @@ Order of work (validate, then compute, then write once):
 
 1. read the pairs CSV (and the optional class-names CSV);
 2. open the target: check the catalog is reachable and migrated, or read the existing table;
-3. inspect EVERY pair (both files open, same size/transform/CRS, patch fits) so a bad file
-   fails before anything is scanned or written;
+3. inspect EVERY pair (both files open, same size/transform/CRS) so a bad file fails before
+   anything is scanned or written; images smaller than the patch (``--edge drop|shift``) are
+   left out and named (pipelines/_tiling_report.py), and if all are, nothing is written;
 4. skip source images whose image and mask size + mtime (and tiling parameters) are unchanged;
 5. scan the rest in parallel processes (one read per window);
 6. write everything in ONE transaction (PostGIS, COPY) or one atomic file replace (Parquet).
@@ -27,9 +28,21 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.geo import pixel_space_note
+from smt_tools.pipelines._ingest_report import (
+    ScanSummary,
+    check_catalog_nodata,
+    check_new_classes,
+    nodata_text,
+    nodata_warnings,
+    parse_nodata_class,
+    summarize,
+)
+from smt_tools.pipelines._tiling_report import TilingReport, skip_small, tiling_report
 from smt_tools.progress import ProgressFactory
 from smt_tools.raster import (
     EDGE_POLICIES,
+    SCAN_RULES,
     PairSpec,
     RasterCache,
     SourceRecord,
@@ -52,6 +65,8 @@ _COMPARED = (
     "stride",
     "edge_policy",
     "black_tolerance",
+    "mask_band",
+    "scan_rules",
 )
 
 
@@ -73,6 +88,12 @@ class IngestResult:
     elapsed_seconds: float
     #: One line each, printed as ``warning: ...`` after the summary (data the user should check).
     warnings: list[str] = field(default_factory=list)
+    #: The mask value treated as nodata (None: every mask value is a class).
+    nodata_class: int | None = None
+    #: Pixel totals and class shares of the tiles written by this ingest.
+    scanned: ScanSummary = field(default_factory=ScanSummary)
+    #: Images skipped as smaller than the patch, low --edge drop coverage, padded tiles.
+    tiling: TilingReport = field(default_factory=TilingReport)
 
     @property
     def images_scanned(self) -> int:
@@ -220,6 +241,7 @@ def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> boo
         "mask_size": rec.mask.file_size,
         "mask_mtime": rec.mask.file_mtime,
         **params,
+        "mask_band": rec.mask_band,
     }
     return all(_same(old.get(col), now[col]) for col in _COMPARED)
 
@@ -244,24 +266,37 @@ def run_ingest(
     patch_size: int = 256,
     stride: int | None = None,
     edge: str = "drop",
-    nodata_class: int | None = 0,
+    nodata_class: int | str | None = None,
     black_tolerance: float = 0.0,
     workers: int = 0,
     class_names_csv: str | os.PathLike[str] | None = None,
     chunk_size: int = 256,
     progress_factory: ProgressFactory | None = None,
+    mask_band: int | None = None,
+    allow_new_classes: bool = False,
 ) -> IngestResult:
     """Ingest the pairs of ``pairs_csv`` into ``catalog`` (PostgreSQL URL, default
-    ``$SMT_DATABASE_URL``; or a ``.parquet`` path for a local tile table)."""
+    ``$SMT_DATABASE_URL``; or a ``.parquet`` path for a local tile table).
+
+    nodata_class: the mask value that means nodata; None (default), ``-1`` or ``"none"``: every
+    mask value is a class. mask_band: 1-based band of multi-band masks (None: masks must have
+    one band). allow_new_classes: accept class values the (non-empty) catalog does not list.
+    """
     start = time.perf_counter()
     stride = patch_size if stride is None else stride
     _validate(patch_size, stride, edge, black_tolerance, workers)
+    nodata_class = parse_nodata_class(nodata_class)
+    if mask_band is not None and mask_band < 1:
+        raise ConfigError(f"--mask-band is 1-based; got {mask_band}")
     params: dict[str, Any] = {
+        "mask_band": mask_band,
+        "allow_new_classes": bool(allow_new_classes),
         "nodata_class": nodata_class,
         "patch_size": int(patch_size),
         "stride": int(stride),
         "edge_policy": str(edge),
         "black_tolerance": float(black_tolerance),
+        "scan_rules": SCAN_RULES,
     }
     pairs = read_pairs_csv(pairs_csv)
     names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
@@ -271,6 +306,12 @@ def run_ingest(
     target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
     if is_parquet_target(target):
         assert target is not None
+        from smt_tools.export.preflight import check_outputs
+
+        check_outputs(  # the table is writable and not an input, before any scan
+            [("--catalog", target)],
+            [("the pairs CSV", pairs_csv), ("--class-names", class_names_csv)],
+        )
         return _ingest_parquet(
             Path(target), pairs, names, params, workers, chunk_size, progress_factory, start
         )
@@ -281,12 +322,20 @@ def run_ingest(
 
 def _inspect(
     pairs: list[PairSpec], params: dict[str, Any]
-) -> tuple[list[SourceRecord], list[np.ndarray]]:
+) -> tuple[list[SourceRecord], list[np.ndarray], TilingReport]:
+    """Check every pair and grid it. Images smaller than the patch (edge drop/shift) are left
+    out of the records (so they are never recorded as sources) and named in the report; if
+    every image is that small, one error and nothing is written."""
     records: list[SourceRecord] = []
     windows: list[np.ndarray] = []
+    skipped: list[tuple[str, int, int]] = []
     with RasterCache(maxsize=8) as cache:
         for pair in pairs:
-            rec = inspect_pair(pair, cache)
+            rec = inspect_pair(pair, cache, params["mask_band"])
+            small = skip_small(rec, params["patch_size"], params["edge_policy"])
+            if small is not None:
+                skipped.append(small)
+                continue
             windows.append(
                 tile_windows(
                     rec.image.width,
@@ -298,7 +347,7 @@ def _inspect(
                 )
             )
             records.append(rec)
-    return records, windows
+    return records, windows, tiling_report(records, windows, skipped, params)
 
 
 def _plan(
@@ -364,10 +413,11 @@ def _ingest_postgis(
     engine = cat.connect(url)
     try:
         cat.require_schema(engine)
-        records, windows = _inspect(pairs, params)
+        records, windows, tiling = _inspect(pairs, params)
         existing = cat.source_fingerprints(engine)
         new, changed, same = _plan(records, existing, params)
         todo = sorted(new + changed)
+        check_catalog_nodata(cat.engine_label(engine), existing, records, todo, params)
         table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
         write_s = 0.0
         if table is not None or names:
@@ -378,16 +428,20 @@ def _ingest_postgis(
                 params,
                 replace_ids=[records[i].source_image_id for i in changed],
                 class_names=names,
+                allow_new_classes=params["allow_new_classes"],
             )
             write_s = stats.seconds
         n_tiles, n_sources = cat.count_rows(engine)
         label = cat.engine_label(engine)
+        all_names = {**cat.class_names(engine), **{k: v[0] for k, v in names.items()}}
     finally:
         engine.dispose()
+    scanned_sources = [records[i] for i in todo]
+    summary = summarize(table, scanned_sources, all_names)
     return IngestResult(
         target=label,
         kind="postgis",
-        images_total=len(records),
+        images_total=len(pairs),
         images_new=len(new),
         images_replaced=len(changed),
         images_skipped=len(same),
@@ -397,10 +451,40 @@ def _ingest_postgis(
         scan_seconds=scan_s,
         write_seconds=write_s,
         elapsed_seconds=time.perf_counter() - start,
+        warnings=nodata_warnings(table, scanned_sources, params["nodata_class"], summary)
+        + pixel_space_note(
+            [r.image.path for r in scanned_sources if not r.image.crs], len(scanned_sources)
+        ),
+        nodata_class=params["nodata_class"],
+        scanned=summary,
+        tiling=tiling,
     )
 
 
 def _ingest_parquet(
+    path: Path,
+    pairs: list[PairSpec],
+    names: dict[int, tuple[str | None, str | None]],
+    params: dict[str, Any],
+    workers: int,
+    chunk_size: int,
+    progress_factory: ProgressFactory,
+    start: float,
+) -> IngestResult:
+    """Read-merge-write of the local table under an exclusive lock (``<table>.parquet.lock``),
+    held from before the existing table is read until after the atomic replace: a concurrent
+    ingest into the same file waits, then merges onto this one's result (nothing is lost)."""
+    from smt_tools.export.tiletable_io import tile_table_lock
+
+    if not path.parent.is_dir():
+        raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
+    with tile_table_lock(path, "ingest into"):
+        return _ingest_parquet_locked(
+            path, pairs, names, params, workers, chunk_size, progress_factory, start
+        )
+
+
+def _ingest_parquet_locked(
     path: Path,
     pairs: list[PairSpec],
     names: dict[int, tuple[str | None, str | None]],
@@ -419,7 +503,7 @@ def _ingest_parquet(
         old_names = tio.read_class_names(path)
     elif not path.parent.is_dir():
         raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
-    records, windows = _inspect(pairs, params)
+    records, windows, tiling = _inspect(pairs, params)
     existing = tio.source_fingerprints(old) if old is not None else pd.DataFrame()
     new, changed, same = _plan(records, existing, params)
     todo = sorted(new + changed)
@@ -431,10 +515,14 @@ def _ingest_parquet(
         kept = old.take(keep_idx)
         if len(kept) and kept.nodata_class != params["nodata_class"]:
             raise InputDataError(
-                f"{path}: tile table was built with nodata class {kept.nodata_class}; got "
-                f"--nodata-class {params['nodata_class']}: use the same one (or a new file)"
+                f"{path}: tile table was built with nodata class "
+                f"{nodata_text(kept.nodata_class)}; got --nodata-class "
+                f"{nodata_text(params['nodata_class'])}: use the same one, re-ingest all of its "
+                "source images in one run, or write a new file"
             )
     table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
+    known = kept.class_values.tolist() if kept is not None and len(kept) else []
+    check_new_classes(str(path), known, table, params["allow_new_classes"])
     write_s = 0.0
     merged: TileTable | None = kept
     if table is not None:
@@ -449,10 +537,12 @@ def _ingest_parquet(
         write_s = time.perf_counter() - t0
     n_tiles = 0 if merged is None else len(merged)
     n_sources = 0 if merged is None else int(merged.frame["source_image_id"].nunique())
+    scanned_sources = [records[i] for i in todo]
+    summary = summarize(table, scanned_sources, all_names)
     return IngestResult(
         target=str(path),
         kind="parquet",
-        images_total=len(records),
+        images_total=len(pairs),
         images_new=len(new),
         images_replaced=len(changed),
         images_skipped=len(same),
@@ -462,4 +552,11 @@ def _ingest_parquet(
         scan_seconds=scan_s,
         write_seconds=write_s,
         elapsed_seconds=time.perf_counter() - start,
+        warnings=nodata_warnings(table, scanned_sources, params["nodata_class"], summary)
+        + pixel_space_note(
+            [r.image.path for r in scanned_sources if not r.image.crs], len(scanned_sources)
+        ),
+        nodata_class=params["nodata_class"],
+        scanned=summary,
+        tiling=tiling,
     )

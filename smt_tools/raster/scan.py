@@ -19,9 +19,17 @@ import pandas as pd
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from smt_tools.errors import InputDataError, RasterReadError
-from smt_tools.raster.handles import RasterCache
+from smt_tools.errors import InputDataError
+from smt_tools.raster.handles import RasterCache, read_error
 from smt_tools.raster.info import RasterInfo, check_pair, info_from_dataset
+from smt_tools.raster.maskcheck import (
+    MAX_DISTINCT_VALUES,
+    MaskValueError,
+    check_mask,
+    mask_value_counts,
+    too_many_values_message,
+    value_error_message,
+)
 from smt_tools.raster.stats import image_black_border, ring
 from smt_tools.tiletable import (
     TileTable,
@@ -32,6 +40,12 @@ from smt_tools.tiletable import (
 )
 
 _CACHE = RasterCache(maxsize=32)
+
+#: Version of the per-tile statistics rules (docs/algorithms.md §1-4), stored with every source
+#: image: a source scanned under other rules is re-scanned by the next ingest, never kept with
+#: flags computed differently. 1: round 1 (nodata default 0, any black ring pixel, padded tiles
+#: flagged); 2: no nodata class by default, black runs, padding never a border.
+SCAN_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -45,24 +59,43 @@ class PairSpec:
 
 @dataclass(frozen=True)
 class SourceRecord:
-    """A checked pair: metadata of both files and the ids the catalog uses."""
+    """A checked pair: metadata of both files and the ids the catalog uses.
+
+    mask_band: the 1-based band of the mask read for class values.
+    """
 
     source_image_id: int
     image: RasterInfo
     mask: RasterInfo
     group_id: str
+    mask_band: int = 1
 
 
-def inspect_pair(pair: PairSpec, cache: RasterCache | None = None) -> SourceRecord:
-    """Open both files, check they agree, and return their metadata."""
+def inspect_pair(
+    pair: PairSpec,
+    cache: RasterCache | None = None,
+    mask_band: int | None = None,
+    option: str = "--mask-band",
+) -> SourceRecord:
+    """Open both files, check they agree and that the mask holds class values, and return
+    their metadata.
+
+    mask_band: 1-based band of a multi-band mask (None: the mask must have one band); ``option``
+    names that setting in messages (``--mask-band``, ``input.mask_band``). The mask
+    checks (band, integer dtype, a small pixel sample: :func:`~smt_tools.raster.maskcheck.check_mask`)
+    raise :class:`~smt_tools.errors.InputDataError` with one line naming the file and the fix.
+    """
     cache = cache if cache is not None else _CACHE  # an empty cache is falsy (len 0)
     img_path = canonical_path(pair.image_path)
     msk_path = canonical_path(pair.mask_path)
-    img = info_from_dataset(cache.get(img_path), img_path)
-    msk = info_from_dataset(cache.get(msk_path), msk_path)
+    img_ds = cache.get(img_path)
+    img = info_from_dataset(img_ds, img_path)
+    msk_ds = cache.get(msk_path)
+    msk = info_from_dataset(msk_ds, msk_path)
     check_pair(img, msk)
+    band = check_mask(msk_ds, msk_path, img_ds, img_path, mask_band, option)
     group = pair.group_id or os.path.splitext(os.path.basename(img_path))[0]
-    return SourceRecord(source_image_key(img_path), img, msk, group)
+    return SourceRecord(source_image_key(img_path), img, msk, group, band)
 
 
 def close_cached_handles() -> None:
@@ -83,6 +116,7 @@ class _Chunk:
     black_tolerance: float
     image_nodata: float | None
     read_image: bool
+    mask_band: int = 1
 
 
 @dataclass
@@ -99,9 +133,13 @@ def _read(ds: object, path: str, window: Window, bands: int | None) -> np.ndarra
     try:
         return ds.read(bands, window=window) if bands is not None else ds.read(window=window)  # type: ignore[attr-defined]
     except (RasterioError, OSError, ValueError) as exc:
-        raise RasterReadError(
-            f"{path}: failed to read window row_off={window.row_off} col_off={window.col_off} "
-            f"height={window.height} width={window.width}: {exc}"
+        raise read_error(
+            path,
+            exc,
+            int(window.row_off),
+            int(window.col_off),
+            int(window.height),
+            int(window.width),
         ) from None
 
 
@@ -110,7 +148,8 @@ def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult
     mds = cache.get(chunk.mask_path)
     ids = cache.get(chunk.image_path) if chunk.read_image else None
     n = chunk.windows.shape[0]
-    rows: list[np.ndarray] = []
+    row_values: list[np.ndarray] = []
+    row_counts: list[np.ndarray] = []
     nodata_pixels = np.zeros(n, np.int64)
     mask_border = np.zeros(n, bool)
     black_border = np.zeros(n, bool)
@@ -127,32 +166,45 @@ def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult
             )
         win = Window(c0, r0, c1 - c0, r1 - r0)
         outside = h * w - (r1 - r0) * (c1 - c0)
-        mask = _read(mds, chunk.mask_path, win, 1)
+        mask = _read(mds, chunk.mask_path, win, chunk.mask_band)
         if mask.dtype.kind not in "ui":
             raise InputDataError(
                 f"{chunk.mask_path}: mask dtype is {mask.dtype}; masks must hold integer class values"
             )
-        counts = np.bincount(mask.reshape(-1), minlength=256 if mask.dtype.itemsize == 1 else 1)
-        rows.append(counts)
+        try:
+            values, counts = mask_value_counts(mask)
+        except MaskValueError as exc:
+            where = f"window row_off={r0} col_off={c0} size={r1 - r0}x{c1 - c0}"
+            raise InputDataError(value_error_message(chunk.mask_path, exc, where)) from None
+        row_values.append(values)
+        row_counts.append(counts)
         if nd is not None:
-            nd_count = int(counts[nd]) if nd < counts.shape[0] else 0
-            mask_border[i] = outside > 0 or (nd_count > 0 and bool(np.any(ring(mask) == nd)))
+            hit = np.flatnonzero(values == nd)
+            nd_count = int(counts[hit[0]]) if hit.size else 0
+            # pixels outside the raster (edge pad) are nodata but never a border: the flags
+            # come from the part of the window inside the raster
+            mask_border[i] = nd_count > 0 and bool(np.any(ring(mask) == nd))
         else:
             nd_count = 0
-            mask_border[i] = outside > 0
+            mask_border[i] = False
         nodata_pixels[i] = nd_count + outside
         if ids is not None:
             image = _read(ids, chunk.image_path, win, None)
-            black_border[i] = outside > 0 or image_black_border(image, tol, chunk.image_nodata)
-    width = max(len(x) for x in rows) if rows else 1
-    full = np.zeros((n, width), np.int64)
-    for i, row in enumerate(rows):
-        full[i, : row.shape[0]] = row
-    present = np.flatnonzero(full.sum(axis=0))
+            black_border[i] = image_black_border(image, tol, chunk.image_nodata)
+    present = np.unique(np.concatenate(row_values)) if row_values else np.zeros(0, np.int64)
+    if present.size > MAX_DISTINCT_VALUES:
+        raise InputDataError(
+            too_many_values_message(
+                chunk.mask_path, int(present.size), f"in {n} windows of band {chunk.mask_band}"
+            )
+        )
+    full = np.zeros((n, present.size), np.int64)
+    for i, (vals, cnts) in enumerate(zip(row_values, row_counts, strict=True)):
+        full[i, np.searchsorted(present, vals)] = cnts
     return _ChunkResult(
         chunk.index,
         present.astype(np.int64),
-        full[:, present],
+        full,
         nodata_pixels,
         mask_border,
         black_border,
@@ -160,8 +212,16 @@ def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that die with this process (see :func:`die_with_parent`)."""
+    from smt_tools.workers import die_with_parent
+
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context(method),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def resolve_workers(workers: int) -> int:
@@ -178,7 +238,7 @@ def scan(
     sources: Sequence[SourceRecord],
     windows: Sequence[np.ndarray],
     *,
-    nodata_class: int | None = 0,
+    nodata_class: int | None = None,
     black_tolerance: float = 0,
     read_image: bool = True,
     workers: int = 0,
@@ -189,6 +249,12 @@ def scan(
 
     ``progress(n)`` is called with the number of tiles finished after every chunk.
     Returns a table in source order, windows in the order given.
+
+    nodata_class: the mask value treated as nodata (None, the default: every mask value is a
+    class); window pixels outside the raster are always nodata. Each source's mask is read
+    from its ``mask_band``. A mask value outside 0..65535, or more than
+    :data:`~smt_tools.raster.maskcheck.MAX_DISTINCT_VALUES` distinct values, raises
+    :class:`~smt_tools.errors.InputDataError` naming the file.
     """
     if len(sources) != len(windows):
         raise ValueError("sources and windows must have the same length")
@@ -208,6 +274,7 @@ def scan(
                     black_tolerance=black_tolerance,
                     image_nodata=src.image.nodata,
                     read_image=read_image,
+                    mask_band=src.mask_band,
                 )
             )
     results: list[_ChunkResult | None] = [None] * len(chunks)
@@ -250,6 +317,8 @@ def _assemble(
     all_values = (
         np.unique(np.concatenate([r.values for r in done])) if done else np.zeros(0, np.int64)
     )
+    if all_values.size > MAX_DISTINCT_VALUES:
+        _too_many_values(chunks, results)
     class_values = (
         all_values[all_values != nodata_class] if nodata_class is not None else all_values
     )
@@ -284,9 +353,23 @@ def _assemble(
     frame["class_entropy"] = entropy_from_counts(counts)
     frame["has_mask_border_nodata"] = mborder
     frame["has_image_black_border"] = bborder
+    if "mask_band" in frame.columns:  # last, as the catalog and a tile table give it
+        frame["mask_band"] = frame.pop("mask_band")
     return TileTable(
         frame=frame, counts=counts, class_values=class_values, nodata_class=nodata_class
     )
+
+
+def _too_many_values(chunks: list[_Chunk], results: list[_ChunkResult | None]) -> None:
+    """Raise naming the first mask by which the scan holds too many distinct values."""
+    seen: set[int] = set()
+    for ch, res in zip(chunks, results, strict=True):
+        assert res is not None
+        seen.update(int(v) for v in res.values)
+        if len(seen) > MAX_DISTINCT_VALUES:
+            raise InputDataError(
+                too_many_values_message(ch.mask_path, len(seen), "in the masks up to this file")
+            )
 
 
 def _frame_for(src: SourceRecord, win: np.ndarray) -> pd.DataFrame:
@@ -317,5 +400,6 @@ def _frame_for(src: SourceRecord, win: np.ndarray) -> pd.DataFrame:
             "maxx": xs.max(axis=0),
             "maxy": ys.max(axis=0),
             "crs": src.image.crs,
+            "mask_band": np.full(win.shape[0], src.mask_band, dtype=np.int64),
         }
     )

@@ -21,7 +21,9 @@ per crop; the float conversion happens once, on the device.
 
 Raster handles come from :class:`smt_tools.raster.RasterCache` (LRU, closes on eviction) and are
 opened per DataLoader worker; randomness is a function of (seed, epoch, index), so a crop does
-not depend on which worker draws it.
+not depend on which worker draws it. ``set_epoch`` writes the epoch into shared memory, so
+workers see it whatever their lifetime (``persistent_workers: true`` included): each epoch gets
+new crops, the same ones with persistent workers, fresh workers or none.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ import torch
 
 from smt_tools.errors import ConfigError, InputDataError, RasterMismatchError
 from smt_tools.raster import tile_windows
+from smt_tools.raster.handles import read_error
 from smt_tools.train._base import (
     _as_bool,
+    _mask_bands,
     _read_csv,
     _resolve_paths,
     _select_folds,
@@ -99,6 +103,9 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         ignore_index: mask value for pixels outside the raster / unmapped (default 255).
         image_column, mask_column, row_off_column, col_off_column, patch_size_column: CSV names.
         patch_size: fixed window size when the CSV has no patch_size column.
+        mask_band, mask_band_column: the 1-based band of the masks: the CSV's ``mask_band``
+            column (the balanced CSV carries the band chosen at ingest), else the ``mask_band``
+            key; with neither, a mask must have one band.
         drop_excluded: drop rows with excluded == true or sampler_weight == 0 (default False).
         folds / exclude_folds / fold_column: keep / drop rows by fold (image-level split).
         n_first_rows_to_read: read only the first N CSV rows.
@@ -108,6 +115,9 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         compact_batches: deliver 8-bit images unscaled and masks as uint8 (see the module
             docstring and :func:`prepare_batch`).
     """
+
+    #: item i is row i of ``frame`` (what the weighted sampler weights by sampler_weight)
+    items_are_rows = True
 
     def __init__(
         self,
@@ -128,6 +138,8 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         col_off_column: str = "col_off",
         patch_size_column: str = "patch_size",
         patch_size: int | None = None,
+        mask_band: int | None = None,
+        mask_band_column: str = "mask_band",
         drop_excluded: bool = False,
         folds: Sequence[int | str] | None = None,
         exclude_folds: Sequence[int | str] | None = None,
@@ -200,6 +212,7 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         )
         if (self._sizes <= 0).any():
             raise InputDataError(f"{src}: {patch_size_column} must be positive")
+        self._mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, name)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -224,7 +237,9 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         gets its own augmentation)."""
         row, draw = self._unpack(index)
         img_path, msk_path, r, c, s = self.window(row)
-        img, msk, inside = self._read_pair(img_path, msk_path, r, c, s, s)
+        img, msk, inside = self._read_pair(
+            img_path, msk_path, r, c, s, s, int(self._mask_bands[row])
+        )
         classes = self._mask_to_classes(msk, inside, f"{msk_path} window ({r}, {c}, {s})")
         return self._finish(img, classes, row, draw)
 
@@ -238,6 +253,8 @@ class RandomCropSegmentationDataset(_WindowDataset):
     Parameters (config keys, the documented ones first):
         input_csv_path: CSV of full-size images and masks (columns image, mask; ``image_path`` /
             ``mask_path`` are accepted too, or set image_column / mask_column).
+        mask_band, mask_band_column: the 1-based band of each mask (a ``mask_band`` column,
+            else the key; with neither, a mask must have one band).
         root_dir: folder relative paths are resolved against (default: the CSV's folder).
         crop_size: side of the square crop in pixels.
         samples_per_epoch: dataset length in random mode (ignored in grid mode).
@@ -263,6 +280,9 @@ class RandomCropSegmentationDataset(_WindowDataset):
         compact_batches: deliver 8-bit images unscaled and masks as uint8 (see the module
             docstring and :func:`prepare_batch`).
     """
+
+    #: items are crops drawn per epoch, not rows of ``frame`` (the weighted sampler refuses it)
+    items_are_rows = False
 
     def __init__(
         self,
@@ -292,6 +312,8 @@ class RandomCropSegmentationDataset(_WindowDataset):
         ignore_index: int = 255,
         image_column: str | None = None,
         mask_column: str | None = None,
+        mask_band: int | None = None,
+        mask_band_column: str = "mask_band",
         folds: Sequence[int | str] | None = None,
         exclude_folds: Sequence[int | str] | None = None,
         fold_column: str = "fold",
@@ -348,6 +370,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self.frame = frame
         self.images = _resolve_paths(frame[image_column], base)
         self.masks = _resolve_paths(frame[mask_column], base)
+        self.mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, name)
         self.crop_size = int(crop_size)
         self.samples_per_epoch = int(samples_per_epoch)
         self.class_balanced_sampling = bool(class_balanced_sampling)
@@ -368,7 +391,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self.image_weights = self._image_weights()
         self._cdf = np.cumsum(self.image_weights)
         self.grid = self._grid_positions() if self.grid_mode else None
-        self._epoch_positions: tuple[tuple[int, int], np.ndarray] | None = None
+        self._epoch_positions: tuple[tuple[int, int, int], np.ndarray] | None = None
         self.cache.close()  # handles are reopened lazily in each worker
 
     # -- set-up
@@ -378,6 +401,13 @@ class RandomCropSegmentationDataset(_WindowDataset):
         for i, (ip, mp) in enumerate(zip(self.images, self.masks, strict=True)):
             img, msk = self.cache.get(ip), self.cache.get(mp)
             self._dtypes.append(str(img.dtypes[(self.bands or [1])[0] - 1]))
+            band = int(self.mask_bands[i])
+            if (band == 0 and msk.count > 1) or band > msk.count:
+                raise InputDataError(
+                    f"{mp}: mask has {msk.count} band(s) and mask_band is "
+                    f"{band or 'not set'}; a mask is one band of class values: give a "
+                    f"mask_band from 1 to {msk.count} (CSV column or dataset key)"
+                )
             if (img.height, img.width) != (msk.height, msk.width):
                 raise RasterMismatchError(
                     f"{ip} is {img.width}x{img.height} px but its mask {mp} is "
@@ -392,9 +422,13 @@ class RandomCropSegmentationDataset(_WindowDataset):
         shares = np.zeros((len(self.masks), self.n_classes), dtype=np.float64)
         for i, mp in enumerate(self.masks):
             ds = self.cache.get(mp)
+            band = max(1, int(self.mask_bands[i]))
             f = max(1.0, max(ds.height, ds.width) / self.histogram_size)
             shape = (max(1, round(ds.height / f)), max(1, round(ds.width / f)))
-            raw = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+            try:
+                raw = ds.read(band, out_shape=shape, resampling=Resampling.nearest)
+            except Exception as exc:  # a damaged mask: name the file and GDAL's cause
+                raise read_error(mp, exc, 0, 0, int(ds.height), int(ds.width)) from None
             cls = self._mask_to_classes(raw, None, mp)
             valid = cls[cls != self.ignore_index]
             if valid.size:
@@ -446,7 +480,9 @@ class RandomCropSegmentationDataset(_WindowDataset):
 
     def _crop(self, i: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.crop_size
-        img, msk, inside = self._read_pair(self.images[i], self.masks[i], r, c, s, s)
+        img, msk, inside = self._read_pair(
+            self.images[i], self.masks[i], r, c, s, s, int(self.mask_bands[i])
+        )
         classes = self._mask_to_classes(msk, inside, f"{self.masks[i]} window ({r}, {c}, {s})")
         return img, classes
 
@@ -455,15 +491,16 @@ class RandomCropSegmentationDataset(_WindowDataset):
         if self.grid is not None:
             i, r, c = self.grid[index]
             return int(i), int(r), int(c)
-        key = (self._base_seed(), self.epoch)
+        key = (self._base_seed(), *self._epoch_key())
         if self._epoch_positions is None or self._epoch_positions[0] != key:
             self._epoch_positions = (key, self._draw_positions(*key))
         i, r, c = self._epoch_positions[1][index]
         return int(i), int(r), int(c)
 
-    def _draw_positions(self, base: int, epoch: int) -> np.ndarray:
+    def _draw_positions(self, base: int, epoch: int, repeat: int = 0) -> np.ndarray:
         """(samples_per_epoch, 3) image, row_off, col_off of one epoch, drawn at once."""
-        rng = np.random.default_rng(np.random.SeedSequence([base, epoch, 0x5EED]))
+        entropy = [base, epoch, 0x5EED, repeat] if repeat else [base, epoch, 0x5EED]
+        rng = np.random.default_rng(np.random.SeedSequence(entropy))
         n = self.samples_per_epoch
         u = rng.random(n) * self._cdf[-1]
         img = np.minimum(np.searchsorted(self._cdf, u, side="right"), len(self._cdf) - 1)
