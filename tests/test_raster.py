@@ -40,10 +40,12 @@ def test_ring_and_flags() -> None:
     assert mask_window_stats(m, 0)[2] is True
     img = np.full((3, 4, 4), 50, np.uint8)
     assert image_black_border(img) is False
-    img[:, 3, 1] = 0  # one ring pixel black in every band
+    img[:, 3, 1] = 0  # one ring pixel black in every band: a shadow, not a border
+    assert image_black_border(img) is False
+    img[:, 3, :] = 0  # the whole (4-px) bottom edge black
     assert image_black_border(img) is True
     img2 = np.full((3, 4, 4), 50, np.uint8)
-    img2[0, 0, 0] = 0  # black in one band only: not black
+    img2[0, 0, :] = 0  # black in one band only: not black
     assert image_black_border(img2) is False
     assert image_black_border(img2, tolerance=60) is True
 
@@ -70,7 +72,7 @@ def test_scan_hand_built_tiles(tmp_path: Path) -> None:
     img, msk = _hand_pair(tmp_path)
     src = inspect_pair(PairSpec(str(img), str(msk)))
     win = tile_windows(src.image.width, src.image.height, 4)
-    table = scan([src], [win], workers=1)
+    table = scan([src], [win], nodata_class=0, workers=1)
     f = table.frame
     assert table.class_values.tolist() == [1, 2, 3]
     assert table.counts.tolist() == [[12, 0, 0], [0, 16, 0], [8, 0, 8], [16, 0, 0]]
@@ -91,7 +93,9 @@ def test_scan_pad_counts_missing_pixels_as_nodata(tmp_path: Path) -> None:
     table = scan([src], [tile_windows(6, 6, 4, 4, "pad")], workers=1)
     f = table.frame
     assert f["nodata_ratio"].tolist() == pytest.approx([0.0, 0.5, 0.5, 0.75])
-    assert f["has_mask_border_nodata"].tolist() == [False, True, True, True]
+    # the missing pixels are nodata but never a border flag (the padded tiles are kept)
+    assert f["has_mask_border_nodata"].tolist() == [False, False, False, False]
+    assert f["has_image_black_border"].tolist() == [False, False, False, False]
 
 
 def test_scan_parallel_equals_serial(demo_dir: Path) -> None:
@@ -103,8 +107,8 @@ def test_scan_parallel_equals_serial(demo_dir: Path) -> None:
         for r in pairs.itertuples()
     ]
     wins = [tile_windows(s.image.width, s.image.height, 128) for s in sources]
-    a = scan(sources, wins, workers=1)
-    b = scan(sources, wins, workers=2, chunk_size=5)
+    a = scan(sources, wins, nodata_class=0, workers=1)
+    b = scan(sources, wins, nodata_class=0, workers=2, chunk_size=5)
     assert np.array_equal(a.counts, b.counts)
     pd.testing.assert_frame_equal(a.frame, b.frame)
     assert len(a) == 4 * 16

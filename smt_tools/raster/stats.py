@@ -5,9 +5,12 @@ Pure functions on arrays; reading happens in :mod:`smt_tools.raster.scan`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from smt_tools.raster.maskcheck import mask_value_counts
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,16 @@ def ring(arr: np.ndarray) -> np.ndarray:
 def mask_window_stats(
     mask: np.ndarray, nodata_class: int | None, minlength: int = 256
 ) -> tuple[np.ndarray, int, bool]:
-    """(value_counts, nodata_pixels, has_mask_border_nodata) of a (h, w) integer mask window."""
-    flat = mask.reshape(-1)
-    if flat.dtype.kind not in "ui":
-        raise ValueError(f"mask must hold integer class values; got dtype {flat.dtype}")
-    if flat.dtype.kind == "i" and flat.size and int(flat.min()) < 0:
-        raise ValueError("mask holds negative class values")
-    counts = np.bincount(flat, minlength=minlength).astype(np.int64, copy=False)
+    """(value_counts, nodata_pixels, has_mask_border_nodata) of a (h, w) integer mask window.
+
+    value_counts: (max(minlength, largest value + 1),) int64. A value below 0 or above
+    65,535 raises :class:`~smt_tools.raster.maskcheck.MaskValueError` (a ValueError), so the
+    array is never sized by a stray huge value.
+    """
+    values, value_counts = mask_value_counts(mask)
+    size = max(int(minlength), int(values[-1]) + 1 if values.size else 0)
+    counts = np.zeros(size, np.int64)
+    counts[values] = value_counts
     if nodata_class is None:
         return counts, 0, False
     nodata_pixels = int(counts[nodata_class]) if nodata_class < counts.shape[0] else 0
@@ -53,16 +59,73 @@ def mask_window_stats(
     return counts, nodata_pixels, border
 
 
+#: A run of black pixels along one window edge shorter than this (in pixels) is not a border
+#: (a shadow pixel or a few dark pixels of real imagery must not exclude a tile); an edge
+#: shorter than this must be black over its whole length.
+BLACK_BORDER_MIN_RUN = 8
+#: On long edges the run must also cover this share of the edge (2 %: 11 px on a 512 px edge).
+BLACK_BORDER_MIN_SHARE = 0.02
+
+
+def black_run_threshold(
+    edge_length: int,
+    min_run: int = BLACK_BORDER_MIN_RUN,
+    min_share: float = BLACK_BORDER_MIN_SHARE,
+) -> int:
+    """Shortest run of black pixels along an edge of ``edge_length`` px that makes a black border:
+    ``max(min_run, ceil(min_share * edge_length))`` (8 px up to a 400 px edge, 11 at 512, 21 at
+    1024); an edge shorter than that must be black over its whole length. A 1-px edge is a single
+    pixel and never a border on its own (returns 2)."""
+    run = max(int(min_run), math.ceil(round(min_share * edge_length, 9)))
+    return max(2, min(run, int(edge_length)))
+
+
+def _has_run(black: np.ndarray, run: int) -> bool:
+    """True if some row of ``black`` (k, n) bool holds ``run`` consecutive True values."""
+    n = black.shape[1]
+    if run < 1 or n < run:
+        return False
+    black = black[np.count_nonzero(black, axis=1) >= run]  # rows that can hold such a run
+    if black.shape[0] == 0:
+        return False
+    cs = np.zeros((black.shape[0], n + 1), np.int32)
+    np.cumsum(black, axis=1, out=cs[:, 1:])
+    return bool(np.any(cs[:, run:] - cs[:, :-run] >= run))
+
+
 def image_black_border(
-    image: np.ndarray, tolerance: float = 0, image_nodata: float | None = None
+    image: np.ndarray,
+    tolerance: float = 0,
+    image_nodata: float | None = None,
+    *,
+    min_run: int = BLACK_BORDER_MIN_RUN,
+    min_share: float = BLACK_BORDER_MIN_SHARE,
 ) -> bool:
-    """True if any pixel of the ring of a (bands, h, w) image window is black in every band
-    (``<= tolerance``) or equals the image's declared nodata value in every band."""
-    r = ring(image)  # (bands, n_ring)
-    black = np.all(r <= tolerance, axis=0)
+    """True if one edge of a (bands, h, w) image window carries a run of consecutive black pixels
+    at least :func:`black_run_threshold` long (ALGORITHMS.md §1).
+
+    A pixel is black when every band is ``<= tolerance`` or every band equals the declared
+    ``image_nodata``. Each of the four edges (top and bottom rows, left and right columns, corners
+    included) is checked on its own.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image window must be (bands, h, w); got shape {image.shape}")
+    _, h, w = image.shape
+    if h == 0 or w == 0:
+        return False
+    edges = np.concatenate(
+        [image[:, 0, :], image[:, h - 1, :], image[:, :, 0], image[:, :, w - 1]], axis=1
+    )  # (bands, 2w + 2h): top, bottom, left, right
+    black = np.all(edges <= tolerance, axis=0)
     if image_nodata is not None and not np.isnan(image_nodata):
-        black |= np.all(r == image_nodata, axis=0)
-    return bool(black.any())
+        black |= np.all(edges == image_nodata, axis=0)
+    if not black.any():
+        return False
+    rows = black[: 2 * w].reshape(2, w)
+    cols = black[2 * w :].reshape(2, h)
+    return _has_run(rows, black_run_threshold(w, min_run, min_share)) or _has_run(
+        cols, black_run_threshold(h, min_run, min_share)
+    )
 
 
 def window_stats(

@@ -64,3 +64,39 @@ def tile_windows(
     out[:, 2] = patch_size
     out[:, 3] = patch_size
     return out
+
+
+def fits(width: int, height: int, patch_size: int) -> bool:
+    """True if a ``patch_size`` window fits inside a ``width`` x ``height`` raster."""
+    return patch_size <= width and patch_size <= height
+
+
+def grid_coverage(width: int, height: int, patch_size: int, stride: int | None = None) -> float:
+    """Share of a raster's pixels that the ``edge="drop"`` grid reaches, in [0, 1].
+
+    Per axis the grid spans ``last_start + patch_size`` pixels of ``size`` (the rest, past the
+    last whole window, is in no tile); the share is the product of the two axes' spans over
+    the raster's pixels. With ``stride <= patch_size`` this is exactly tiled pixels / raster
+    pixels. 0.0 when the patch does not fit.
+    """
+    stride = patch_size if stride is None else stride
+    if not fits(width, height, patch_size) or width <= 0 or height <= 0:
+        return 0.0
+
+    def span(size: int) -> int:
+        return (size - patch_size) // stride * stride + patch_size
+
+    return span(width) * span(height) / (width * height)
+
+
+def outside_pixels(windows: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels of each window that lie outside a ``width`` x ``height`` raster.
+
+    windows: (n, 4) int ``[row_off, col_off, height, width]``. Returns (n,) int64; a window with
+    a positive count runs past the raster edge (``edge="pad"``, or a patch record near the edge).
+    """
+    win = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+    r, c, h, w = win[:, 0], win[:, 1], win[:, 2], win[:, 3]
+    inside_h = np.clip(np.minimum(r + h, height) - np.maximum(r, 0), 0, None)
+    inside_w = np.clip(np.minimum(c + w, width) - np.maximum(c, 0), 0, None)
+    return h * w - inside_h * inside_w
