@@ -2,11 +2,17 @@
 
 RFC 7946 GeoJSON and the catalog's ``footprint`` columns are lon/lat (EPSG:4326). Tiles carry
 native bounds (``minx, miny, maxx, maxy`` in ``crs``); this module turns them into lon/lat rings.
+
+Tiles of rasters without a CRS (slide scans, photos) keep their bounds in the raster's own
+pixel coordinates and an empty ``crs`` (a CSV round trip makes it NaN: :func:`crs_strings`
+treats both as "no CRS"). They have no lon/lat footprint: :func:`footprints_lonlat` refuses them,
+or gives NaN rings with ``missing="nan"``.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -54,19 +60,74 @@ def _ring_native(
     return np.concatenate([xs, xs[:, :1]], axis=1), np.concatenate([ys, ys[:, :1]], axis=1)
 
 
-def footprints_lonlat(frame: pd.DataFrame, densify: int = DENSIFY) -> np.ndarray:
+def crs_strings(frame: pd.DataFrame) -> np.ndarray:
+    """The ``crs`` column as (n,) object array of str, ``""`` where a tile has no CRS
+    (empty, None or NaN: a CSV reader turns an empty field into NaN)."""
+    col = frame["crs"]
+    out = col.where(col.notna(), "").astype(str).str.strip().to_numpy(dtype=object)
+    out[out == "nan"] = ""
+    return out
+
+
+def has_crs(frame: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: the tile's source raster is georeferenced (its ``crs`` is not empty)."""
+    return crs_strings(frame) != ""
+
+
+def no_crs_message(frame: pd.DataFrame, what: str) -> str:
+    """One line naming how many tiles (and which source image) have no CRS, for ``what``."""
+    missing = ~has_crs(frame)
+    n = int(missing.sum())
+    example = ""
+    if "image_path" in frame.columns and n:
+        example = f", e.g. {frame['image_path'].to_numpy()[np.flatnonzero(missing)[0]]}"
+    return (
+        f"{n} of {len(frame)} tiles have no CRS (their source raster is not georeferenced"
+        f"{example}): {what}"
+    )
+
+
+def pixel_space_note(paths_without_crs: list[str], scanned: int) -> list[str]:
+    """The ingest's one warning line about scanned rasters without a CRS ([] when none)."""
+    n = len(paths_without_crs)
+    if not n:
+        return []
+    return [
+        f"{n} of {scanned} scanned images have no CRS (e.g. {paths_without_crs[0]}): their tiles "
+        "are kept in pixel space (bounds in the raster's own pixel coordinates, no lon/lat "
+        "footprint); GeoJSON layers and maps leave them out, and split buffers never measure "
+        "them against other images"
+    ]
+
+
+def footprints_lonlat(
+    frame: pd.DataFrame,
+    densify: int = DENSIFY,
+    missing: Literal["raise", "nan"] = "raise",
+) -> np.ndarray:
     """Lon/lat rings of every tile: (n, 4*densify+1, 2) float64, counter-clockwise, closed.
 
     ``frame`` needs ``minx, miny, maxx, maxy, crs``. Tiles are grouped by CRS, so mixed-CRS
-    tables (scenes from several UTM zones) work.
+    tables (scenes from several UTM zones) work. Tiles without a CRS have no lon/lat footprint:
+    ``missing="raise"`` raises :class:`InputDataError` naming them, ``"nan"`` gives NaN rings.
     """
     n = len(frame)
     out = np.empty((n, 4 * densify + 1, 2), dtype=np.float64)
     if n == 0:
         return out
-    for crs, idx in frame.groupby("crs", sort=False).indices.items():
+    crs_col = crs_strings(frame)
+    if missing == "raise" and (crs_col == "").any():
+        raise InputDataError(
+            no_crs_message(
+                frame,
+                "they have no lon/lat footprint; georeference the rasters "
+                "(e.g. gdal_edit.py -a_srs EPSG:xxxx) or leave these tiles out",
+            )
+        )
+    for crs, idx in pd.Series(crs_col).groupby(crs_col, sort=False).indices.items():
         if not crs:
-            raise InputDataError("a tile has no CRS: its source raster is not georeferenced")
+            out[idx] = np.nan
+            continue
         sub = frame.iloc[idx]
         xs, ys = _ring_native(
             sub["minx"].to_numpy(np.float64),

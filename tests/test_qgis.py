@@ -164,7 +164,7 @@ def test_tile_result_map_opens_styled(
     from smt_tools.pipelines.ingest import run_ingest
 
     run_catalog_init(fresh_database_url)
-    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, workers=1)
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, nodata_class=0, workers=1)
     cfg = {
         "balanced_dataset": {
             "mode": "masks_only",

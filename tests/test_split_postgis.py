@@ -35,6 +35,8 @@ def catalog(fresh_database_url: str, demo_pairs: Path) -> Iterator[tuple[str, En
             "128",
             "--workers",
             "1",
+            "--nodata-class",
+            "0",
             "--catalog",
             fresh_database_url,
         ],

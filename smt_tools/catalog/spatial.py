@@ -1,19 +1,28 @@
 """The split's spatial buffer computed in PostGIS (catalog input).
 
-Same rule and same metric CRS as :func:`smt_tools.splits.buffer.buffer_exclusions`: tiles in
-the metric CRS are the exact boxes of their native window (``ST_MakeEnvelope`` from
-``source_image.transform`` and the window, the same numbers the tile table carries); tiles in
-any other CRS use their stored lon/lat footprint ``ST_Transform``-ed into it (the shapely path
-reprojects the same densified rings). Pairs come from ``ST_DWithin`` on a GiST-indexed temporary
-table, so both backends give the same answer on the same tiles.
+Same rule and same distance method as :func:`smt_tools.splits.buffer.buffer_exclusions`
+(:func:`smt_tools.splits.distance.distance_method` chooses it):
+
+- planar: tiles in the metric CRS are the exact boxes of their native window
+  (``ST_MakeEnvelope`` from ``source_image.transform`` and the window, the same numbers the tile
+  table carries); tiles in any other CRS use their stored lon/lat footprint ``ST_Transform``-ed
+  into it (the shapely path reprojects the same densified rings);
+- geodesic (``geodesic=True``): the stored lon/lat footprints as ``geography``, so
+  ``ST_DWithin`` measures on the WGS 84 spheroid (the shapely path measures the same rings in a
+  local tangent plane per pair; the two agree to millimetres).
+
+Pairs come from ``ST_DWithin`` on a GiST-indexed temporary table, so both backends give the same
+answer on the same tiles. Tiles without a CRS (NULL footprint) must not be passed in.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pyproj import CRS
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from smt_tools.catalog.engine import engine_label, scrub
@@ -71,6 +80,55 @@ join {table} t on t.id = f.tile_id
 join source_image s on s.id = t.source_image_id
 """
 
+# geodesic: the stored lon/lat footprint as geography (spheroid distances); gm keeps the geometry
+# for the per-image envelopes below
+_GEOM_GEODESIC_SQL = """
+create temp table smt_split_geom on commit drop as
+select f.pos, f.fold, t.source_image_id as src, t.footprint as gm, t.footprint::geography as g
+from smt_split_fold f
+join {table} t on t.id = f.tile_id
+"""
+
+# Geodesic, fast path: every pre-filter runs on the lon/lat GEOMETRY (GiST index, cheap) with a
+# radius in degrees that can only be too large: a ground distance d spans at most
+# d / (110574 m * cos(latmax)) degrees (110574 m: the shortest degree of latitude; a degree of
+# longitude is longer than 110574 m * cos(lat)); plus _SLACK_M and 1 %. Only the surviving pairs
+# are measured on the spheroid (geography). Not used across the antimeridian or near the poles.
+_IMAGES_LONLAT_SQL = """
+create temp table smt_split_img on commit drop as
+select src, fold, ST_Envelope(ST_Collect(gm)) as env
+from smt_split_geom group by src, fold
+"""
+
+_PAIRS_LONLAT_SQL = """
+with near as materialized (
+  select i.src as si, i.fold as fi, j.src as sj, j.fold as fj, j.env as envj
+  from smt_split_img i
+  join smt_split_img j on i.fold >= 0 and i.fold <> j.fold and ST_DWithin(i.env, j.env, :deg)
+), cand as materialized (
+  select a.pos, a.gm, a.g, n.sj, n.fj
+  from near n
+  join smt_split_geom a on a.src = n.si and a.fold = n.fi and ST_DWithin(a.gm, n.envj, :deg)
+)
+select distinct c.pos, c.fj
+from cand c
+join smt_split_geom b on ST_DWithin(c.gm, b.gm, :deg) and b.src = c.sj and b.fold = c.fj
+  and ST_DWithin(c.g, b.g, :buffer)
+"""
+
+# Geodesic, general path (tiles near the antimeridian or a pole): geography everywhere. The
+# lon/lat envelope of each (source image, fold) is segmentized (0.01 degree, about 1 km) so that
+# its geography edges follow the parallels to centimetres; the pre-filters add _SLACK_M to the
+# buffer, so no pair is missed, and the last join is exact.
+_IMAGES_GEODESIC_SQL = """
+create temp table smt_split_img on commit drop as
+select src, fold, ST_Segmentize(ST_Envelope(ST_Collect(gm)), 0.01)::geography as env
+from smt_split_geom group by src, fold
+"""
+_SLACK_M = 1.0
+#: the fast geodesic path needs tiles within this latitude and a longitude span under 180°
+_LONLAT_MAX_LAT = 80.0
+
 # Envelope of each (source image, fold): a cheap first filter so that only tiles near an image
 # of another fold probe the tile index (most tiles are far inside their own image).
 _IMAGES_SQL = """
@@ -83,16 +141,34 @@ _PAIRS_SQL = """
 with near as materialized (
   select i.src as si, i.fold as fi, j.src as sj, j.fold as fj, j.env as envj
   from smt_split_img i
-  join smt_split_img j on i.fold >= 0 and i.fold <> j.fold and ST_DWithin(i.env, j.env, :buffer)
+  join smt_split_img j on i.fold >= 0 and i.fold <> j.fold and ST_DWithin(i.env, j.env, :reach)
 ), cand as materialized (
   select a.pos, a.g, n.sj, n.fj
   from near n
-  join smt_split_geom a on a.src = n.si and a.fold = n.fi and ST_DWithin(a.g, n.envj, :buffer)
+  join smt_split_geom a on a.src = n.si and a.fold = n.fi and ST_DWithin(a.g, n.envj, :reach)
 )
 select distinct c.pos, c.fj
 from cand c
 join smt_split_geom b on ST_DWithin(c.g, b.g, :buffer) and b.src = c.sj and b.fold = c.fj
 """
+
+
+def _lonlat_radius(conn: Connection, buffer_m: float) -> float | None:
+    """The degree radius of the fast geodesic path, or None when the tiles are too close to a
+    pole or span 180° of longitude or more (antimeridian): then geography is used throughout."""
+    row = conn.execute(
+        text(
+            "select min(ST_XMin(gm)), max(ST_XMax(gm)), "
+            "max(greatest(abs(ST_YMin(gm)), abs(ST_YMax(gm)))) from smt_split_geom"
+        )
+    ).one()
+    if row[0] is None:
+        return None
+    lon_min, lon_max, lat_max = float(row[0]), float(row[1]), float(row[2])
+    if lon_max - lon_min >= 180.0 or lat_max > _LONLAT_MAX_LAT:
+        return None
+    metres_per_degree = 110_574.0 * math.cos(math.radians(lat_max + 0.1))
+    return (buffer_m + _SLACK_M) * 1.01 / metres_per_degree
 
 
 def buffer_exclusions_postgis(
@@ -103,11 +179,15 @@ def buffer_exclusions_postgis(
     n_splits: int,
     metric_crs: str,
     table: str = "tile",
+    *,
+    geodesic: bool = False,
 ) -> np.ndarray:
     """PostGIS twin of :func:`smt_tools.splits.buffer.buffer_exclusions`.
 
-    tile_ids: (n,) int64 ``tile.id`` values; fold: (n,) int64 (``-1`` = holdout test);
-    metric_crs: the distance CRS (``"EPSG:xxxx"``, see :func:`smt_tools.splits.metric_crs`).
+    tile_ids: (n,) int64 ``tile.id`` values of tiles WITH a CRS; fold: (n,) int64 (``-1`` =
+    holdout test); metric_crs: the planar distance CRS (``"EPSG:xxxx"``, see
+    :func:`smt_tools.splits.distance_method`), ignored when ``geodesic`` (spheroid distances
+    between the stored lon/lat footprints).
     Returns (n, n_splits + 1) bool exclusions, rows aligned with ``tile_ids``. Runs in one
     transaction on temporary tables (dropped at commit); nothing in the catalog changes.
     """
@@ -117,7 +197,7 @@ def buffer_exclusions_postgis(
     fold = np.asarray(fold, dtype=np.int64)
     if len(ids) != len(fold):
         raise InputDataError(f"{len(ids)} tile ids but {len(fold)} fold values")
-    srid = srid_of(metric_crs)
+    srid = 4326 if geodesic else srid_of(metric_crs)
     label = engine_label(engine)
     payload = "".join(
         f"{int(t)}\t{int(f)}\t{p}\n" for p, (t, f) in enumerate(zip(ids, fold, strict=True))
@@ -139,21 +219,45 @@ def buffer_exclusions_postgis(
                 cur.copy("COPY smt_split_fold (tile_id, fold, pos) FROM STDIN") as cp,
             ):
                 cp.write(payload)
-            conn.execute(
-                text(_GEOM_SQL.format(table=_quote_ident(table))),
-                {"native": metric_crs, "srid": srid},
-            )
+            if geodesic:
+                conn.execute(text(_GEOM_GEODESIC_SQL.format(table=_quote_ident(table))))
+            else:
+                conn.execute(
+                    text(_GEOM_SQL.format(table=_quote_ident(table))),
+                    {"native": metric_crs, "srid": srid},
+                )
             found = int(conn.execute(text("select count(*) from smt_split_geom")).scalar_one())
             if found != len(ids):
                 raise CatalogError(
                     f"catalog {label}: {len(ids) - found} of {len(ids)} tiles are not in table "
                     f"{table!r}; re-run the split on the current catalog"
                 )
-            conn.execute(text("create index on smt_split_geom using gist (g)"))
+            nulls = int(
+                conn.execute(
+                    text("select count(*) from smt_split_geom where g is null")
+                ).scalar_one()
+            )
+            if nulls:
+                raise CatalogError(
+                    f"catalog {label}: {nulls} tiles have no footprint (their source raster has no "
+                    "CRS); they cannot be measured in metres"
+                )
+            params: dict[str, float] = {"buffer": float(buffer_m), "reach": float(buffer_m)}
+            images_sql, pairs_sql = _IMAGES_SQL, _PAIRS_SQL
+            if geodesic:
+                deg = _lonlat_radius(conn, float(buffer_m))
+                if deg is not None:  # fast: geometry pre-filters, spheroid on the survivors
+                    images_sql, pairs_sql = _IMAGES_LONLAT_SQL, _PAIRS_LONLAT_SQL
+                    params["deg"] = deg
+                else:
+                    images_sql = _IMAGES_GEODESIC_SQL
+                    params["reach"] = float(buffer_m) + _SLACK_M
+            index_col = "gm" if "deg" in params else "g"
+            conn.execute(text(f"create index on smt_split_geom using gist ({index_col})"))
             conn.execute(text("analyze smt_split_geom"))
-            conn.execute(text(_IMAGES_SQL))
+            conn.execute(text(images_sql))
             conn.execute(text("analyze smt_split_img"))
-            rows = conn.execute(text(_PAIRS_SQL), {"buffer": float(buffer_m)}).all()
+            rows = conn.execute(text(pairs_sql), params).all()
     except SmtError:
         raise
     except SQLAlchemyError as exc:

@@ -3,6 +3,12 @@
 Footprints are reprojected from each tile's native CRS (``minx, miny, maxx, maxy, crs``) by
 :func:`smt_tools.geo.footprints_lonlat`. Properties are serialised by pandas (NaN -> null,
 booleans -> true/false), so 155k tiles take seconds, not minutes.
+
+Tiles without a CRS (rasters in pixel space: slide scans) cannot be placed in lon/lat, and a
+GeoJSON cannot declare another CRS (RFC 7946), so they are LEFT OUT: the file holds the tiles
+with a CRS (none at all: an empty FeatureCollection, so no older layer is left under that name),
+says how many were left out in the foreign member ``"tiles_without_crs"``, and
+:func:`write_geojson` returns the one warning line the command prints.
 """
 
 from __future__ import annotations
@@ -10,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from smt_tools.export._atomic import atomic_path
-from smt_tools.geo import footprints_lonlat
+from smt_tools.geo import footprints_lonlat, has_crs
 
 #: decimal places of lon/lat (1e-7 degree is about 1 cm)
 COORD_DECIMALS = 7
@@ -79,6 +86,27 @@ def _properties(frame: pd.DataFrame, props: Sequence[str]) -> Any:
     return pc.binary_join_element_wise(*parts, "")
 
 
+@dataclass(frozen=True)
+class GeoJSONWritten:
+    """What :func:`write_geojson` wrote: features (tiles with a CRS), left_out (tiles without
+    one) and note, the one warning line to print when any tile was left out (else None)."""
+
+    features: int
+    left_out: int
+    note: str | None
+
+
+def left_out_note(path: str | os.PathLike[str], left_out: int, total: int) -> str | None:
+    """The warning line for ``left_out`` of ``total`` tiles without a CRS (None when 0)."""
+    if not left_out:
+        return None
+    what = "no tile has a CRS" if left_out == total else f"{left_out} of {total} tiles have no CRS"
+    return (
+        f"{path}: {what} (rasters in pixel space), so {'they are' if left_out > 1 else 'it is'} "
+        "left out of this GeoJSON and its QGIS style (GeoJSON holds lon/lat only, RFC 7946)"
+    )
+
+
 def write_geojson(
     frame: pd.DataFrame,
     path: str | os.PathLike[str],
@@ -86,11 +114,14 @@ def write_geojson(
     *,
     densify: int = 1,
     chunk: int = 50_000,
-) -> None:
-    """Write one Polygon Feature per row of ``frame`` to ``path`` (atomic).
+    name: str | os.PathLike[str] | None = None,
+) -> GeoJSONWritten:
+    """Write one Polygon Feature per tile of ``frame`` WITH a CRS to ``path`` (atomic).
 
     frame needs ``minx, miny, maxx, maxy, crs`` and every column in ``properties``.
     ``densify`` points per edge (1 = the four corners; tiles are small, so corners suffice).
+    Tiles without a CRS are left out (see the module docstring); the result says how many, and
+    its note names ``name`` (default ``path``; pass the final path when writing a staging file).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -99,8 +130,16 @@ def write_geojson(
     missing = [c for c in [*props, "minx", "miny", "maxx", "maxy", "crs"] if c not in frame.columns]
     if missing:
         raise ValueError(f"GeoJSON export: frame lacks column(s) {', '.join(missing)}")
+    georef = has_crs(frame)
+    left_out = int((~georef).sum())
+    total = len(frame)
+    if left_out:
+        frame = frame.iloc[np.flatnonzero(georef)]
+    head = '{"type":"FeatureCollection",'
+    if left_out:
+        head += f'"tiles_without_crs":{left_out},'
     with atomic_path(path, suffix=".geojson") as tmp, tmp.open("w", encoding="utf-8") as fh:
-        fh.write('{"type":"FeatureCollection","features":[\n')
+        fh.write(head + '"features":[\n')
         first = True
         for start in range(0, len(frame), chunk):
             part = frame.iloc[start : start + chunk]
@@ -121,3 +160,6 @@ def write_geojson(
             fh.write(("" if first else ",\n") + text)
             first = False
         fh.write("\n]}\n")
+    return GeoJSONWritten(
+        len(frame), left_out, left_out_note(name if name is not None else path, left_out, total)
+    )

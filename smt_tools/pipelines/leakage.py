@@ -8,6 +8,11 @@ Two inputs:
 
 Needs ``tile_id`` and the group column (default ``source_image_id``); footprints
 (``minx, miny, maxx, maxy, crs``) for the spatial check; an embedding cache for near-duplicates.
+
+The spatial check measures each pair per :mod:`smt_tools.splits.distance` (planar in one
+low-distortion CRS, else geodesic on WGS 84) and says which. Tiles without a CRS (pixel space)
+are left out of the spatial check (one line says how many); checks (a), (c) and (d) still cover
+them. The ``--report`` GeoJSON holds the leaking tiles that have a CRS.
 """
 
 from __future__ import annotations
@@ -18,9 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
+from smt_tools.geo import has_crs
 from smt_tools.splits.audit import LeakageAudit, audit_splits
-from smt_tools.splits.buffer import TEST_FOLD, metric_footprints
+from smt_tools.splits.buffer import TEST_FOLD
+from smt_tools.splits.distance import (
+    DistanceMethod,
+    TileFootprints,
+    distance_method,
+    tile_footprints,
+)
 
 __all__ = ["LeakageResult", "load_split_frames", "run_check_leakage"]
 
@@ -43,6 +56,12 @@ class LeakageResult:
     spatial_checked: bool
     embeddings_checked: bool
     report_path: Path | None = None
+    #: how the spatial check measured distances (None when it did not run)
+    method: DistanceMethod | None = None
+    #: why the spatial check was skipped (None when it ran)
+    spatial_skipped: str | None = None
+    #: one line each, printed as ``warning: ...``
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def has_leak(self) -> bool:
@@ -133,8 +152,16 @@ def run_check_leakage(
     report: Path | None = None,
 ) -> LeakageResult:
     """Run checks (a)-(d) and optionally write ``report`` (GeoJSON of leaking tiles + .qml)."""
-    if buffer_m < 0:
-        raise InputDataError(f"--buffer-m must be >= 0; got {buffer_m}")
+    from smt_tools.pipelines._preflight import preflight_leakage
+
+    preflight_leakage(  # the report is writable and not an input, before any work
+        report,
+        [("--train", train), ("--val", val), ("--folds", folds), ("--embeddings", embeddings)],
+    )
+    if not 0 <= buffer_m <= MAX_BUFFER_M:  # also refuses NaN
+        raise InputDataError(
+            f"--buffer-m must be a distance in metres between 0 and {MAX_BUFFER_M:g}; got {buffer_m}"
+        )
     if not 0 < near_duplicate_threshold <= 2:
         raise InputDataError(
             f"--near-duplicate-threshold must be in (0, 2] (cosine distance); got {near_duplicate_threshold}"
@@ -146,8 +173,7 @@ def run_check_leakage(
     if tile_ids.isna().any():
         raise InputDataError("column tile_id must hold integers in every row")
     ids = tile_ids.to_numpy(np.int64)
-    spatial = all(c in frame.columns for c in _BOUNDS) and not frame[_BOUNDS].isna().any().any()
-    geoms = metric_footprints(frame) if spatial and len(frame) else None
+    geoms, method, skipped, note = _footprints(frame)
     x = found = None
     if embeddings is not None:
         from smt_tools.embeddings.cache import read_embeddings
@@ -177,16 +203,56 @@ def run_check_leakage(
         near_duplicate_threshold=near_duplicate_threshold,
         spatial_checked=geoms is not None,
         embeddings_checked=x is not None,
+        method=method,
+        spatial_skipped=skipped,
     )
+    if note:
+        result.warnings.append(note)
     if report is not None:
         _write_report(result, Path(report))
         result.report_path = Path(report)
     return result
 
 
+def _footprints(
+    frame: pd.DataFrame,
+) -> tuple[TileFootprints | None, DistanceMethod | None, str | None, str | None]:
+    """``(footprints or None, method, why the spatial check is skipped, warning line)``."""
+    if not all(c in frame.columns for c in _BOUNDS):
+        return None, None, "no footprint columns", None
+    if len(frame) == 0:
+        return None, None, "no tiles", None
+    georef = has_crs(frame)
+    bounds = frame[_BOUNDS[:4]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = georef & ~np.isfinite(bounds).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputDataError(
+            f"tile_id {frame['tile_id'].iloc[row]} (in {frame['split'].iloc[row]}) has a CRS but "
+            f"no numeric minx/miny/maxx/maxy ({int(bad.sum())} such rows); fix that row of the "
+            "input CSV (or clear its crs to leave it out of the spatial check)"
+        )
+    method = distance_method(frame)
+    if method.kind == "none":
+        return (
+            None,
+            method,
+            f"no tile has a CRS ({len(frame)} tiles in pixel space: no shared coordinates)",
+            None,
+        )
+    note = None
+    if method.tiles_without_crs:
+        note = (
+            f"spatial check: {method.tiles_without_crs} of {len(frame)} tiles "
+            f"({method.images_without_crs} source images) have no CRS (pixel space) and were not "
+            "checked for overlaps or distances; checks (a), (c) and (d) include them"
+        )
+    return tile_footprints(frame, method), method, None, note
+
+
 def _write_report(result: LeakageResult, path: Path) -> None:
     """GeoJSON of the leaking tiles (``leak_reasons``, ``leak_checks``) and a QGIS style."""
-    if not result.spatial_checked:
+    if not all(c in result.frame.columns for c in _BOUNDS):
         raise InputDataError(
             f"--report {path}: the input CSVs have no footprint columns (minx, miny, maxx, maxy, crs)"
         )
@@ -204,7 +270,9 @@ def _write_report(result: LeakageResult, path: Path) -> None:
         if c in out.columns
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_geojson(out, path, props)
+    written = write_geojson(out, path, props)
+    if written.note:
+        result.warnings.append(written.note)
     # colour by how many of checks (a)-(c) flagged the tile
     write_qml(
         path.with_suffix(".qml"),

@@ -10,6 +10,12 @@ Input: a balanced CSV (one row per tile) or the catalog. Output:
   ``excluded = true`` (build-balanced-dataset's exclusions) count no pixels, but still get a fold.
 - catalog input: a ``run`` row (command ``split``, the buffer exclusions in its summary) with
   ``tile_result.fold`` per tile; plus the CSV when ``output.csv_path`` is set.
+
+Distances: each pair is measured by :mod:`smt_tools.splits.distance` (planar in one
+low-distortion CRS, else geodesic on WGS 84); the method is in the summary (``buffer_method``).
+Tiles without a CRS (pixel space) are never measured against other images; within one image
+see :func:`smt_tools.splits.buffer.pixel_space_exclusions`. The GeoJSON holds only the tiles
+with a CRS (one warning line says how many were left out).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import pandas as pd
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
 from smt_tools.export._atomic import atomic_path
-from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, metric_crs, metric_footprints
+from smt_tools.geo import has_crs
+from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
+from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
 from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
 
 __all__ = [
@@ -79,6 +87,15 @@ class SplitResult:
     csv_path: Path | None = None
     geojson_path: Path | None = None
     run_id: int | None = None
+    #: how distances were measured (see :meth:`buffer_line`)
+    method: DistanceMethod | None = None
+    #: one line each, printed as ``warning: ...`` (e.g. tiles left out of the GeoJSON)
+    warnings: list[str] = field(default_factory=list)
+
+    def buffer_line(self) -> str:
+        """``buffer 50 m, measured geodesically on WGS 84 (tiles in 2 CRSs: ...)``."""
+        how = self.method.describe() if self.method is not None else self.distance_crs
+        return f"buffer {self.buffer_m:g} m, {how}"
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers (also stored as the catalog run's summary)."""
@@ -91,6 +108,10 @@ class SplitResult:
             "buffer_m": self.buffer_m,
             "buffer_backend": self.backend,
             "distance_crs": self.distance_crs,
+            "buffer_method": self.method.kind if self.method is not None else None,
+            "buffer_method_detail": self.buffer_line(),
+            "tiles_without_crs": self.method.tiles_without_crs if self.method is not None else 0,
+            "warnings": list(self.warnings),
             "class_values": list(self.class_values),
             "global_share": [round(x, 6) for x in self.global_share],
             "max_share_deviation": round(self.max_deviation, 6),
@@ -208,12 +229,15 @@ def compute_split(
     frame: pd.DataFrame,
     counts: np.ndarray | None,
     cfg: SplitConfig,
-    buffer_fn: Callable[[np.ndarray, str], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, str]:
+    buffer_fn: Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, DistanceMethod]:
     """Folds and buffer exclusions of ``frame`` (rows = tiles).
 
     Returns ``fold`` (n,) int64 (``-1`` holdout), ``exclusions`` (n, n_splits + 1) bool and the
-    distance CRS. ``buffer_fn(fold, crs)`` replaces the shapely buffer (the PostGIS backend).
+    distance method. ``buffer_fn(rows, fold, method)`` replaces the shapely buffer for the tiles
+    with a CRS (the PostGIS backend): rows (m,) int64 positions of those tiles, fold (m,) their
+    folds; it returns their (m, n_splits + 1) exclusions. Tiles without a CRS are handled by
+    :func:`~smt_tools.splits.buffer.pixel_space_exclusions`.
     """
     groups = frame[cfg.group_column].to_numpy()
     fold = np.full(len(frame), TEST_FOLD, dtype=np.int64)
@@ -230,13 +254,24 @@ def compute_split(
         strategy=cfg.strategy,
         random_state=cfg.random_state,
     )
-    crs = metric_crs(frame)
-    if buffer_fn is not None:
-        exclusions = buffer_fn(fold, crs)
-    else:
-        geoms = metric_footprints(frame, crs)
-        exclusions = buffer_exclusions(geoms, fold, cfg.buffer_m, cfg.n_splits)
-    return fold, exclusions, crs
+    method = distance_method(frame)
+    georef = has_crs(frame)
+    exclusions = np.zeros((len(frame), cfg.n_splits + 1), dtype=bool)
+    rows = np.flatnonzero(georef)
+    if len(rows):
+        if buffer_fn is not None:
+            exclusions[rows] = buffer_fn(rows, fold[rows], method)
+        else:
+            sub = frame.iloc[rows]
+            exclusions[rows] = buffer_exclusions(
+                tile_footprints(sub, method), fold[rows], cfg.buffer_m, cfg.n_splits
+            )
+    pixel = np.flatnonzero(~georef)
+    if len(pixel):
+        exclusions[pixel] = pixel_space_exclusions(
+            frame.iloc[pixel], fold[pixel], cfg.buffer_m, cfg.n_splits
+        )
+    return fold, exclusions, method
 
 
 def _fold_summaries(
@@ -284,7 +319,8 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
+def _write_geojson(frame: pd.DataFrame, path: Path) -> str | None:
+    """Write the folds layer (+ .qml); return the warning line about tiles left out, if any."""
     from smt_tools.export.geojson import write_geojson
     from smt_tools.export.qgis_style import write_qml
 
@@ -294,7 +330,7 @@ def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
         if c in frame.columns
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_geojson(frame, path, props)
+    written = write_geojson(frame, path, props)
     k = int(frame["fold"].max()) + 1
     # one colour per fold; the holdout test set (fold -1) gets the first class
     write_qml(
@@ -303,6 +339,7 @@ def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
         excluded_field=None,
         breaks=[-1.5, *(f + 0.5 for f in range(-1, max(k, 1)))],
     )
+    return written.note
 
 
 def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
@@ -314,12 +351,21 @@ def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
     return data
 
 
-def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -> SplitResult:
-    """Run the ``split`` command for a validated config (see module docstring for outputs)."""
+def run_split(
+    cfg: SplitConfig,
+    progress: Callable[[str], None] | None = None,
+    config_path: str | Path | None = None,
+) -> SplitResult:
+    """Run the ``split`` command for a validated config (see module docstring for outputs).
+
+    ``config_path`` (the YAML file) is checked not to be an output."""
+    from smt_tools.pipelines._preflight import preflight_split
+
+    preflight_split(cfg, config_path)  # outputs writable and not inputs, before any work
     started = datetime.now(timezone.utc)
     need_counts = cfg.strategy == "stratified_group"
     engine = None
-    buffer_fn: Callable[[np.ndarray, str], np.ndarray] | None = None
+    buffer_fn: Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray] | None = None
     class_values: np.ndarray | None
     try:
         if cfg.input_csv_path is not None:
@@ -333,14 +379,14 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             from smt_tools.catalog.spatial import buffer_exclusions_postgis
 
             engine = connect(resolve_url(cfg.catalog.url))
-            where = cfg.catalog.where_clause
-            if cfg.catalog.run_id is not None:
-                run_filter = (
-                    f"id in (select tile_id from tile_result where run_id = {int(cfg.catalog.run_id)}"
-                    " and coalesce(excluded, false) = false)"
-                )
-                where = f"({where}) and {run_filter}" if where else run_filter
-            table = load_tiles(engine, cfg.catalog.table, where, cfg.catalog.statement_timeout_s)
+            table = load_tiles(  # the user's filter is checked; the run filter is bound
+                engine,
+                cfg.catalog.table,
+                cfg.catalog.where_clause,
+                cfg.catalog.statement_timeout_s,
+                run_id=cfg.catalog.run_id,
+                run_included_only=True,
+            )
             frame, counts, class_values = table.frame.copy(), table.counts, table.class_values
             if cfg.group_column not in frame.columns:
                 raise InputDataError(
@@ -351,9 +397,16 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             eng = engine
             cat_table = cfg.catalog.table
 
-            def buffer_fn(fold: np.ndarray, crs: str) -> np.ndarray:
+            def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray:
                 return buffer_exclusions_postgis(
-                    eng, tile_ids, fold, cfg.buffer_m, cfg.n_splits, crs, table=cat_table
+                    eng,
+                    tile_ids[rows],
+                    fold,
+                    cfg.buffer_m,
+                    cfg.n_splits,
+                    method.crs,
+                    table=cat_table,
+                    geodesic=method.kind == "geodesic",
                 )
 
             backend = "postgis"
@@ -363,7 +416,7 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             counts = counts * (~excluded.to_numpy())[:, None]
         if progress:
             progress(f"{len(frame)} tiles loaded")
-        fold, exclusions, crs = compute_split(frame, counts, cfg, buffer_fn)
+        fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn)
         folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
         result = SplitResult(
             n_tiles=len(frame),
@@ -373,7 +426,7 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             group_column=cfg.group_column,
             buffer_m=cfg.buffer_m,
             backend=backend,
-            distance_crs=crs,
+            distance_crs=method.crs,
             class_values=tuple(int(v) for v in (class_values if class_values is not None else [])),
             global_share=tuple(float(x) for x in global_share),
             max_deviation=float(max_dev),
@@ -381,6 +434,7 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             tile_ids=frame["tile_id"].to_numpy(np.int64),
             fold=fold,
             exclusions=exclusions,
+            method=method,
         )
         out = frame.copy()
         out["fold"] = fold
@@ -389,7 +443,9 @@ def run_split(cfg: SplitConfig, progress: Callable[[str], None] | None = None) -
             _atomic_csv(out, Path(cfg.output.csv_path))
             result.csv_path = Path(cfg.output.csv_path)
         if cfg.output.geojson_path is not None:
-            _write_geojson(out, Path(cfg.output.geojson_path))
+            note = _write_geojson(out, Path(cfg.output.geojson_path))
+            if note:
+                result.warnings.append(note)
             result.geojson_path = Path(cfg.output.geojson_path)
         if engine is not None:
             from smt_tools.catalog import record_run

@@ -13,6 +13,16 @@ from smt_tools.splits.buffer import (
     exclusions_from_pairs,
     metric_crs,
     metric_footprints,
+    pixel_space_exclusions,
+)
+from smt_tools.splits.distance import (
+    PLANAR_SCALE_TOLERANCE,
+    DistanceMethod,
+    TileFootprints,
+    distance_method,
+    measure_pairs,
+    overlap_areas,
+    tile_footprints,
 )
 from smt_tools.splits.kfold import (
     FoldReport,
@@ -26,21 +36,29 @@ from smt_tools.splits.kfold import (
 
 __all__ = [
     "CHECKS",
+    "PLANAR_SCALE_TOLERANCE",
     "TEST_FOLD",
+    "DistanceMethod",
     "Finding",
     "FoldReport",
     "GroupKFoldSplitter",
     "LeakageAudit",
     "StratifiedGroupKFoldSplitter",
+    "TileFootprints",
     "assign_folds",
     "audit_splits",
     "buffer_exclusions",
     "close_pairs",
     "crop_level_smell",
+    "distance_method",
     "encode_groups",
     "exclusions_from_pairs",
     "fold_report",
     "holdout_mask",
+    "measure_pairs",
     "metric_crs",
     "metric_footprints",
+    "overlap_areas",
+    "pixel_space_exclusions",
+    "tile_footprints",
 ]

@@ -9,7 +9,9 @@ not dropped from that round (``exclusions``), or the other way round.
 Checks:
 (a) ``source_image``: a group (source image) with tiles under more than one label;
 (b) ``spatial``: footprints of a leaking pair intersect with positive area, or lie closer than
-    ``buffer_m`` metres (touching counts when ``buffer_m > 0``);
+    ``buffer_m`` metres (touching counts when ``buffer_m > 0``); distances are measured per pair
+    (:mod:`smt_tools.splits.distance`: planar in one low-distortion CRS, else geodesic) and tiles
+    without a CRS are not checked (the detail says how many);
 (c) ``near_duplicate``: a leaking pair whose embeddings are closer than
     ``near_duplicate_threshold`` in cosine distance (among each tile's ``k`` nearest neighbours);
 (d) ``crop_level``: the crop-level-split smell, about one sample per source image
@@ -24,10 +26,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import shapely
 
 from smt_tools.errors import InputDataError
-from smt_tools.splits.buffer import close_pairs
+from smt_tools.splits.distance import (
+    DistanceMethod,
+    TileFootprints,
+    measure_pairs,
+    overlap_areas,
+)
 from smt_tools.splits.kfold import encode_groups
 
 __all__ = [
@@ -133,7 +139,7 @@ def audit_splits(
     label_names: Sequence[str],
     trains: np.ndarray,
     evaluated: np.ndarray,
-    geoms: np.ndarray | None = None,
+    geoms: np.ndarray | TileFootprints | None = None,
     buffer_m: float = 0.0,
     exclusions: np.ndarray | None = None,
     embeddings: np.ndarray | None = None,
@@ -147,7 +153,9 @@ def audit_splits(
     tile_ids: (n,) int64. labels: (n,) int64 codes in ``[0, L)``; label_names: (L,) display names.
     groups: (n,) group value (source image id or any grouping column).
     trains / evaluated: (L,) bool per label (see module docstring).
-    geoms: (n,) shapely polygons in metres (skip (b) when None).
+    geoms: :class:`~smt_tools.splits.distance.TileFootprints` (pairs measured per the method;
+    tiles without a CRS not checked), or (n,) shapely polygons in metres of one CRS (skip (b)
+    when None).
     exclusions: (n, L) bool, ``[t, l]`` = tile t was dropped from training while label l is
     evaluated (the split's buffer); such pairs do not leak.
     embeddings: (n, d) float32 L2-normalised rows, with has_embedding (n,) bool (skip (c) when None).
@@ -196,25 +204,28 @@ def audit_splits(
 
     # (b) spatial: overlap or distance < buffer_m across splits
     if geoms is not None:
-        geoms = np.asarray(geoms, dtype=object)
-        if len(geoms) != n:
-            raise InputDataError(f"audit: {len(geoms)} footprints for {n} tiles")
-        i, j = close_pairs(geoms, geoms, buffer_m)
-        keep = i < j
-        i, j = i[keep], j[keep]
+        if isinstance(geoms, TileFootprints):
+            fp = geoms
+        else:
+            arr = np.asarray(geoms, dtype=object)
+            fp = TileFootprints(
+                DistanceMethod("planar", "", (), float("nan")),
+                np.ones(len(arr), dtype=bool),
+                planar=arr,
+            )
+        if len(fp) != n:
+            raise InputDataError(f"audit: {len(fp)} footprints for {n} tiles")
+        i, j, d = measure_pairs(fp, buffer_m, labels=labels)
         cross = _leaking_pairs(i, j, labels, trains, evaluated, exclusions)
-        i, j = i[cross], j[cross]
+        i, j, d = i[cross], j[cross], d[cross]
         if len(i):
-            gi, gj = geoms[i], geoms[j]
-            if buffer_m > 0:
-                hit = shapely.distance(gi, gj) < buffer_m
-            else:
-                hit = shapely.area(shapely.intersection(gi, gj)) > 0
-            i, j = i[hit], j[hit]
+            hit = d < buffer_m if buffer_m > 0 else overlap_areas(fp, i, j) > 0
+            i, j, d = i[hit], j[hit], d[hit]
         rows = np.unique(np.concatenate([i, j]))
         flags[rows, 1] = True
         pairs["spatial"] = (i, j)
         what = f"closer than {buffer_m:g} m" if buffer_m > 0 else "overlapping"
+        closest = f" (closest {float(d.min()):.2f} m)" if buffer_m > 0 and len(d) else ""
         findings.append(
             Finding(
                 check="spatial",
@@ -223,7 +234,7 @@ def audit_splits(
                 n_tiles=len(rows),
                 n_items=len(i),
                 examples=_examples(tile_ids, rows),
-                detail=f"{len(i)} tile pairs {what} across splits",
+                detail=f"{len(i)} tile pairs {what} across splits{closest}",
             )
         )
 

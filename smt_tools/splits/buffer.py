@@ -2,15 +2,19 @@
 
 A training tile whose footprint lies within ``buffer_m`` metres of a validation tile's footprint
 (from ANY source image, e.g. a second acquisition of the same place) is dropped from that fold's
-training set. Distances are planar, in metres, in one common projected CRS
-(:func:`metric_crs`): the tiles' own CRS when they all share one projected metric CRS (the usual
-case), else the UTM zone of the tiles' centre. The PostGIS backend
-(:mod:`smt_tools.catalog.spatial`) measures in the same CRS, so both give the same answer.
+training set. Distances are measured per pair by :mod:`smt_tools.splits.distance`: planar in the
+tiles' CRS when they all share one low-distortion metric CRS (the usual case), else geodesically
+on WGS 84 (tiles in several UTM zones, geographic or Web Mercator tiles). The PostGIS backend
+(:mod:`smt_tools.catalog.spatial`) measures the same way, so both give the same answer.
+
+Tiles without a CRS (pixel space) share no coordinates with other images: they are only
+related to tiles of their own source image (:func:`pixel_space_exclusions`).
+
+:func:`metric_crs` / :func:`metric_footprints` are the older one-common-CRS helpers, kept for
+callers that want polygons in one CRS (their distances are only right near that CRS's centre).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -18,7 +22,8 @@ import shapely
 from pyproj import CRS, Transformer
 
 from smt_tools.errors import InputDataError
-from smt_tools.geo import footprints_lonlat
+from smt_tools.geo import crs_strings, footprints_lonlat
+from smt_tools.splits.distance import TileFootprints, _crs, _is_metric, measure_pairs
 
 __all__ = [
     "TEST_FOLD",
@@ -27,25 +32,11 @@ __all__ = [
     "exclusions_from_pairs",
     "metric_crs",
     "metric_footprints",
+    "pixel_space_exclusions",
 ]
 
 #: fold value of holdout (test-set) tiles
 TEST_FOLD = -1
-
-
-@lru_cache(maxsize=64)
-def _crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except Exception as exc:
-        raise InputDataError(f"unknown CRS {text[:60]!r}: {exc}") from None
-
-
-def _is_metric(crs: CRS) -> bool:
-    if not crs.is_projected:
-        return False
-    units = {(ax.unit_name or "").lower() for ax in crs.axis_info[:2]}
-    return units <= {"metre", "meter", "m"}
 
 
 def metric_crs(frame: pd.DataFrame) -> str:
@@ -137,11 +128,12 @@ def exclusions_from_pairs(
 
 
 def buffer_exclusions(
-    geoms: np.ndarray, fold: np.ndarray, buffer_m: float, n_splits: int
+    geoms: np.ndarray | TileFootprints, fold: np.ndarray, buffer_m: float, n_splits: int
 ) -> np.ndarray:
     """Which training tiles the buffer drops, per fold: (n, n_splits + 1) bool.
 
-    geoms: (n,) shapely polygons in metres (:func:`metric_footprints`).
+    geoms: :class:`~smt_tools.splits.distance.TileFootprints` (each pair measured correctly,
+    tiles without a CRS never paired) or (n,) shapely polygons in metres of one CRS.
     fold: (n,) int64 fold per tile, ``-1`` for holdout test tiles.
     A tile t of fold g is dropped from fold f's training set (f != g) when it lies within
     ``buffer_m`` (distance <= buffer_m; touching or overlapping counts at 0) of any tile of fold
@@ -153,6 +145,74 @@ def buffer_exclusions(
     fold = np.asarray(fold, dtype=np.int64)
     if len(geoms) != len(fold):
         raise InputDataError(f"{len(geoms)} footprints but {len(fold)} fold values")
+    if isinstance(geoms, TileFootprints):
+        i, j, _ = measure_pairs(geoms, buffer_m, labels=fold)
+        return exclusions_from_pairs(i, j, fold, n_splits)
     i, j = close_pairs(np.asarray(geoms, dtype=object), np.asarray(geoms, dtype=object), buffer_m)
     keep = i < j
     return exclusions_from_pairs(i[keep], j[keep], fold, n_splits)
+
+
+def _image_labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) int codes of each tile's source image and (k,) display names."""
+    for col in ("source_image_id", "image_path", "group_id"):
+        if col in frame.columns:
+            codes, uniques = pd.factorize(frame[col].astype(str))
+            names = np.asarray(uniques, dtype=object)
+            if col == "source_image_id" and "image_path" in frame.columns:
+                first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
+                names = frame["image_path"].astype(str).to_numpy()[first]
+            return codes.astype(np.int64), names
+    return np.arange(len(frame), dtype=np.int64), np.asarray(
+        [f"row {k + 2}" for k in range(len(frame))], dtype=object
+    )
+
+
+def pixel_space_exclusions(
+    frame: pd.DataFrame, fold: np.ndarray, buffer_m: float, n_splits: int
+) -> np.ndarray:
+    """Buffer exclusions of tiles WITHOUT a CRS: (n, n_splits + 1) bool (rows of ``frame``).
+
+    Such tiles are in the raster's own pixel coordinates: tiles of different source images share
+    no coordinates and are never related. Within one source image the windows' pixel boxes are
+    compared: when an image's tiles fall in several folds (a group column finer than the source
+    image), tiles that overlap or touch a tile of another fold are dropped (the ``buffer_m = 0``
+    rule); ``buffer_m > 0`` then cannot be honoured (metres are unknown) and is refused. When
+    every such image lies in one fold (the default grouping), nothing is dropped.
+    frame needs ``minx, miny, maxx, maxy`` and ``source_image_id`` (or ``image_path``).
+    """
+    fold = np.asarray(fold, dtype=np.int64)
+    out = np.zeros((len(frame), n_splits + 1), dtype=bool)
+    if len(frame) == 0:
+        return out
+    if (crs_strings(frame) != "").any():
+        raise InputDataError("pixel_space_exclusions: every tile must be without a CRS")
+    images, names = _image_labels(frame)
+    per_image = pd.DataFrame({"img": images, "fold": fold}).drop_duplicates()
+    n_folds = per_image.groupby("img")["fold"].size()
+    split_images = n_folds.index[n_folds.to_numpy() > 1].to_numpy()
+    if len(split_images) == 0:
+        return out
+    if buffer_m > 0:
+        name = names[int(split_images[0])]
+        raise InputDataError(
+            f"split: source image {name} has no CRS and its tiles fall in "
+            f"{int(n_folds.loc[split_images[0]])} folds ({len(split_images)} such images): a "
+            f"buffer of {buffer_m:g} m cannot be measured in pixel space; set split.buffer_m: 0 "
+            "(overlapping windows are still kept apart) or group by source image "
+            "(split.group_column: source_image_id)"
+        )
+    rows = np.flatnonzero(np.isin(images, split_images))
+    sub = frame.iloc[rows]
+    boxes = shapely.box(
+        sub["minx"].to_numpy(np.float64),
+        sub["miny"].to_numpy(np.float64),
+        sub["maxx"].to_numpy(np.float64),
+        sub["maxy"].to_numpy(np.float64),
+    )
+    a, b = close_pairs(boxes, boxes, 0.0)
+    img = images[rows]
+    keep = (a < b) & (img[a] == img[b])
+    local = exclusions_from_pairs(a[keep], b[keep], fold[rows], n_splits)
+    out[rows] = local
+    return out
