@@ -600,7 +600,7 @@ def test_catalog_run_input_records_a_coreset_run(
     from smt_tools.pipelines.ingest import run_ingest
 
     catalog.apply_migrations(catalog.connect(fresh_database_url))
-    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=256, workers=1)
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=256, nodata_class=0, workers=1)
     balanced = {
         "balanced_dataset": {
             "mode": "masks_only",

@@ -65,13 +65,15 @@ def test_balanced_train_example(demo_pairs: Path, tmp_path: Path) -> None:
     data = _load("balanced_train.yaml")
     cfg = data["balanced_dataset"]
     assert cfg["mode"] == "masks_only" and cfg["input"]["tiles"] == "demo/tiles.parquet"
-    # what `make demo` does: catalog ingest demo/pairs.csv --patch-size 256 --catalog demo/tiles.parquet
+    # what `make demo` does: catalog ingest demo/pairs.csv --patch-size 256 --nodata-class 0
+    # --catalog demo/tiles.parquet
     tiles = tmp_path / cfg["input"]["tiles"]
     tiles.parent.mkdir()
     run_ingest(
         demo_pairs,
         catalog=str(tiles),
         patch_size=256,
+        nodata_class=0,  # the demo masks use 0 = nodata
         workers=1,
         class_names_csv=demo_pairs.parent / "classes.csv",
     )
@@ -122,7 +124,11 @@ def test_balanced_postgres_example(
     monkeypatch.setenv("SMT_DATABASE_URL", fresh_database_url)
     run_catalog_init()
     run_ingest(
-        demo_pairs, patch_size=256, workers=1, class_names_csv=demo_pairs.parent / "classes.csv"
+        demo_pairs,
+        patch_size=256,
+        nodata_class=0,  # the demo masks use 0 = nodata
+        workers=1,
+        class_names_csv=demo_pairs.parent / "classes.csv",
     )
     data = _load("balanced_postgres.yaml")
     cfg = data["balanced_dataset"]

@@ -33,7 +33,7 @@ def _demo_balanced_csv(demo_pairs: Path, tmp: Path) -> Path:
     cfg = data["balanced_dataset"]
     tiles = tmp / cfg["input"]["tiles"]
     tiles.parent.mkdir(parents=True, exist_ok=True)
-    run_ingest(demo_pairs, catalog=str(tiles), patch_size=256, workers=1)
+    run_ingest(demo_pairs, catalog=str(tiles), patch_size=256, nodata_class=0, workers=1)
     cfg["input"]["tiles"] = str(tiles)
     cfg["output"] = {"csv_path": str(tmp / cfg["output"]["csv_path"])}
     conf = tmp / "balanced.yaml"

@@ -28,7 +28,7 @@ def _demo_tiles(demo_pairs: Path, target: Path, patch: int = 128) -> int:
     from smt_tools.export.tiletable_io import read_tile_table
     from smt_tools.pipelines.ingest import run_ingest
 
-    run_ingest(demo_pairs, catalog=str(target), patch_size=patch, workers=1)
+    run_ingest(demo_pairs, catalog=str(target), patch_size=patch, nodata_class=0, workers=1)
     return len(read_tile_table(target))
 
 
@@ -145,7 +145,7 @@ def test_catalog_run_records_uniqueness_and_reuses_the_cache(
     from smt_tools.pipelines.ingest import run_ingest
 
     run_catalog_init(fresh_database_url)
-    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, workers=1)
+    run_ingest(demo_pairs, catalog=fresh_database_url, patch_size=128, nodata_class=0, workers=1)
     data = yaml.safe_load(EXAMPLE.read_text())
     (tmp_path / "demo").mkdir()
     _demo_tiles(demo_pairs, tmp_path / "demo" / "tiles.parquet")

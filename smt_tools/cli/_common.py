@@ -93,7 +93,10 @@ def progress_bar(description: str, total: int | None, unit: str = "tiles") -> It
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    # A log (stderr not a terminal) gets the summary only, not frames of a bar.
+    with Progress(
+        *columns, console=err_console, transient=False, disable=not err_console.is_terminal
+    ) as progress:
         task = progress.add_task(description, total=total)
 
         def advance(n: int = 1) -> None:

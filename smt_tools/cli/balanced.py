@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from smt_tools.cli._common import console, err_console, guard, progress_bar
+from smt_tools.cli._tables import class_label, print_class_table
+
+
+def _change(uniform: float, weighted: float) -> str:
+    return f"x{weighted / uniform:.2f}" if uniform > 0 else "-"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,10 +28,11 @@ def register(app: typer.Typer) -> None:
         """
         from smt_tools.config import load_config
         from smt_tools.config.balanced import BalancedFile
+        from smt_tools.pipelines._nodata import nodata_label
         from smt_tools.pipelines.balanced import run_balanced
 
         cfg = load_config(config, BalancedFile).balanced_dataset
-        result = run_balanced(cfg, progress_factory=progress_bar)
+        result = run_balanced(cfg, progress_factory=progress_bar, config_path=config)
 
         def say(text: str) -> None:
             console.print(text, soft_wrap=True)
@@ -50,23 +55,36 @@ def register(app: typer.Typer) -> None:
             f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})"
         )
 
-        def label(value: int) -> str:
-            name = result.class_names.get(value)
-            return f"{value} {name}" if name else str(value)
-
         if result.rare_classes:
-            say("Rare-class boost on classes " + ", ".join(label(c) for c in result.rare_classes))
-        table = Table(title="Expected pixel share per epoch", title_justify="left")
-        table.add_column("class", justify="right")
-        table.add_column("uniform", justify="right")
-        table.add_column("weighted", justify="right")
-        table.add_column("change", justify="right")
-        for value, u, w in zip(
-            result.class_values, result.uniform_share, result.weighted_share, strict=True
-        ):
-            change = f"x{w / u:.2f}" if u > 0 else "-"
-            table.add_row(label(value), f"{u:.2%}", f"{w:.2%}", change)
-        console.print(table)
+            say(
+                "Rare-class boost on classes "
+                + ", ".join(class_label(c, result.class_names) for c in result.rare_classes)
+            )
+        show_nodata = result.nodata_class is not None or result.nodata_share > 0
+        extra: list[tuple[str, list[str]]] = []
+        if show_nodata:  # not a class: a share of window pixels, in its own dimmed section
+            u, w = result.nodata_share_uniform, result.nodata_share_weighted
+            extra.append(
+                (nodata_label(result.nodata_class), [f"{u:.2%}", f"{w:.2%}", _change(u, w)])
+            )
+        print_class_table(
+            console,
+            "Expected pixel share per epoch",
+            result.class_values,
+            result.class_names,
+            ["uniform", "weighted", "change"],
+            [
+                [f"{u:.2%}", f"{w:.2%}", _change(u, w)]
+                for u, w in zip(result.uniform_share, result.weighted_share, strict=True)
+            ],
+            extra,
+        )
+        if show_nodata:
+            say(
+                f"{nodata_label(result.nodata_class)} is not a class: its row is a share of the "
+                "window pixels of the weighted tiles (class rows: of class pixels); "
+                f"{result.nodata_share:.2%} of all input window pixels"
+            )
         for path in result.outputs:
             say(f"Wrote {path}")
         if result.run_id is not None:

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from smt_tools.cli._common import console, guard, progress_bar
+from smt_tools.cli._tables import print_class_table
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         cfg = load_config(config, CoresetFile).coreset
         result = run_coreset(
-            cfg, progress_factory=lambda desc, total: progress_bar(desc, total, unit="steps")
+            cfg,
+            progress_factory=lambda desc, total: progress_bar(desc, total, unit="steps"),
+            config_path=config,
         )
 
         def say(text: str) -> None:
@@ -44,21 +46,20 @@ def register(app: typer.Typer) -> None:
             f"({result.budget / max(result.n_included, 1):.0%}; {result.n_tiles} in the input) "
             f"with {result.method} on {result.device}{extra}"
         )
-        table = Table(title="Class pixel share", title_justify="left")
-        table.add_column("class", justify="right")
-        table.add_column("pool", justify="right")
-        table.add_column("selected", justify="right")
-        table.add_column("selected, weighted", justify="right")
         weighted = result.weighted_class_shares or [0.0] * len(result.class_values)
-        for value, pool, sel, w in zip(
+        print_class_table(
+            console,
+            "Class pixel share",
             result.class_values,
-            result.pool_class_shares,
-            result.selected_class_shares,
-            weighted,
-            strict=True,
-        ):
-            table.add_row(str(value), f"{pool:.2%}", f"{sel:.2%}", f"{w:.2%}")
-        console.print(table)
+            {},
+            ["pool", "selected", "selected, weighted"],
+            [
+                [f"{pool:.2%}", f"{sel:.2%}", f"{w:.2%}"]
+                for pool, sel, w in zip(
+                    result.pool_class_shares, result.selected_class_shares, weighted, strict=True
+                )
+            ],
+        )
         if result.pool_source_images is not None:
             say(
                 f"Source images covered: {result.selected_source_images} of "

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         from smt_tools.pipelines.embed import run_embed
 
         cfg = load_config(config, BalancedFile).balanced_dataset
-        r = run_embed(cfg, rebuild=rebuild, progress_factory=_image_progress)
+        r = run_embed(cfg, rebuild=rebuild, progress_factory=_image_progress, config_path=config)
         rate = f" at {r.images_per_s:,.1f} images/s on {r.device}" if r.n_computed else ""
         console.print(
             f"Tiles: {r.n_tiles} included; {r.n_cached} cached, {r.n_computed} computed{rate}",

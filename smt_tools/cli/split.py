@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from smt_tools.cli._common import console, err_console, guard
+from smt_tools.cli._tables import number_column, print_matrix, text_column
 
 
 def register(app: typer.Typer) -> None:
@@ -28,27 +29,34 @@ def register(app: typer.Typer) -> None:
 
         start = time.perf_counter()
         cfg = load_config(config, SplitFile).split
-        result = run_split(cfg)
+        result = run_split(cfg, config_path=config)
+        # fold sizes, then class shares with one column per fold: every value stays whole in
+        # an 80-column log, whatever the number of classes (the share table is split in parts
+        # when the folds do not fit side by side)
         table = Table(
-            title=f"{result.n_splits} folds ({result.strategy}, by {result.group_column})"
+            title=f"{result.n_splits} folds ({result.strategy}, by {result.group_column})",
+            title_justify="left",
         )
-        table.add_column("fold", justify="right")
-        table.add_column("tiles", justify="right")
-        table.add_column("groups", justify="right")
-        table.add_column("buffer-dropped train tiles", justify="right")
-        for value in result.class_values:
-            table.add_column(f"class {value}", justify="right")
-        for f in result.folds:
-            table.add_row(
-                "test" if f.fold < 0 else str(f.fold),
-                str(f.tiles),
-                str(f.groups),
-                str(f.buffer_dropped),
-                *(f"{s:.3f}" for s in f.shares),
-            )
-        if result.class_values:
-            table.add_row("global", "", "", "", *(f"{s:.3f}" for s in result.global_share))
+        text_column(table, "fold", justify="right")
+        for header in ("tiles", "groups"):
+            number_column(table, header)
+        text_column(table, "buffer-dropped train tiles", justify="right")
+        names = ["test" if f.fold < 0 else str(f.fold) for f in result.folds]
+        for name, f in zip(names, result.folds, strict=True):
+            table.add_row(name, str(f.tiles), str(f.groups), str(f.buffer_dropped))
         console.print(table)
+        if result.class_values:
+            print_matrix(
+                console,
+                "Class pixel share per fold",
+                "class",
+                [str(v) for v in result.class_values],
+                [*(f"fold {n}" if n != "test" else n for n in names), "global"],
+                [
+                    [*(f"{f.shares[i]:.3f}" for f in result.folds), f"{g:.3f}"]
+                    for i, g in enumerate(result.global_share)
+                ],
+            )
         where = [str(p) for p in (result.csv_path, result.geojson_path) if p is not None]
         if result.run_id is not None:
             where.append(f"catalog run {result.run_id}")
@@ -59,9 +67,13 @@ def register(app: typer.Typer) -> None:
         )
         console.print(
             f"Split {result.n_tiles} tiles from {result.n_groups} groups; {dev}"
-            f"buffer {result.buffer_m:g} m ({result.backend}, {result.distance_crs}); "
-            f"wrote {', '.join(where)} in {time.perf_counter() - start:.1f} s"
+            f"wrote {', '.join(where)} in {time.perf_counter() - start:.1f} s",
+            soft_wrap=True,
         )
+        # how distances were measured, on its own unwrapped line (also in the run summary)
+        console.print(f"{result.buffer_line()} ({result.backend})", markup=False, soft_wrap=True)
+        for line in result.warnings:
+            err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
 
     @app.command("check-leakage")
     @guard
@@ -121,16 +133,13 @@ def register(app: typer.Typer) -> None:
             report=report,
         )
         counts = ", ".join(f"{name}: {n}" for name, n in result.label_tiles.items())
-        table = Table(title=f"Leakage audit ({counts} tiles)")
-        for col, justify in (
-            ("check", "left"),
-            ("result", "left"),
-            ("tiles", "right"),
-            ("groups/pairs", "right"),
-            ("example tile ids", "left"),
-            ("detail", "left"),
-        ):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # a narrow table (fits 80 columns); details and example tile ids follow, one unwrapped
+        # line per check, so no id or number is ever cut
+        table = Table(title=f"Leakage audit ({counts} tiles)", title_justify="left")
+        text_column(table, "check")
+        text_column(table, "result")
+        number_column(table, "tiles")
+        number_column(table, "groups/pairs")
         labels = {
             "source_image": "(a) source image in >1 split",
             "spatial": "(b) footprints overlap / within buffer",
@@ -138,33 +147,45 @@ def register(app: typer.Typer) -> None:
             "crop_level": "(d) crop-level split smell",
         }
         by_check = {f.check: f for f in result.audit.findings}
-        skipped = {"spatial": "no footprint columns", "near_duplicate": "no --embeddings given"}
+        skipped = {
+            "spatial": result.spatial_skipped or "no footprint columns",
+            "near_duplicate": "no --embeddings given",
+        }
+        lines: list[str] = []
         for check, label in labels.items():
             f = by_check.get(check)
             if f is None:
-                table.add_row(label, "skipped", "", "", "", skipped.get(check, ""))
+                table.add_row(label, "skipped", "", "")
+                lines.append(f"skipped {check}: {skipped.get(check, '')}".rstrip(": "))
                 continue
             status = (
                 "[bold red]LEAK[/]"
                 if f.leak
                 else ("[yellow]WARNING[/]" if f.warning else "[green]ok[/]")
             )
-            table.add_row(
-                label,
-                status,
-                str(f.n_tiles),
-                str(f.n_items),
-                ", ".join(str(t) for t in f.examples),
-                f.detail,
+            table.add_row(label, status, str(f.n_tiles), str(f.n_items))
+            kind = "LEAK" if f.leak else ("WARNING" if f.warning else "ok")
+            examples = (
+                f"; example tile ids: {', '.join(str(t) for t in f.examples)}"
+                if len(f.examples)
+                else ""
             )
+            lines.append(f"{kind} {check}: {f.detail}{examples}")
         console.print(table)
-        for f in result.audit.findings:  # one unwrapped line per problem, easy to grep in logs
-            if f.leak or f.warning:
-                kind = "LEAK" if f.leak else "WARNING"
-                console.print(f"{kind} {f.check}: {f.detail}", markup=False, soft_wrap=True)
+        for line in lines:  # one unwrapped line per check, easy to grep in logs
+            console.print(line, markup=False, soft_wrap=True)
+        if result.method is not None and result.method.kind != "none":
+            console.print(
+                f"Spatial check: buffer {result.buffer_m:g} m, {result.method.describe()}",
+                markup=False,
+                soft_wrap=True,
+            )
+        for line in result.warnings:
+            err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
         if result.report_path is not None:
             console.print(
-                f"Wrote {len(result.audit.leaking_rows)} leaking tiles to {result.report_path}"
+                f"Wrote {len(result.audit.leaking_rows)} leaking tiles to {result.report_path}",
+                soft_wrap=True,
             )
         if result.has_leak:
             err_console.print("Leakage found: see the table above.")

@@ -7,22 +7,90 @@ rank_max, ...; got 'rank_mx'``. Unknown keys are rejected with a did-you-mean.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from smt_tools.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Keys whose values are never echoed in messages (they may carry a password).
+_SECRET_KEY = re.compile(r"(password|passwd|dsn|url|secret|token)[^.]*$", re.IGNORECASE)
+
+#: Upper bounds shared by the config sections (a larger value would allocate or hang, or is
+#: beyond what the library underneath accepts).
+MAX_INT32 = 2**31 - 1  # counts, offsets, ids of mask values
+MAX_DB_ID = 2**63 - 1  # bigint ids in the catalog
+MAX_SEED = 2**32 - 1  # numpy / scikit-learn seeds
+MAX_SIDE = 65_536  # window / patch / crop side in pixels
+MAX_WORKERS = 1_024  # processes, threads, loader workers
+MAX_TIMEOUT_S = 86_400.0  # statement timeouts: one day
+
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+    """Base for every config section: unknown keys are errors, values are validated on
+    assignment, and float values must be finite (``.inf`` / ``.nan`` are rejected)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_exponents(cls, data: Any) -> Any:
+        """YAML 1.1 reads ``1e10`` (no dot) as text; a number field takes it as the number,
+        and an int field takes a whole float (``1.0e+30``) as an int, so the field's own range
+        check names the key (``patch_size: must be <= 65536``)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            value = out.get(name)
+            if not _numeric(field.annotation) or isinstance(value, bool):
+                continue
+            if isinstance(value, str) and _EXPONENT.match(value):
+                value = out[name] = float(value)
+            if isinstance(value, float) and value.is_integer() and _int_only(field.annotation):
+                out[name] = int(value)  # 1e30 for an int key: its range check, not "unparsable"
+        return out
+
+
+#: pydantic appends the union member it tried to ``loc`` (``weight_floor.float``,
+#: ``k.function-after[...]``); these are not keys the user wrote.
+_MEMBER_TAG = re.compile(r"^(int|float|str|bool|none|.*[\[(].*)$")
+
+
+_EXPONENT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*$")
+
+
+def _numeric(annotation: Any) -> bool:
+    """True for ``int``/``float`` fields (optionally ``| None`` or ``| Literal[...]``)."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) not in (Union, UnionType):
+        return False
+    args = get_args(annotation)
+    if str in args:
+        return False
+    return any(a in (int, float) for a in args) and all(
+        a in (int, float, type(None)) or get_origin(a) is Literal for a in args
+    )
+
+
+def _int_only(annotation: Any) -> bool:
+    """True for an ``int`` field that takes no float (``int``, ``int | None``)."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return int in args and float not in args
+
+
+def _user_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    return tuple(x for x in loc if isinstance(x, int) or not _MEMBER_TAG.match(str(x)))
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -70,10 +138,50 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if not value.is_integer() or abs(value) >= 1e16 else str(int(value))
+    return str(value)
+
+
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _number_problem(kind: str, err: Any) -> str | None:
+    """A short ``must be ...`` for pydantic's number errors (None: keep pydantic's text)."""
+    ctx = err.get("ctx") or {}
+    if kind in _BOUNDS:
+        name, op = _BOUNDS[kind]
+        return f"must be {op} {_num(ctx.get(name))}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    if kind == "int_from_float":
+        return "must be a whole number"
+    if kind == "int_parsing":
+        got = err.get("input")
+        try:
+            as_float = float(got)
+        except (TypeError, ValueError):
+            return "must be a whole number"
+        if as_float.is_integer() and abs(as_float) < 1e18:
+            return f"must be a whole number written with digits (e.g. {int(as_float)})"
+        return "must be a whole number written with digits"
+    if kind in {"float_parsing", "float_type", "int_type"}:
+        return "must be a number"
+    if kind in {"bool_parsing", "bool_type"}:
+        return "must be true or false"
+    return None
+
+
 def format_validation_error(source: str, root: type[BaseModel], exc: ValidationError) -> str:
     """Render the first problem of a pydantic error as ``source: dotted.key: problem; got X``."""
     err = exc.errors()[0]
-    loc = tuple(err.get("loc", ()))
+    loc = _user_loc(tuple(err.get("loc", ())))
     # Discriminated unions / Literal unions append the member name to loc; keep the path readable.
     key = _dotted(loc) or "(top level)"
     kind = err.get("type", "")
@@ -85,7 +193,7 @@ def format_validation_error(source: str, root: type[BaseModel], exc: ValidationE
         return f"{source}: {key}: unknown key{hint}{allowed_txt}"
     if kind == "missing":
         return f"{source}: {key}: required key is missing"
-    msg = str(err.get("msg", "invalid value"))
+    msg = _number_problem(kind, err) or str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if kind in {"literal_error", "enum"}:
         expected = err.get("ctx", {}).get("expected", "")
@@ -97,6 +205,8 @@ def format_validation_error(source: str, root: type[BaseModel], exc: ValidationE
     got = err.get("input")
     if isinstance(got, Mapping):  # a rule across several keys: the message names them
         return f"{source}: {key}: {msg}"
+    if _SECRET_KEY.search(key):  # never echo a password, DSN or URL value (issue 11 B13)
+        return f"{source}: {key}: {msg} (value not shown: it may hold a password)"
     return f"{source}: {key}: {msg}; got {_short(got)}"
 
 

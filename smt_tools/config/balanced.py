@@ -7,11 +7,21 @@ of every number.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from smt_tools.config._loader import StrictModel
+from smt_tools.config._loader import (
+    MAX_INT32,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_TIMEOUT_S,
+    MAX_WORKERS,
+    StrictModel,
+)
+
+#: the largest band number a mask_band setting accepts (GDAL's own limit is 65,536)
+MAX_MASK_BAND = 65_536
 
 Mode = Literal["masks_only", "embeddings", "embeddings_only"]
 SamplingMethod = Literal[
@@ -31,9 +41,9 @@ class PatchRecord(StrictModel):
 
     image_path: str
     mask_path: str
-    row_off: int = Field(ge=0)
-    col_off: int = Field(ge=0)
-    patch_size: int = Field(gt=0)
+    row_off: int = Field(ge=0, le=MAX_INT32)
+    col_off: int = Field(ge=0, le=MAX_INT32)
+    patch_size: int = Field(gt=0, le=MAX_SIDE)
 
 
 class InputConfig(StrictModel):
@@ -57,9 +67,17 @@ class InputConfig(StrictModel):
     password: str | None = None
     table: str = "tile"
     where_clause: str | None = None
-    statement_timeout_s: float = Field(default=60.0, gt=0)
+    statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
     # Scanning patch records that carry no statistics
-    scan_workers: int = Field(default=0, ge=0, description="0 = one process per core")
+    scan_workers: int = Field(
+        default=0, ge=0, le=MAX_WORKERS, description="0 = one process per core"
+    )
+    mask_band: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MASK_BAND,
+        description="1-based band of multi-band masks (patch records; None: one-band masks)",
+    )
 
     @property
     def uses_postgres(self) -> bool:
@@ -85,22 +103,32 @@ class InputConfig(StrictModel):
             )
         if self.patch_records is not None and not self.patch_records:
             raise ValueError("patch_records is empty; list at least one patch")
+        if self.mask_band is not None and (self.tiles is not None or self.uses_postgres):
+            raise ValueError(
+                "mask_band applies to patch records; a tile table or catalog keeps the band "
+                "chosen at ingest (catalog ingest --mask-band): remove input.mask_band"
+            )
         return self
 
 
+#: composition clusters: the elbow fits every k of k_min..k_max, so more would hang
+MAX_CLUSTERS = 1_024
+
+
 class ClusteringConfig(StrictModel):
-    k_min: int = Field(default=4, ge=1)
-    k_max: int = Field(default=16, ge=1)
+    k_min: int = Field(default=4, ge=1, le=MAX_CLUSTERS)
+    k_max: int = Field(default=16, ge=1, le=MAX_CLUSTERS)
     k_selection: KSelection = "elbow"
     k: int | None = Field(
-        default=None, ge=1, description="number of clusters for k_selection: fixed"
+        default=None, ge=1, le=MAX_CLUSTERS, description="number of clusters for k_selection: fixed"
     )
-    random_state: int = 42
-    clr_pseudocount: float = Field(default=1e-6, gt=0)
-    silhouette_sample_size: int = Field(default=10_000, ge=100)
+    random_state: int = Field(default=42, ge=0, le=MAX_SEED)
+    clr_pseudocount: float = Field(default=1e-6, gt=0, le=1)
+    silhouette_sample_size: int = Field(default=10_000, ge=100, le=100_000)
     selection_sample_size: int | None = Field(
         default=20_000,
         ge=100,
+        le=MAX_INT32,
         description="above this many included tiles, the fits that choose k run on a seeded "
         "sample of this size; the chosen k is then fitted on all tiles (null: always all)",
     )
@@ -122,20 +150,28 @@ HNSW_EF = 48
 
 
 class UniquenessConfig(StrictModel):
-    k_neighbors: int = Field(default=5, ge=1)
+    k_neighbors: int = Field(default=5, ge=1, le=1_024)
     backend: KnnBackend = "hnsw"
     # hnsw defaults meet recall@5 >= 0.95 in <= 60 s on 2 cores for 155k x 768 (BENCHMARKS.md)
-    M: int = Field(default=HNSW_M, ge=4, description="hnsw graph degree")
-    ef_construction: int = Field(default=HNSW_EF_CONSTRUCTION, ge=8)
-    ef: int = Field(default=HNSW_EF, ge=1, description="hnsw query breadth (>= k_neighbors + 1)")
-    pca_dim: int | None = Field(default=None, ge=2, description="optional seeded PCA before search")
-    num_threads: int = Field(default=0, ge=0, description="0 = all cores")
+    M: int = Field(default=HNSW_M, ge=4, le=256, description="hnsw graph degree")
+    ef_construction: int = Field(default=HNSW_EF_CONSTRUCTION, ge=8, le=8_192)
+    ef: int = Field(
+        default=HNSW_EF, ge=1, le=8_192, description="hnsw query breadth (>= k_neighbors + 1)"
+    )
+    pca_dim: int | None = Field(
+        default=None, ge=2, le=8_192, description="optional seeded PCA before search"
+    )
+    num_threads: int = Field(default=0, ge=0, le=MAX_WORKERS, description="0 = all cores")
+
+
+#: GDAL's own limit on the number of bands of a raster
+MAX_BANDS = 65_535
 
 
 class EmbeddingsConfig(StrictModel):
     dino_model: str = "facebook/dinov2-base"
-    batch_size: int = Field(default=32, ge=1)
-    num_workers: int = Field(default=4, ge=0)
+    batch_size: int = Field(default=32, ge=1, le=4_096)
+    num_workers: int = Field(default=4, ge=0, le=MAX_WORKERS)
     use_gpu: bool = False
     parquet_path: Path | None = None
     bands: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=3)
@@ -148,6 +184,8 @@ class EmbeddingsConfig(StrictModel):
     def _bands_positive(cls, v: list[int]) -> list[int]:
         if any(b < 1 for b in v):
             raise ValueError("bands are 1-based band indexes (rasterio convention)")
+        if any(b > MAX_BANDS for b in v):
+            raise ValueError(f"band indexes must be <= {MAX_BANDS}")
         if len(v) == 2:
             raise ValueError("give 1 band (repeated to RGB) or 3 bands")
         return v
@@ -160,19 +198,52 @@ class EmbeddingsConfig(StrictModel):
         return v
 
 
+#: mask values are 0..65535 (smt_tools.raster.maskcheck.MAX_CLASS_VALUE)
+MAX_CLASS_VALUE = 65_535
+
+
 class ExclusionConfig(StrictModel):
+    """Which tiles are left out (ALGORITHMS.md §2).
+
+    ``nodata_class``: the mask value that is not a class. ``null`` and ``-1`` both mean none
+    (every mask value is a class). Not given: tile tables and the catalog use the class they
+    were ingested with; patch records (scanned on the fly) use none. See :attr:`nodata_given`.
+    """
+
     exclude_border_nodata: bool = True
     exclude_black_border: bool = True
-    nodata_class: int | None = 0
-    black_border_tolerance: int = Field(default=0, ge=0)
+    nodata_class: int | None = Field(default=None, ge=-1, le=MAX_CLASS_VALUE)
+    black_border_tolerance: int = Field(default=0, ge=0, le=MAX_INT32)
     min_entropy: float | None = Field(default=None, ge=0)
     max_nodata_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    @field_validator("nodata_class")
+    @classmethod
+    def _minus_one_is_none(cls, v: int | None) -> int | None:
+        return None if v is not None and v < 0 else v
+
+    @property
+    def nodata_given(self) -> bool:
+        """True when the config names ``nodata_class`` (a value, ``null`` or ``-1``)."""
+        return "nodata_class" in self.model_fields_set
 
 
 class WeightsConfig(StrictModel):
     weight_floor: float | Literal["auto"] = 0.05
-    rare_class_boost: float = Field(default=1.0, ge=1.0, description="multiplier; 1 = off")
-    rare_class_ids: list[int] | None = None
+    rare_class_boost: float = Field(
+        default=1.0, ge=1.0, le=1_000.0, description="multiplier; 1 = off"
+    )
+    rare_class_ids: list[Annotated[int, Field(ge=0, le=MAX_CLASS_VALUE)]] | None = None
+
+    @field_validator("weight_floor", mode="before")
+    @classmethod
+    def _floor_text(cls, v: object) -> object:
+        if isinstance(v, str) and v != "auto":
+            try:
+                return float(v)
+            except ValueError:
+                raise ValueError("weight_floor must be in [0, 1] or 'auto'") from None
+        return v
 
     @field_validator("weight_floor")
     @classmethod

@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from smt_tools.config._loader import StrictModel
+from smt_tools.config._loader import MAX_DB_ID, MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+
+#: clusters of the fd KMeans (the elbow fits every k of k_min..k_max)
+MAX_FD_CLUSTERS = 4_096
 
 CoresetMethod = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random"]
 
@@ -22,10 +25,10 @@ class SamplerWeightsConfig(StrictModel):
 class FdConfig(StrictModel):
     """KMeans for ``fd`` / ``lc_fd``: elbow over k_min..k_max (or a fixed k) on a seeded sample."""
 
-    k: int | None = Field(default=None, ge=1)
-    k_min: int = Field(default=2, ge=1)
-    k_max: int = Field(default=10, ge=1)
-    sample_size: int = Field(default=20_000, ge=100)
+    k: int | None = Field(default=None, ge=1, le=MAX_FD_CLUSTERS)
+    k_min: int = Field(default=2, ge=1, le=MAX_FD_CLUSTERS)
+    k_max: int = Field(default=10, ge=1, le=MAX_FD_CLUSTERS)
+    sample_size: int = Field(default=20_000, ge=100, le=MAX_INT32)
 
     @model_validator(mode="after")
     def _k_range(self) -> FdConfig:
@@ -42,40 +45,47 @@ class CoresetOutputConfig(StrictModel):
 
 class CoresetConfig(StrictModel):
     method: CoresetMethod = "cb"
-    budget: float = Field(default=0.3, gt=0)
+    budget: float = Field(default=0.3, gt=0, le=MAX_INT32)
     budget_mode: Literal["fraction", "count"] = "fraction"
     # Input: a balanced CSV, or a build-balanced-dataset run in the catalog.
     input_csv_path: Path | None = None
-    catalog_run_id: int | None = Field(default=None, ge=1)
+    catalog_run_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
     catalog_url: str | None = Field(
         default=None, description="postgresql://...; default: $SMT_DATABASE_URL"
     )
-    statement_timeout_s: float = Field(default=60.0, gt=0)
+    statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
     # Embedding cache (from `embed` / build-balanced-dataset), joined by tile_id.
     parquet_path: Path | None = None
     model_id: str | None = Field(
         default=None, description="cache key to use when the cache holds several models"
     )
-    spatial_weight: float = Field(default=0.0, ge=0)
+    spatial_weight: float = Field(default=0.0, ge=0, le=1e6)
     lc_fd_cutoff_m: float = Field(
         default=0.5,
         ge=0,
+        le=MAX_INT32,
         description="fd picks before lc: < 1 = fraction of the budget, else a count",
     )
     fa_cb_lambda: float = Field(default=0.5, ge=0, le=1)
     pca_dim: int | None = Field(
-        default=32, ge=2, description="PCA of the embeddings for fd/kcenter; null = full dimension"
+        default=32,
+        ge=2,
+        le=8_192,
+        description="PCA of the embeddings for fd/kcenter; null = full dimension",
     )
     cb_growth: float = Field(
         default=0.02, ge=0, le=1, description="cb adds this fraction of the chosen set per step"
     )
     kcenter_candidates: int = Field(
-        default=1024, ge=1, description="k-center rounds: farthest tiles examined per round"
+        default=1024,
+        ge=1,
+        le=1_048_576,
+        description="k-center rounds: farthest tiles examined per round",
     )
     fd: FdConfig = Field(default_factory=FdConfig)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     sampler_weights: SamplerWeightsConfig = Field(default_factory=SamplerWeightsConfig)
-    random_state: int = 42
+    random_state: int = Field(default=42, ge=0, le=MAX_SEED)
     output: CoresetOutputConfig
 
     @model_validator(mode="after")

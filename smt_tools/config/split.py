@@ -11,7 +11,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from smt_tools.config._loader import StrictModel
+from smt_tools.config._loader import MAX_DB_ID, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+
+#: Largest buffer / leakage distance accepted (metres): 1000 km.
+MAX_BUFFER_M = 1e6
 
 SplitStrategy = Literal["group", "stratified_group"]
 
@@ -27,8 +30,8 @@ class SplitCatalogConfig(StrictModel):
     url: str | None = None
     table: str = "tile"
     where_clause: str | None = None
-    run_id: int | None = Field(default=None, gt=0)
-    statement_timeout_s: float = Field(default=60.0, gt=0)
+    run_id: int | None = Field(default=None, gt=0, le=MAX_DB_ID)
+    statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
 
 
 class SplitOutputConfig(StrictModel):
@@ -43,11 +46,13 @@ class SplitOutputConfig(StrictModel):
 class SplitConfig(StrictModel):
     input_csv_path: Path | None = None
     catalog: SplitCatalogConfig | None = None
-    n_splits: int = Field(default=5, ge=2)
+    n_splits: int = Field(default=5, ge=2, le=1_000)
     strategy: SplitStrategy = "stratified_group"
     group_column: str = Field(default="source_image_id", min_length=1)
-    buffer_m: float = Field(default=0.0, ge=0)
-    random_state: int = Field(default=0, ge=0)
+    buffer_m: float = Field(
+        default=0.0, ge=0, le=MAX_BUFFER_M, description="metres (at most 1000 km)"
+    )
+    random_state: int = Field(default=0, ge=0, le=MAX_SEED)
     holdout: float = Field(default=0.0, ge=0, lt=1)
     output: SplitOutputConfig = Field(default_factory=SplitOutputConfig)
 

@@ -27,6 +27,7 @@ against the constructor, so a typo fails before any data is read.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -34,7 +35,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from smt_tools.config._loader import StrictModel, read_yaml, validate_mapping
+from smt_tools.config._loader import (
+    MAX_INT32,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_WORKERS,
+    StrictModel,
+    read_yaml,
+    validate_mapping,
+)
 from smt_tools.errors import ConfigError
 
 _PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -91,14 +100,14 @@ class _Target(BaseModel):
 class DataLoaderConfig(StrictModel):
     """``torch.utils.data.DataLoader`` keys plus the weighted sampler (training loader only)."""
 
-    batch_size: int = Field(default=8, gt=0)
+    batch_size: int = Field(default=8, gt=0, le=65_536)
     shuffle: bool = False
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=0, ge=0, le=MAX_WORKERS)
     pin_memory: bool = False
     drop_last: bool = False
     persistent_workers: bool = False
     weighted_sampler: bool = False
-    weighted_sampler_num_samples: int | None = Field(default=None, gt=0)
+    weighted_sampler_num_samples: int | None = Field(default=None, gt=0, le=MAX_INT32)
     weighted_sampler_replacement: bool = True
 
 
@@ -131,7 +140,10 @@ class TrainConfig(StrictModel):
     train_dataset: DatasetConfig
     val_dataset: DatasetConfig | None = None
     val_fold: int | None = Field(
-        default=None, description="validate on rows with fold == k, train on the others"
+        default=None,
+        ge=-1,
+        le=1_000,
+        description="validate on rows with fold == k, train on the others",
     )
     val_groups: list[str] | None = Field(
         default=None, description="validate on these group_id values, train on the others"
@@ -147,20 +159,31 @@ class TrainConfig(StrictModel):
             {"_target_": "torch.optim.AdamW", "lr": 1e-3}
         )
     )
-    epochs: int = Field(default=1, gt=0)
+    epochs: int = Field(default=1, gt=0, le=1_000_000)
     steps_per_epoch: int | None = Field(
-        default=None, gt=0, description="training batches per epoch (the loader restarts)"
+        default=None,
+        gt=0,
+        le=MAX_INT32,
+        description="training batches per epoch (the loader restarts)",
     )
-    val_steps: int | None = Field(default=None, gt=0, description="cap on validation batches")
+    val_steps: int | None = Field(
+        default=None, gt=0, le=MAX_INT32, description="cap on validation batches"
+    )
     device: str = "auto"
     torch_threads: int | None = Field(
-        default=None, gt=0, description="CPU threads of torch (default: torch's own choice)"
+        default=None,
+        gt=0,
+        le=MAX_WORKERS,
+        description="CPU threads of torch (default: torch's own choice)",
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     output_dir: Path = Path("runs/train")
     class_names: list[str] | None = None
     rare_class: int | None = Field(
-        default=None, ge=0, description="class index reported as the rare class (default: smallest)"
+        default=None,
+        ge=0,
+        le=65_535,
+        description="class index reported as the rare class (default: smallest)",
     )
     allow_shared_images: bool = False
 
@@ -181,6 +204,70 @@ class TrainConfig(StrictModel):
                 "part of the train CSV (whole source images)"
             )
         return self
+
+
+#: constructor keys of the built-in datasets and model whose size would allocate or hang
+#: when absurd (checked in every dataset / model section, whatever its ``_target_``)
+_SIZE_KEYS: dict[str, int] = {
+    "crop_size": MAX_SIDE,
+    "patch_size": MAX_SIDE,
+    "grid_step": MAX_SIDE,
+    "samples_per_epoch": MAX_INT32,
+    "n_first_rows_to_read": MAX_INT32,
+    "lru_cache_size": 65_536,
+    "histogram_size": 65_536,
+    "n_classes": 65_536,
+    "in_channels": 65_535,
+    "base_channels": 4_096,
+    "depth": 16,
+}
+_EXPONENT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*$")
+
+
+def _finite_everywhere(value: Any, where: str) -> None:
+    """Every number inside ``value`` (nested mappings / lists) must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number; got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_everywhere(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _finite_everywhere(v, f"{where}[{i}]")
+
+
+def _check_size(value: Any, where: str, limit: int) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    number = float(value) if isinstance(value, str) and _EXPONENT.match(value) else value
+    if not isinstance(number, int | float):
+        return  # the constructor reports wrong types itself
+    if not float(number).is_integer() or abs(number) > limit:
+        raise ConfigError(f"{where}: must be a whole number <= {limit}; got {value!r}")
+
+
+def _check_numbers(cfg: TrainConfig, source: str) -> None:
+    """Constructor keyword arguments are free-form: reject NaN/inf anywhere in them, and
+    absurd sizes (:data:`_SIZE_KEYS`) in the dataset and model sections, naming the key."""
+    sections: list[tuple[str, _Target]] = [
+        (name, spec)
+        for name, spec in (
+            ("train_dataset", cfg.train_dataset),
+            ("val_dataset", cfg.val_dataset),
+            ("model", cfg.model),
+            ("loss", cfg.loss),
+            ("optimizer", cfg.optimizer),
+        )
+        if spec is not None
+    ]
+    for name, spec in sections:
+        _finite_everywhere(spec.kwargs, f"{source}: {name}")
+        if isinstance(spec, DatasetConfig):
+            _finite_everywhere(spec.augmentation_list or [], f"{source}: {name}.augmentation_list")
+        if name in ("train_dataset", "val_dataset", "model"):
+            for key, limit in _SIZE_KEYS.items():
+                if key in spec.kwargs:
+                    _check_size(spec.kwargs[key], f"{source}: {name}.{key}", limit)
 
 
 def _check_targets(cfg: TrainConfig, source: str) -> None:
@@ -216,6 +303,7 @@ def load_train_config(path: str | Path, check_imports: bool = True) -> TrainConf
         cfg = validate_mapping(data, TrainConfig, str(path))
     for w in caught:  # re-emit with the file name
         warnings.warn(f"{path}: {w.message}", UserWarning, stacklevel=2)
+    _check_numbers(cfg, str(path))
     if check_imports:
         _check_targets(cfg, str(path))
     return cfg

@@ -37,3 +37,21 @@ def class_shares_uniform_vs_weighted(
     """
     uniform = class_pixel_share(counts, np.asarray(included, dtype=np.float64))
     return uniform, class_pixel_share(counts, w)
+
+
+def nodata_pixel_share(window_pixels: np.ndarray, valid_pixels: np.ndarray, w: np.ndarray) -> float:
+    """Share of window pixels that are not a class (nodata or outside the raster), with tiles
+    drawn proportionally to ``w``: ``sum_i w_i (window_i - valid_i) / sum_i w_i window_i``.
+
+    window_pixels, valid_pixels: (n,) int64 (valid <= window); w: (n,) float64 >= 0
+    (ones: every tile once). 0.0 when no weighted pixel.
+    """
+    window = np.asarray(window_pixels, dtype=np.float64)
+    valid = np.asarray(valid_pixels, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if not window.shape == valid.shape == w.shape:
+        raise ValueError(
+            f"window_pixels {window.shape}, valid_pixels {valid.shape} and w {w.shape} differ"
+        )
+    total = float(w @ window)
+    return float(w @ np.maximum(window - valid, 0.0)) / total if total > 0 else 0.0

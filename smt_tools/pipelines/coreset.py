@@ -198,8 +198,8 @@ def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
     tiles = catalog.load_tiles(
         engine,
         "tile",
-        where_clause=f"id in (select tile_id from tile_result where run_id = {run_id})",
         statement_timeout_s=cfg.statement_timeout_s,
+        run_id=run_id,
     )
     frame = tiles.frame.copy()
     frame.insert(5, "patch_size", frame["height"])
@@ -229,6 +229,16 @@ def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:
     if missing:
         raise InputDataError(
             f"{source}: spatial_weight > 0 needs column(s) {', '.join(missing)} (tile bounds)"
+        )
+    from smt_tools.geo import has_crs, no_crs_message
+
+    if not has_crs(frame).all():  # pixel-space tiles (slide scans) have no place on the Earth
+        raise InputDataError(
+            f"{source}: "
+            + no_crs_message(
+                frame,
+                "coreset.spatial_weight > 0 needs every tile's position; set spatial_weight: 0",
+            )
         )
     cx = ((frame["minx"] + frame["maxx"]) / 2).to_numpy(dtype=np.float64)
     cy = ((frame["miny"] + frame["maxy"]) / 2).to_numpy(dtype=np.float64)
@@ -323,6 +333,16 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
+def _config_for_record(cfg: CoresetConfig) -> dict[str, Any]:
+    """The config as recorded in the catalog's ``run`` row: the URL's password hidden."""
+    from smt_tools.catalog import redact
+
+    data = cfg.model_dump(mode="json")
+    if data.get("catalog_url"):
+        data["catalog_url"] = redact(str(data["catalog_url"]))
+    return {"coreset": data}
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 
@@ -330,10 +350,16 @@ def run_coreset(
     cfg: CoresetConfig,
     progress_factory: ProgressFactory | None = None,
     config_dump: dict[str, Any] | None = None,
+    config_path: str | Path | None = None,
 ) -> CoresetResult:
-    """Run select-coreset for ``cfg`` (the ``coreset:`` section) and write its outputs."""
+    """Run select-coreset for ``cfg`` (the ``coreset:`` section) and write its outputs.
+
+    ``config_path`` (the YAML file) is checked not to be an output."""
     from smt_tools.coreset.gpu import resolve_device
-    from smt_tools.export._atomic import StagedOutputs
+    from smt_tools.export._atomic import StagedOutputs, reraise_output_error
+    from smt_tools.pipelines._preflight import preflight_coreset
+
+    preflight_coreset(cfg, config_path)  # outputs writable and not inputs, before any work
 
     factory = progress_factory or _no_progress
     started = datetime.now(timezone.utc)
@@ -460,15 +486,16 @@ def run_coreset(
                 result.run_id = catalog.record_run(
                     data.engine,
                     "select-coreset",
-                    config_dump or {"coreset": cfg.model_dump(mode="json")},
+                    config_dump or _config_for_record(cfg),
                     result.summary(),
                     results,
                     started,
                     datetime.now(timezone.utc),
                 )
             result.outputs = staging.commit()
-        except BaseException:
+        except BaseException as exc:
             staging.cleanup()
+            reraise_output_error(exc)  # disk full etc.: one line naming the output
             raise
         timings["write"] = time.perf_counter() - t
         advance(1)

@@ -247,14 +247,17 @@ def run_embed(
     cfg: BalancedDatasetConfig,
     rebuild: bool = False,
     progress_factory: ProgressFactory | None = None,
+    config_path: str | Path | None = None,
 ) -> EmbedResult:
     """The ``embed`` command: fill ``embeddings.parquet_path`` for the included tiles."""
     from smt_tools.pipelines._inputs import load_input_tiles
+    from smt_tools.pipelines._preflight import preflight_embed
 
     if cfg.embeddings.parquet_path is None:
         raise ConfigError(
             "embed needs embeddings.parquet_path (the cache file to fill); add it to the config"
         )
+    preflight_embed(cfg, config_path)  # the cache is writable and not an input, before any work
     progress_factory = progress_factory or _no_progress
     table = load_input_tiles(cfg.input, cfg.exclusion)
     included = tiles_to_embed(cfg, table)
