@@ -10,7 +10,7 @@ install:
 # Install, make demo data, scan it into a local tile table, build the balanced CSV (no server).
 demo: install
 	pytorch-smt-tools make-demo-data demo/
-	pytorch-smt-tools catalog ingest demo/pairs.csv --patch-size 256 --class-names demo/classes.csv --catalog demo/tiles.parquet
+	pytorch-smt-tools catalog ingest demo/pairs.csv --patch-size 256 --nodata-class 0 --class-names demo/classes.csv --catalog demo/tiles.parquet
 	pytorch-smt-tools build-balanced-dataset conf/examples/balanced_train.yaml
 
 # Provision a PostGIS test database if needed, then ruff, mypy and pytest.

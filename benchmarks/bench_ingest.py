@@ -154,7 +154,7 @@ def phase_scan(pairs: Path, workers: int, out: Path) -> dict[str, Any]:
     from smt_tools.pipelines.ingest import run_ingest
 
     out.unlink(missing_ok=True)
-    res = run_ingest(pairs, catalog=str(out), patch_size=PATCH, workers=workers)
+    res = run_ingest(pairs, catalog=str(out), patch_size=PATCH, nodata_class=0, workers=workers)
     return {
         "tiles": res.tiles_written,
         "seconds": res.scan_seconds,

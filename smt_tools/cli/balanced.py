@@ -80,11 +80,9 @@ def register(app: typer.Typer) -> None:
             extra,
         )
         if show_nodata:
-            say(
-                f"{nodata_label(result.nodata_class)} is not a class: its row is a share of the "
-                "window pixels of the weighted tiles (class rows: of class pixels); "
-                f"{result.nodata_share:.2%} of all input window pixels"
-            )
+            label = nodata_label(result.nodata_class)
+            say(f"{label} row: share of window pixels of the weighted tiles, not a class share")
+            say(f"{label}: {result.nodata_share:.2%} of all input window pixels")
         for path in result.outputs:
             say(f"Wrote {path}")
         if result.run_id is not None:
