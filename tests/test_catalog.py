@@ -139,8 +139,13 @@ def test_docker_compose_matches_readme_url() -> None:
     compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
     (svc,) = compose["services"].values()
     assert svc["image"].startswith("postgis/postgis:")
-    assert "pg_isready" in " ".join(svc["healthcheck"]["test"])
-    assert "5432:5432" in svc["ports"]
+    # `docker compose up -d --wait` (README) waits for it; over TCP, not the init-time socket
+    assert svc["healthcheck"]["test"] == [
+        "CMD-SHELL",
+        "pg_isready -h 127.0.0.1 -U postgres -d smt",
+    ]
+    assert "docker compose up -d --wait" in (Path(__file__).parents[1] / "README.md").read_text()
+    assert svc["ports"] == ["127.0.0.1:5432:5432"]  # never published on every interface
     env = svc["environment"]
     url = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@localhost:5432/{env['POSTGRES_DB']}"
     assert url == "postgresql://postgres:postgres@localhost:5432/smt"

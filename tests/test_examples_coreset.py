@@ -1,7 +1,7 @@
-"""conf/examples/coreset_local.yaml runs as shipped on the demo data (paths re-pointed).
+"""smt_tools/examples/coreset_local.yaml runs as shipped on the demo data (paths re-pointed).
 
 The balanced CSV it reads is made the way `make demo` makes it: ingest the demo pairs into a
-local tile table, then build-balanced-dataset with conf/examples/balanced_train.yaml.
+local tile table, then build-balanced-dataset with smt_tools/examples/balanced_train.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from smt_tools.cli.app import app
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "conf" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "smt_tools" / "examples"
 
 
 def _invoke(args: list[str]) -> Any:

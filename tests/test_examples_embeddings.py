@@ -1,4 +1,4 @@
-"""conf/examples/balanced_embeddings.yaml runs as shipped (dino_model -> a tiny local model)."""
+"""smt_tools/examples/balanced_embeddings.yaml runs as shipped (dino_model -> a tiny local model)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from tests.test_embeddings import save_tiny_dinov2
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "conf" / "examples" / "balanced_embeddings.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parents[1] / "smt_tools" / "examples" / "balanced_embeddings.yaml"
+)
 
 
 def _demo_tiles(demo_pairs: Path, target: Path, patch: int = 128) -> int:

@@ -1,4 +1,4 @@
-"""conf/examples/split_kfold.yaml runs as shipped (paths pointed at a copy of the demo data)."""
+"""smt_tools/examples/split_kfold.yaml runs as shipped (paths pointed at a copy of the demo data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from smt_tools.cli.app import app
 from tests.split_data import balanced_csv_from_pairs
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "conf" / "examples" / "split_kfold.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "smt_tools" / "examples" / "split_kfold.yaml"
 
 
 def test_split_kfold_example_runs_on_demo_data(demo_pairs: Path, tmp_path: Path) -> None:

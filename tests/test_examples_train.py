@@ -1,4 +1,4 @@
-"""Every train YAML in conf/examples/ runs (a couple of steps) on the demo data."""
+"""Every train YAML in smt_tools/examples/ runs (a couple of steps) on the demo data."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from smt_tools.config.balanced import BalancedFile
 from smt_tools.pipelines.balanced import run_balanced
 from smt_tools.raster import read_info, tile_windows
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "conf" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "smt_tools" / "examples"
 runner = CliRunner()
 
 

@@ -1,4 +1,7 @@
-"""Forward-only SQL migrations (``migrations/NNNN_*.sql``) and the schema check.
+"""Forward-only SQL migrations (``smt_tools/migrations/NNNN_*.sql``) and the schema check.
+
+The SQL files are package data, read with :mod:`importlib.resources`, so a wheel install
+carries them (see :mod:`smt_tools.resources`).
 
 ``apply_migrations`` is idempotent: files already listed in ``schema_migrations`` are skipped,
 the rest run in one transaction under an advisory lock (two concurrent ``catalog init`` calls
@@ -11,6 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -18,9 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from smt_tools.catalog.engine import db_cause, engine_label, redact, scrub
 from smt_tools.errors import CatalogError, CatalogSchemaError
+from smt_tools.resources import migrations_dir
 
-#: Folder of the numbered SQL files (repository root / migrations).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+#: Folder of the numbered SQL files inside the installed package (``smt_tools/migrations``).
+MIGRATIONS_DIR: Traversable = migrations_dir()
 
 _NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x5A7_7001  # advisory lock id for migrations
@@ -31,7 +39,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     sha256      text NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE schema_migrations IS 'SQL files of migrations/ applied by `pytorch-smt-tools catalog init`.';
+COMMENT ON TABLE schema_migrations IS 'SQL files of smt_tools/migrations/ applied by `pytorch-smt-tools catalog init`.';
 COMMENT ON COLUMN schema_migrations.filename IS 'Migration file name, e.g. 0001_catalog.sql.';
 COMMENT ON COLUMN schema_migrations.sha256 IS 'SHA-256 of the file content when it was applied.';
 COMMENT ON COLUMN schema_migrations.applied_at IS 'When the migration was applied.';
@@ -56,17 +64,17 @@ class MigrationReport:
     already_applied: list[str] = field(default_factory=list)
 
 
-def migration_files(folder: Path | None = None) -> list[Migration]:
+def migration_files(folder: Path | Traversable | None = None) -> list[Migration]:
     """The migrations in ``folder`` (default :data:`MIGRATIONS_DIR`), in file-name order."""
-    folder = folder or MIGRATIONS_DIR
+    folder = folder if folder is not None else MIGRATIONS_DIR
     if not folder.is_dir():
         raise CatalogError(
-            f"migrations folder {folder} not found; reinstall smt-tools from its source tree "
-            "(pip install -e .)"
+            f"migrations folder {folder} not found: this smt-tools install is incomplete; "
+            "reinstall it (pip install --force-reinstall smt-tools)"
         )
     out = [
         Migration(p.name, p.read_text(encoding="utf-8"))
-        for p in sorted(folder.glob("*.sql"))
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
         if _NAME.match(p.name)
     ]
     if not out:
@@ -82,7 +90,7 @@ def _applied(conn: Connection) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in rows}
 
 
-def apply_migrations(engine: Engine, folder: Path | None = None) -> MigrationReport:
+def apply_migrations(engine: Engine, folder: Path | Traversable | None = None) -> MigrationReport:
     """Apply every migration not yet recorded, in one transaction; return what happened."""
     migrations = migration_files(folder)
     report = MigrationReport()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -11,9 +12,18 @@ class InitResult:
     applied: list[str]
     already_applied: list[str]
 
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``)."""
+        return {
+            "target": self.target,
+            "applied": list(self.applied),
+            "already_applied": list(self.already_applied),
+            "up_to_date": not self.applied,
+        }
+
 
 def run_catalog_init(catalog: str | None = None) -> InitResult:
-    """Apply every migration of ``migrations/`` not yet recorded in ``schema_migrations``."""
+    """Apply every migration of ``smt_tools/migrations/`` not yet recorded in ``schema_migrations``."""
     from smt_tools import catalog as cat
 
     url = cat.resolve_url(catalog)
