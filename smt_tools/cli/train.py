@@ -12,11 +12,12 @@ from pathlib import Path
 import typer
 
 from smt_tools.cli._common import console, err_console, guard, progress_bar
+from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
-    @guard
+    @guard(outputs=("output_dir",))
     def train(
         config: Path = typer.Argument(..., help="Train config YAML (see conf/examples/)."),
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override epochs."),
@@ -24,7 +25,15 @@ def register(app: typer.Typer) -> None:
             None, "--steps-per-epoch", min=1, help="Override steps_per_epoch."
         ),
         output_dir: Path | None = typer.Option(None, "--output-dir", help="Override output_dir."),
-    ) -> None:
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue from output_dir/last.pt (same config, more epochs)."
+        ),
+        resume_from: Path | None = typer.Option(
+            None, "--resume-from", metavar="CHECKPOINT", help="Continue from this last.pt."
+        ),
+        overrides: list[str] = set_option(),
+        dry_run_: bool = dry_run_option(),
+    ) -> object:
         """Train with the weighted sampler / random crops; write checkpoints, metrics CSV, plot."""
         from smt_tools.config.train import load_train_config
         from smt_tools.pipelines.train import run_training
@@ -32,7 +41,7 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            cfg = load_train_config(config)
+            cfg = load_train_config(config, overrides=overrides)
         for w in caught:
             err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
         updates = {
@@ -46,17 +55,43 @@ def register(app: typer.Typer) -> None:
         }
         if updates:
             cfg = cfg.model_copy(update=updates)
+        if dry_run_:
+            from smt_tools.pipelines.plan import plan_train
+
+            return dry_run(plan_train, cfg, config)
 
         def factory(
             description: str, total: int
         ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
             return progress_bar(description, total, unit="batches")
 
-        result = run_training(cfg, progress_factory=factory, source=str(config))
+        from smt_tools.cli._common import state
+        from smt_tools.train.loop import epoch_line
+
+        def on_epoch(row: dict[str, object]) -> None:
+            console.print(epoch_line(row, cfg.epochs, state.verbose), markup=False, soft_wrap=True)
+
+        result = run_training(
+            cfg,
+            progress_factory=factory,
+            source=str(config),
+            resume=resume_from if resume_from is not None else resume,
+            on_epoch=on_epoch,
+            log=lambda line: console.print(line, markup=False, soft_wrap=True),
+        )
+        if result.finished_already:
+            console.print(
+                f"{result.resumed_from}: the run already finished {result.resumed_epoch} of "
+                f"{result.epochs} epoch(s); nothing to train (raise --epochs to go on)",
+                markup=False,
+                soft_wrap=True,
+            )
+            return result
         rare = "n/a" if math.isnan(result.rare_iou) else f"{result.rare_iou:.3f}"
         sampler = "weighted sampler" if result.weighted_sampler else "uniform sampling"
         console.print(
-            f"Trained {result.epochs} epoch(s) on {result.device} ({sampler}; "
+            f"Trained {result.epochs - result.start_epoch + 1} epoch(s) on {result.device} "
+            f"({sampler}; "
             f"{result.train_items} train / {result.val_items} validation items) "
             f"in {time.perf_counter() - start:.1f} s",
             soft_wrap=True,
@@ -71,3 +106,4 @@ def register(app: typer.Typer) -> None:
         )
         console.print(f"per-class IoU: {per_class}", soft_wrap=True)
         console.print("wrote " + ", ".join(str(p) for p in result.files), soft_wrap=True)
+        return result

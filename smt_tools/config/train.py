@@ -13,6 +13,7 @@ val_dataset: {...}                   # or val_fold: k / val_groups: [...] on the
 model: {_target_: smt_tools.train.UNet, in_channels: 3, n_classes: 6}
 loss: {_target_: smt_tools.train.losses.DiceFocalLoss}
 optimizer: {_target_: torch.optim.AdamW, lr: 0.001}
+scheduler: {_target_: torch.optim.lr_scheduler.StepLR, step_size: 2}   # optional, per epoch
 epochs: 3
 steps_per_epoch: 50
 output_dir: runs/demo
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,12 @@ class DataLoaderConfig(StrictModel):
 
     batch_size: int = Field(default=8, gt=0, le=65_536)
     shuffle: bool = False
-    num_workers: int = Field(default=0, ge=0, le=MAX_WORKERS)
+    num_workers: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_WORKERS,
+        description="DataLoader reader processes; 0 = read in the main process (torch's meaning)",
+    )
     pin_memory: bool = False
     drop_last: bool = False
     persistent_workers: bool = False
@@ -158,6 +165,11 @@ class TrainConfig(StrictModel):
         default_factory=lambda: _Target.model_validate(
             {"_target_": "torch.optim.AdamW", "lr": 1e-3}
         )
+    )
+    scheduler: _Target | None = Field(
+        default=None,
+        description="LR scheduler built on the optimizer, stepped once per epoch "
+        "(ReduceLROnPlateau on the validation loss)",
     )
     epochs: int = Field(default=1, gt=0, le=1_000_000)
     steps_per_epoch: int | None = Field(
@@ -257,6 +269,7 @@ def _check_numbers(cfg: TrainConfig, source: str) -> None:
             ("model", cfg.model),
             ("loss", cfg.loss),
             ("optimizer", cfg.optimizer),
+            ("scheduler", cfg.scheduler),
         )
         if spec is not None
     ]
@@ -291,16 +304,21 @@ def _check_targets(cfg: TrainConfig, source: str) -> None:
     check("model", cfg.model)
     check("loss", cfg.loss)
     check("optimizer", cfg.optimizer, skip=1)  # the first argument is the model's parameters
+    if cfg.scheduler is not None:
+        check("scheduler", cfg.scheduler, skip=1)  # the first argument is the optimizer
 
 
-def load_train_config(path: str | Path, check_imports: bool = True) -> TrainConfig:
-    """Read and validate a train config; with ``check_imports`` every ``_target_`` is imported."""
+def load_train_config(
+    path: str | Path, check_imports: bool = True, overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """Read and validate a train config (``--set`` ``overrides`` applied first); with
+    ``check_imports`` every ``_target_`` is imported."""
     data = read_yaml(path)
-    if data is None:
+    if data is None and not overrides:
         raise ConfigError(f"{path}: the file is empty; see conf/examples/ for a complete config")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = validate_mapping(data, TrainConfig, str(path))
+        cfg = validate_mapping(data, TrainConfig, str(path), overrides)
     for w in caught:  # re-emit with the file name
         warnings.warn(f"{path}: {w.message}", UserWarning, stacklevel=2)
     _check_numbers(cfg, str(path))

@@ -4,13 +4,19 @@ The image-level split rule: validation rows are chosen by whole source images (`
 the CSV's ``fold`` column, ``val_groups`` on ``group_id`` / ``group``, or a separate
 ``val_dataset``), and a run whose train and validation sets share a source image is refused
 unless ``allow_shared_images: true``.
+
+Resuming (``resume=True`` or a checkpoint path) goes on from ``output_dir/last.pt`` after the
+epoch it holds; the config may differ from the checkpoint's only in keys that do not change
+the weights (:data:`RESUME_FREE_KEYS`, the loaders' worker keys).
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,114 @@ class TrainResult:
     weighted_sampler: bool
     device: str
     files: list[Path] = field(default_factory=list)
+    start_epoch: int = 1  # first epoch trained by this call (> epochs: nothing left to train)
+    resumed_from: Path | None = None
+    resumed_epoch: int = 0  # epochs the checkpoint held
+    #: the validated config (``run.json``)
+    config_record: dict[str, Any] | None = None
+
+    def run_json_path(self) -> Path | None:
+        """``run.json`` in the output folder, beside the checkpoints (None when a resumed run
+        had nothing left to train: its outputs stay untouched)."""
+        if self.finished_already or not self.files:
+            return None
+        return self.files[0].parent / "run.json"
+
+    @property
+    def finished_already(self) -> bool:
+        """A resumed run that had no epoch left to train."""
+        return self.resumed_from is not None and self.start_epoch > self.epochs
+
+    def history_rows(self) -> list[dict[str, Any]]:
+        """The per-epoch history as plain dicts (NaN -> None), one per epoch."""
+        return [
+            {str(k): _plain(v) for k, v in row.items()}
+            for row in self.history.to_dict(orient="records")
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (``--json``): numbers, strings, lists and dicts only (NaN -> None);
+        ``history`` is one dict per epoch (the columns of metrics.csv)."""
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_miou": _plain(self.best_miou),
+            "rare_class": self.rare_class,
+            "rare_class_name": self.rare_class_name,
+            "rare_iou": _plain(self.rare_iou),
+            "per_class_iou": {k: _plain(v) for k, v in self.per_class_iou.items()},
+            "history": self.history_rows(),
+            "train_items": self.train_items,
+            "val_items": self.val_items,
+            "weighted_sampler": self.weighted_sampler,
+            "device": self.device,
+            "files": [str(p) for p in self.files],
+            "start_epoch": self.start_epoch,
+            "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
+            "resumed_epoch": self.resumed_epoch,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python; NaN / inf -> None (JSON has neither)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+#: top-level config keys a resumed run may change: they do not change the weights it trains
+RESUME_FREE_KEYS = frozenset(
+    {"epochs", "output_dir", "device", "torch_threads", "val_steps", "rare_class"}
+)
+#: data_loader keys free on resume: 0 or N workers give the same batches
+_LOADER_FREE_KEYS = frozenset({"num_workers", "pin_memory", "persistent_workers"})
+
+
+def resume_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config keys a resumed run must keep (model, data, classes, loss, ...).
+
+    config: ``TrainConfig.model_dump(mode="json", by_alias=True)``.
+    """
+    from smt_tools.train.checkpoint import flatten
+
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if k.split(".")[0].split("[")[0] not in RESUME_FREE_KEYS
+        and not (".data_loader." in k and k.rsplit(".", 1)[1] in _LOADER_FREE_KEYS)
+    }
+
+
+def _show(value: Any) -> str:
+    text = "absent" if value is None else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_resumable(state: dict[str, Any], cfg_json: dict[str, Any], path: Path) -> None:
+    """Refuse (one line naming the keys) a checkpoint trained with a config that differs in a
+    key that changes the weights."""
+    from smt_tools.train.checkpoint import config_hash, differences
+
+    new = resume_keys(cfg_json)
+    if state.get("config_hash") == config_hash(new):
+        return
+    old_cfg = state.get("config")
+    if not isinstance(old_cfg, dict):
+        raise InputDataError(
+            f"{path}: the checkpoint does not record its config, so resuming cannot be checked; "
+            "train into a new output_dir"
+        )
+    diff = differences(resume_keys(old_cfg), new)
+    if not diff:
+        return
+    shown = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, a, b in diff[:4])
+    more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+    raise ConfigError(
+        f"{path}: cannot resume: the config differs from the checkpoint's in {shown}{more}; "
+        "restore those keys, or train into a new output_dir without --resume"
+    )
 
 
 def _dataset_spec(ds: DatasetConfig) -> dict[str, Any]:
@@ -123,7 +237,7 @@ def _loader(
 
     gen = torch.Generator()
     gen.manual_seed(seed)
-    sampler = None
+    sampler: Any = None
     shuffle = dl.shuffle
     if dl.weighted_sampler and train:
         sampler = build_weighted_sampler(
@@ -136,7 +250,16 @@ def _loader(
             tag_draws=bool(getattr(dataset, "accepts_draw_tags", False)),
         )
         shuffle = False  # the sampler provides the randomness
-    elif dl.weighted_sampler:
+    elif shuffle:
+        # its own generator, apart from the loader's (which seeds workers): the order does not
+        # depend on how often the loader drew a worker seed (persistent workers draw it once)
+        from torch.utils.data import RandomSampler
+
+        order = torch.Generator()
+        order.manual_seed(seed)
+        sampler = RandomSampler(dataset, generator=order)
+        shuffle = False
+    if dl.weighted_sampler and not train:
         warnings.warn(
             "val_dataset.data_loader.weighted_sampler is ignored: weighted sampling applies to "
             "the training loader only",
@@ -172,16 +295,39 @@ def run_training(
     cfg: TrainConfig,
     progress_factory: ProgressFactory | None = None,
     source: str = "config",
+    *,
+    resume: bool | str | Path = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train as configured; write checkpoints, metrics.csv and metrics.png into output_dir."""
+    """Train as configured; write checkpoints, metrics.csv and metrics.png into output_dir.
+
+    resume: True continues from ``output_dir/last.pt``, a path from that checkpoint; the config
+        may differ only in :data:`RESUME_FREE_KEYS` and the loaders' worker keys (else a
+        one-line :class:`ConfigError` naming the keys). A checkpoint already at ``epochs``
+        trains nothing (``result.finished_already``).
+    on_epoch: called with each epoch's history row (plain dict) once its checkpoint is saved.
+    log: called with lines worth showing before training starts (which checkpoint resumes).
+    """
     import torch
 
     from smt_tools.pipelines._preflight import preflight_train
     from smt_tools.train._targets import instantiate, resolve_target
+    from smt_tools.train.checkpoint import config_hash, load_checkpoint
     from smt_tools.train.loop import fit
 
     # output_dir writable and no output file is an input, before any work
     preflight_train(cfg, source if Path(source).is_file() else None)
+    cfg_json = cfg.model_dump(mode="json", by_alias=True)
+    checkpoint: dict[str, Any] | None = None
+    ckpt_path: Path | None = None
+    if resume is not False:
+        ckpt_path = Path(cfg.output_dir) / "last.pt" if resume is True else Path(str(resume))
+        checkpoint = load_checkpoint(ckpt_path)
+        _check_resumable(checkpoint, cfg_json, ckpt_path)
+        done = int(checkpoint["epoch"])
+        if log is not None and done < cfg.epochs:
+            log(f"Resuming {ckpt_path} after epoch {done} of {cfg.epochs}")
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
@@ -222,6 +368,13 @@ def run_training(
         optimizer = opt_cls(model.parameters(), **cfg.optimizer.kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: optimizer: {str(exc).splitlines()[0]}") from None
+    scheduler = None
+    if cfg.scheduler is not None:
+        sched_cls = resolve_target(cfg.scheduler.target, f"{source}: scheduler")
+        try:
+            scheduler = sched_cls(optimizer, **cfg.scheduler.kwargs)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{source}: scheduler: {str(exc).splitlines()[0]}") from None
     names = list(cfg.class_names) if cfg.class_names else None
     if names is not None and len(names) != scored:
         raise ConfigError(
@@ -245,8 +398,11 @@ def run_training(
         val_steps=cfg.val_steps,
         ignore_index=int(getattr(train_ds, "ignore_index", 255)),
         class_names=names,
-        checkpoint_extra={"config": cfg.model_dump(mode="json", by_alias=True)},
+        checkpoint_extra={"config": cfg_json, "config_hash": config_hash(resume_keys(cfg_json))},
         progress_factory=progress_factory,
+        scheduler=scheduler,
+        resume=checkpoint,
+        on_epoch=on_epoch,
     )
     for ds in (train_ds, val_ds):
         if hasattr(ds, "close"):
@@ -275,4 +431,8 @@ def run_training(
         weighted_sampler=cfg.train_dataset.data_loader.weighted_sampler,
         device=str(device),
         files=result.files,
+        start_epoch=result.start_epoch,
+        resumed_from=ckpt_path,
+        resumed_epoch=int(checkpoint["epoch"]) if checkpoint is not None else 0,
+        config_record=cfg.model_dump(mode="json"),
     )

@@ -455,8 +455,14 @@ def _read_csv(path: str | os.PathLike[str], n_rows: int | None, name: str) -> pd
 
 
 def _resolve_paths(series: pd.Series, base: Path) -> list[str]:
+    """Local paths resolved against ``base``; GDAL paths (``s3://``, ``/vsicurl/`` …) as written."""
+    from smt_tools.raster.paths import is_gdal_path, normalize_path
+
     out = []
     for v in series.astype(str):
+        if is_gdal_path(v):
+            out.append(normalize_path(v))
+            continue
         q = Path(v).expanduser()
         out.append(str(q if q.is_absolute() else base / q))
     return out

@@ -1,5 +1,5 @@
-"""A small training loop: fixed steps per epoch, validation with per-class IoU, checkpoints,
-a metrics CSV and a plot. Everything it writes is written atomically."""
+"""A small training loop: fixed steps per epoch, validation with per-class IoU, checkpoints a
+run resumes from, a metrics CSV and a plot. Everything it writes is written atomically."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from smt_tools._worker_errors import unwrap_worker_errors
+from smt_tools.errors import InputDataError
 from smt_tools.export._atomic import atomic_path
 from smt_tools.progress import ProgressFactory
 from smt_tools.train._base import _WindowDataset
+from smt_tools.train.checkpoint import FORMAT, rng_state, set_rng_state
 from smt_tools.train.datasets import prepare_batch
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
 
@@ -40,6 +42,7 @@ class LoopResult:
     best_epoch: int
     best_miou: float
     files: list[Path] = field(default_factory=list)
+    start_epoch: int = 1  # first epoch this call trained (> epochs: a finished run resumed)
 
 
 def _hard_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -121,7 +124,8 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(history["epoch"], history["train_loss"], marker="o", label="train")
-    ax1.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    if "val_loss" in history:
+        ax1.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
@@ -130,11 +134,13 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
         col = f"iou_{name}"
         if col in history:
             ax2.plot(history["epoch"], history[col], lw=1, alpha=0.7, label=name)
-    ax2.plot(history["epoch"], history["miou"], color="black", lw=2.5, marker="o", label="mIoU")
+    if "miou" in history:
+        ax2.plot(history["epoch"], history["miou"], color="black", lw=2.5, marker="o", label="mIoU")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("IoU")
     ax2.set_ylim(0, 1)
-    ax2.legend(fontsize=7, ncol=2)
+    if "miou" in history:
+        ax2.legend(fontsize=7, ncol=2)
     ax2.set_title("Validation IoU (ignored pixels excluded)")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -146,13 +152,93 @@ def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> N
         plt.close(fig)
 
 
+def _fmt(value: Any) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{float(value):.4f}")
+    )
+
+
+def epoch_line(row: dict[str, Any], epochs: int, verbose: bool = False) -> str:
+    """One line for a row of the history: ``epoch 3/10  train loss 0.4123  val loss 0.5012
+    mIoU 0.4471  12.3 s``; the per-class IoU is added when ``verbose``; train loss only
+    without validation."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {_fmt(row['train_loss'])}"]
+    if "val_loss" in row:
+        parts += [f"val loss {_fmt(row['val_loss'])}", f"mIoU {_fmt(row.get('miou'))}"]
+        if verbose:
+            ious = ", ".join(f"{k[4:]} {_fmt(v)}" for k, v in row.items() if k.startswith("iou_"))
+            parts.append(f"IoU {ious}")
+    parts.append(f"{float(row['seconds']):.1f} s")
+    return "  ".join(parts)
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The torch generators a loader draws from: its own (base seed of workers, shuffling) and
+    its sampler's (a weighted sampler's draws), each once, in a fixed order."""
+    found: list[torch.Generator] = []
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for obj in (
+        loader,
+        sampler,
+        getattr(sampler, "sampler", None),  # DrawTaggedSampler wraps a WeightedRandomSampler
+        getattr(batch_sampler, "sampler", None),
+    ):
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
+
+
+def _seed_generators(generators: list[tuple[torch.Generator, int]], epoch: int) -> None:
+    """Seed each loader generator from (its initial seed, epoch, position): the shuffle order
+    and weighted draws of an epoch do not depend on earlier epochs, so a resumed run (and
+    persistent workers, which draw their base seed once) get exactly the same batches."""
+    for j, (gen, base) in enumerate(generators):
+        seq = np.random.SeedSequence([base, epoch, j])
+        gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
+
+def _restore(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[int, list[dict[str, Any]], int, float]:
+    """Load model / optimizer / scheduler from a checkpoint; (next epoch, rows, best...)."""
+    ts = state["training_state"]
+    try:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(ts["optimizer"])
+        if scheduler is not None and ts.get("scheduler") is not None:
+            scheduler.load_state_dict(ts["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputDataError(
+            f"the checkpoint does not fit this model / optimizer ({first[:160]}); resume with "
+            "the config it was trained with"
+        ) from None
+    rows = [dict(r) for r in ts["history"]]
+    return int(state["epoch"]) + 1, rows, int(ts["best_epoch"]), float(ts["best_miou"])
+
+
+def _step_scheduler(scheduler: Any, metric: float) -> None:
+    if scheduler is None:
+        return
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(metric)
+    else:
+        scheduler.step()
+
+
 @unwrap_worker_errors()
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_loader: Any,
-    val_loader: Any,
+    val_loader: Any | None,
     *,
     epochs: int,
     n_classes: int,
@@ -165,14 +251,27 @@ def fit(
     checkpoint_extra: dict[str, Any] | None = None,
     progress_factory: ProgressFactory | None = None,
     write_plot: bool = True,
+    scheduler: Any | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> LoopResult:
     """Train ``epochs`` epochs of ``steps_per_epoch`` batches (the train loader restarts when it
     runs out; default one pass), validate after each epoch, keep the best checkpoint by mIoU.
 
-    Writes into ``output_dir``: ``last.pt``, ``best.pt`` ({model_state, epoch, miou, ...}),
-    ``metrics.csv`` (epoch, train_loss, val_loss, miou, micro_iou, pixel_accuracy, one
-    ``iou_<class>`` column per class, seconds) and ``metrics.png``.
+    Writes into ``output_dir``: ``last.pt`` (the model plus everything a run resumes from:
+    optimizer, scheduler, history, random state; see :mod:`smt_tools.train.checkpoint`),
+    ``best.pt`` ({model_state, epoch, miou, ...}), ``metrics.csv`` (epoch, train_loss,
+    val_loss, miou, micro_iou, pixel_accuracy, one ``iou_<class>`` and ``pixels_<class>``
+    column per class, lr, seconds) and ``metrics.png``; all after every epoch, atomically.
     n_classes: classes scored (2 for a one-channel binary model).
+    val_loader: None trains without validation (train loss only; best.pt = the last epoch).
+    scheduler: an LR scheduler stepped once per epoch (ReduceLROnPlateau on the validation loss,
+        else the train loss).
+    resume: a checkpoint from :func:`~smt_tools.train.checkpoint.load_checkpoint`; training
+        goes on after its epoch, giving the weights and history an uninterrupted run would
+        (the loaders' generators are seeded per epoch, the global random state restored). A
+        checkpoint at or past ``epochs`` trains nothing and writes nothing.
+    on_epoch: called with each new history row once its checkpoint is written.
     An :class:`~smt_tools.errors.SmtError` raised in a DataLoader worker reaches the caller
     with the worker's own one-line message (not PyTorch's wrapped traceback).
     """
@@ -183,12 +282,22 @@ def fit(
         names = [str(i) for i in range(n_classes)]
     model.to(device)
     rows: list[dict[str, Any]] = []
-    best_miou, best_epoch = -math.inf, 0
-    files = [output_dir / n for n in ("best.pt", "last.pt", "metrics.csv")]
-    for epoch in range(1, epochs + 1):
+    best_miou, best_epoch, start_epoch = -math.inf, 0, 1
+    if resume is not None:
+        start_epoch, rows, best_epoch, best_miou = _restore(resume, model, optimizer, scheduler)
+    generators = {
+        "train": [(g, g.initial_seed()) for g in _loader_generators(train_loader)],
+        "val": [(g, g.initial_seed()) for g in _loader_generators(val_loader)]
+        if val_loader is not None
+        else [],
+    }
+    if resume is not None:
+        set_rng_state(resume["training_state"]["rng"])
+    names_out = ("best.pt", "last.pt", "metrics.csv")
+    for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
+        _seed_generators(generators["train"], epoch)
         _set_epoch(train_loader, epoch)
-        _set_epoch(val_loader, epoch)
         n_steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
         model.train()
         losses: list[float] = []
@@ -211,43 +320,73 @@ def fit(
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 advance(1)
-        n_val = len(val_loader) if val_steps is None else min(val_steps, len(val_loader))
-        with progress_factory(f"Epoch {epoch}/{epochs} validate", n_val) as advance:
-            val_loss, cm = evaluate(
-                model, val_loader, loss_fn, n_classes, device, ignore_index, val_steps, advance
+        del it
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+        miou = float("nan")
+        if val_loader is not None:
+            _seed_generators(generators["val"], epoch)
+            _set_epoch(val_loader, epoch)
+            n_val = len(val_loader) if val_steps is None else min(val_steps, len(val_loader))
+            with progress_factory(f"Epoch {epoch}/{epochs} validate", n_val) as advance:
+                val_loss, cm = evaluate(
+                    model, val_loader, loss_fn, n_classes, device, ignore_index, val_steps, advance
+                )
+            scores = scores_from_confusion(cm)
+            miou = scores.miou
+            row.update(
+                {
+                    "val_loss": val_loss,
+                    "miou": scores.miou,
+                    "micro_iou": scores.micro_iou,
+                    "pixel_accuracy": scores.pixel_accuracy,
+                }
             )
-        scores = scores_from_confusion(cm)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "val_loss": val_loss,
-            "miou": scores.miou,
-            "micro_iou": scores.micro_iou,
-            "pixel_accuracy": scores.pixel_accuracy,
-        }
-        for name, v in zip(names, scores.iou, strict=True):
-            row[f"iou_{name}"] = float(v)
-        for name, v in zip(names, scores.support, strict=True):
-            row[f"pixels_{name}"] = int(v)
+            for name, v in zip(names, scores.iou, strict=True):
+                row[f"iou_{name}"] = float(v)
+            for name, v in zip(names, scores.support, strict=True):
+                row[f"pixels_{name}"] = int(v)
+        row["lr"] = float(optimizer.param_groups[0]["lr"])
+        _step_scheduler(scheduler, row.get("val_loss", train_loss))
         row["seconds"] = round(time.perf_counter() - start, 3)
         rows.append(row)
+        score = miou if not math.isnan(miou) else -math.inf
+        improved = score > best_miou or epoch == 1 or val_loader is None
+        if improved:
+            best_miou, best_epoch = score, epoch
         state = {
+            "format": FORMAT,
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch": epoch,
-            "miou": scores.miou,
+            "miou": miou,
             "class_names": names,
             **(checkpoint_extra or {}),
         }
-        _atomic_save(state, output_dir / "last.pt")
-        miou = scores.miou if not math.isnan(scores.miou) else -math.inf
-        if miou > best_miou or epoch == 1:
-            best_miou, best_epoch = miou, epoch
+        if improved:
             _atomic_save(state, output_dir / "best.pt")
+        state["training_state"] = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "history": rows,
+            "best_epoch": best_epoch,
+            "best_miou": float(best_miou),
+            "epochs": epochs,
+            "dataset_epoch": epoch,
+            "rng": rng_state(),
+        }
+        _atomic_save(state, output_dir / "last.pt")
         _atomic_csv(pd.DataFrame(rows), output_dir / "metrics.csv")
+        if on_epoch is not None:
+            on_epoch(dict(row))
     history = pd.DataFrame(rows)
-    if write_plot:
+    files = [output_dir / n for n in names_out if (output_dir / n).is_file()]
+    if write_plot and start_epoch <= epochs:
         plot_history(history, names, output_dir / "metrics.png")
         files.append(output_dir / "metrics.png")
     return LoopResult(
-        history=history, best_epoch=best_epoch, best_miou=float(best_miou), files=files
+        history=history,
+        best_epoch=best_epoch,
+        best_miou=float(best_miou),
+        files=files,
+        start_epoch=start_epoch,
     )
