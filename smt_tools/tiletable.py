@@ -5,7 +5,9 @@ so everything after loading runs one code path.
 
 Identifiers are stable 63-bit integers derived from the (absolute) image path and the window,
 so the same tile has the same ``tile_id`` whether it came from a local scan or the catalog,
-and the embedding cache can be joined by key in both cases.
+and the embedding cache can be joined by key in both cases. Remote rasters (``s3://``,
+``https://``, ``/vsicurl/`` …) are identified by their URL as written, without credentials
+(:mod:`smt_tools.raster.paths`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,19 +52,31 @@ def stable_id(*parts: object) -> int:
 
 
 def canonical_path(path: str | os.PathLike[str]) -> str:
-    """Absolute, normalised POSIX form of a path (no symlink resolution: users see their path)."""
-    return Path(os.path.abspath(os.fspath(path))).as_posix()
+    """The stored form of a raster path: local paths absolute and normalised (POSIX, no symlink
+    resolution: users see their path); GDAL paths (``s3://``, ``https://``, ``/vsicurl/`` …)
+    as written (:func:`smt_tools.raster.paths.normalize_path`)."""
+    from smt_tools.raster.paths import normalize_path  # raster imports this module
+
+    return normalize_path(path)
+
+
+def path_identity(path: str | os.PathLike[str]) -> str:
+    """The form of a raster path ids are derived from: :func:`canonical_path`, without the
+    credentials of a URL (:func:`smt_tools.raster.paths.path_identity`)."""
+    from smt_tools.raster.paths import path_identity as identity
+
+    return identity(path)
 
 
 def source_image_key(image_path: str | os.PathLike[str]) -> int:
-    return stable_id("source_image", canonical_path(image_path))
+    return stable_id("source_image", path_identity(image_path))
 
 
 def tile_key(
     image_path: str | os.PathLike[str], row_off: int, col_off: int, height: int, width: int
 ) -> int:
     return stable_id(
-        "tile", canonical_path(image_path), int(row_off), int(col_off), int(height), int(width)
+        "tile", path_identity(image_path), int(row_off), int(col_off), int(height), int(width)
     )
 
 
@@ -71,7 +84,7 @@ def tile_keys(
     image_path: str, row_off: np.ndarray, col_off: np.ndarray, height: np.ndarray, width: np.ndarray
 ) -> np.ndarray:
     """Vectorised :func:`tile_key` for many windows of one image: (n,) int64."""
-    img = canonical_path(image_path)
+    img = path_identity(image_path)
     return np.fromiter(
         (
             stable_id("tile", img, int(r), int(c), int(h), int(w))

@@ -28,8 +28,24 @@ def _resolved(p: Path) -> Path:
         return p.absolute()
 
 
+def _is_url(p: str | os.PathLike[str]) -> bool:
+    from smt_tools.raster.paths import is_gdal_path
+
+    return isinstance(p, str) and is_gdal_path(p)
+
+
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """True when ``a`` and ``b`` name one file (same inode, or the same resolved path)."""
+    """True when ``a`` and ``b`` name one file (same inode, or the same resolved path).
+
+    A URL / GDAL path (``s3://``, ``/vsicurl/`` …) is the same file only as the same URL
+    (compared without credentials); it is never a local file.
+    """
+    if _is_url(a) or _is_url(b):
+        if not (_is_url(a) and _is_url(b)):
+            return False
+        from smt_tools.raster.paths import path_identity
+
+        return path_identity(a) == path_identity(b)
     pa, pb = Path(a), Path(b)
     with contextlib.suppress(OSError):
         if pa.exists() and pb.exists():
@@ -54,7 +70,15 @@ def _probe(folder: Path, label: str, target: Path) -> None:
 def check_writable(label: str, path: str | os.PathLike[str], *, folder: bool = False) -> None:
     """Refuse (:class:`OutputError`) when ``path`` cannot be written: it is a folder (for a
     file output) or a file (for a folder output), a parent is a file, or the nearest existing
-    folder is not writable (so the missing folders could not be created)."""
+    folder is not writable (so the missing folders could not be created). Outputs are local:
+    a URL / GDAL path (``s3://``, ``/vsis3/`` …) is refused."""
+    if _is_url(path):
+        from smt_tools.raster.paths import redact
+
+        raise OutputError(
+            f"{label}: {redact(str(path))} is a remote path; outputs are written to local "
+            "files: give a local path (copy the result to the bucket afterwards)"
+        )
     p = Path(path).expanduser()
     if p.exists():
         if folder and not p.is_dir():
@@ -77,6 +101,11 @@ def check_writable(label: str, path: str | os.PathLike[str], *, folder: bool = F
     _probe(anc, label, p)
 
 
+def _as_path(p: str | os.PathLike[str]) -> str | Path:
+    """A local path as a :class:`Path`; a URL kept as text (``Path`` would merge its ``//``)."""
+    return p if isinstance(p, str) and _is_url(p) else Path(p)
+
+
 def check_outputs(
     outputs: Sequence[Named],
     inputs: Sequence[Named] = (),
@@ -89,10 +118,12 @@ def check_outputs(
     be complete on a read-only disk) get the same-file checks but no write probe. ``None``
     paths are skipped. Raises :class:`ConfigError` (output = input) or :class:`OutputError`
     (cannot write) before any work starts."""
-    probed = [(label, Path(p)) for label, p in outputs if p is not None and str(p) != ""]
-    outs = probed + [(label, Path(p)) for label, p in unprobed if p is not None and str(p) != ""]
-    dirs = [(label, Path(p)) for label, p in folders if p is not None and str(p) != ""]
-    ins = [(label, Path(p)) for label, p in inputs if p is not None and str(p) != ""]
+    probed = [(label, _as_path(p)) for label, p in outputs if p is not None and str(p) != ""]
+    outs = probed + [
+        (label, _as_path(p)) for label, p in unprobed if p is not None and str(p) != ""
+    ]
+    dirs = [(label, _as_path(p)) for label, p in folders if p is not None and str(p) != ""]
+    ins = [(label, _as_path(p)) for label, p in inputs if p is not None and str(p) != ""]
     for label, p in outs:
         for in_label, q in ins:
             if same_file(p, q):
@@ -106,7 +137,7 @@ def check_outputs(
                 raise ConfigError(
                     f"{label} {d} is the input {in_label} ({q}); choose another output folder"
                 )
-    seen: list[tuple[str, Path]] = []
+    seen: list[tuple[str, str | Path]] = []
     for label, p in outs:
         for other_label, q in seen:
             if same_file(p, q):

@@ -24,6 +24,7 @@ import pandas as pd
 
 from smt_tools.config.balanced import ExclusionConfig, InputConfig, PatchRecord
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.raster.paths import is_gdal_path
 from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TileTable, canonical_path
 
@@ -71,7 +72,8 @@ def _records_frame(records: Sequence[PatchRecord]) -> pd.DataFrame:
 def read_patch_records_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a patch-records CSV (columns image_path, mask_path, row_off, col_off, patch_size).
 
-    Relative paths are resolved against the CSV's folder. Returns a frame with exactly
+    Relative paths are resolved against the CSV's folder; GDAL paths (``s3://``,
+    ``https://``, ``/vsicurl/`` …) are kept as written. Returns a frame with exactly
     :data:`PATCH_COLUMNS` (offsets and size int64).
     """
     p = Path(path)
@@ -96,7 +98,8 @@ def read_patch_records_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
             row = int(np.flatnonzero(out[col].isna().to_numpy())[0])
             raise InputDataError(f"{p}: row {row + 2}: {col} is empty")
         out[col] = [
-            v if os.path.isabs(v) else os.path.join(p.parent, v) for v in out[col].astype(str)
+            v if os.path.isabs(v) or is_gdal_path(v) else os.path.join(p.parent, v)
+            for v in out[col].astype(str)
         ]
     for col in ("row_off", "col_off", "patch_size"):
         values = pd.to_numeric(out[col], errors="coerce")
@@ -139,9 +142,14 @@ def plan_patch_records(
     rows = records["row_off"].to_numpy(np.int64)
     cols = records["col_off"].to_numpy(np.int64)
     size = records["patch_size"].to_numpy(np.int64)
+    probed: set[str] = set()
     for i, (ip, mp) in enumerate(zip(img, msk, strict=True)):
         for key, path in (("image_path", ip), ("mask_path", mp)):
-            if not os.path.isfile(path):
+            if is_gdal_path(path):  # no local file: open it through GDAL, once per path
+                if path not in probed:
+                    _probe(path, f"{source}[{i}].{key}")
+                    probed.add(path)
+            elif not os.path.isfile(path):
                 raise InputDataError(
                     f"{source}[{i}].{key}: file not found: {path}; fix the patch record"
                 )
@@ -166,6 +174,16 @@ def plan_patch_records(
         windows.append(np.stack([r, c, s, s], axis=1))
         order.extend(idx)
     return ScanPlan(source, records, sources, windows, np.asarray(order, np.int64))
+
+
+def _probe(path: str, label: str) -> None:
+    from smt_tools.errors import RasterOpenError
+    from smt_tools.raster.handles import probe_raster
+
+    try:
+        probe_raster(path)
+    except RasterOpenError as exc:
+        raise InputDataError(f"{label}: {exc}") from None
 
 
 def run_scan_plan(
@@ -299,6 +317,25 @@ def input_class_names(cfg: InputConfig) -> dict[int, str]:
     engine = catalog.connect(catalog_url(cfg))
     try:
         return catalog.class_names(engine)
+    finally:
+        engine.dispose()
+
+
+def input_class_colours(cfg: InputConfig) -> dict[int, str]:
+    """Class value -> colour text known to the input (the ``colour`` column of the
+    ``--class-names`` CSV, kept in the tile table metadata or ``catalog_class``); empty for
+    patch records."""
+    if cfg.tiles is not None:
+        from smt_tools.export.tiletable_io import read_class_names
+
+        return {v: c for v, (_, c) in read_class_names(cfg.tiles).items() if c}
+    if cfg.patch_records is not None or cfg.patch_records_csv is not None:
+        return {}
+    from smt_tools import catalog
+
+    engine = catalog.connect(catalog_url(cfg))
+    try:
+        return catalog.class_colours(engine)
     finally:
         engine.dispose()
 

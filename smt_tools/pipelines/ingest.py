@@ -50,7 +50,15 @@ from smt_tools.raster import (
     scan,
     tile_windows,
 )
-from smt_tools.tiletable import TileTable, canonical_path
+from smt_tools.raster.paths import (
+    UNKNOWN,
+    clear_remote_cache,
+    is_gdal_path,
+    path_identity,
+    redact,
+    resolve_path,
+)
+from smt_tools.tiletable import TileTable
 
 #: Columns compared to decide whether a catalogued source image is unchanged.
 _COMPARED = (
@@ -103,11 +111,55 @@ class IngestResult:
     def tiles_per_second(self) -> float:
         return self.tiles_written / self.scan_seconds if self.scan_seconds > 0 else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``, ``run.json``)."""
+        s, t = self.scanned, self.tiling
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "images_total": self.images_total,
+            "images_scanned": self.images_scanned,
+            "images_new": self.images_new,
+            "images_replaced": self.images_replaced,
+            "images_skipped": self.images_skipped,
+            "tiles_written": self.tiles_written,
+            "tiles_in_catalog": self.tiles_in_catalog,
+            "sources_in_catalog": self.sources_in_catalog,
+            "tiles_per_second": self.tiles_per_second,
+            "nodata_class": self.nodata_class,
+            "nodata_share": s.nodata_share,
+            "mask_pixels": s.mask_pixels,
+            "nodata_pixels": s.nodata_pixels,
+            "classes": [
+                {"class_value": c.class_value, "name": c.name, "pixels": c.pixels, "share": c.share}
+                for c in s.classes
+            ],
+            "skipped_small_images": [p for p, _, _ in t.skipped_small],
+            "low_coverage_images": [{"image": p, "coverage": c} for p, c in t.low_coverage],
+            "padded_tiles": t.padded_tiles,
+            "warnings": list(self.warnings),
+            "timings_s": {
+                "scan": self.scan_seconds,
+                "write": self.write_seconds,
+                "total": self.elapsed_seconds,
+            },
+        }
+
+    def run_json_path(self) -> Path | None:
+        """A local tile table gets its run record beside it; a PostGIS catalog none."""
+        if self.kind != "parquet":
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.target)
+
 
 def read_pairs_csv(path: str | os.PathLike[str], check_exists: bool = True) -> list[PairSpec]:
     """Pairs from a CSV with columns ``image``, ``mask`` and optional ``group``.
 
-    Relative paths are resolved against the CSV's folder. Errors name the file, row and column.
+    Relative paths are resolved against the CSV's folder; GDAL paths (``s3://``, ``https://``,
+    ``/vsicurl/`` …) are kept as written and checked by opening them through rasterio
+    (:mod:`smt_tools.raster.paths`). Errors name the file, row and column (URLs redacted).
     """
     p = Path(path)
     if not p.is_file():
@@ -148,20 +200,18 @@ def read_pairs_csv(path: str | os.PathLike[str], check_exists: bool = True) -> l
                 raise InputDataError(
                     f"{p}: line {line}: empty '{col}' value; every row needs an image and a mask path"
                 )
-        image = canonical_path(base / cells["image"])
-        mask = canonical_path(base / cells["mask"])
+        image = resolve_path(cells["image"], base)
+        mask = resolve_path(cells["mask"], base)
         if check_exists:
             for col, full in (("image", image), ("mask", mask)):
-                if not Path(full).is_file():
-                    raise InputDataError(
-                        f"{p}: line {line}: {col} file {full} not found "
-                        f"(relative paths are resolved against {base})"
-                    )
-        if image in seen:
+                _check_raster(p, line, col, full, base)
+        key = path_identity(image)
+        if key in seen:
             raise InputDataError(
-                f"{p}: line {line}: image {image} is already listed on line {seen[image]}; list each image once"
+                f"{p}: line {line}: image {redact(image)} is already listed on line {seen[key]}; "
+                "list each image once"
             )
-        seen[image] = line
+        seen[key] = line
         group = row[gi].strip() if gi is not None and gi < len(row) and row[gi].strip() else None
         pairs.append(PairSpec(image, mask, group))
     if not pairs:
@@ -169,6 +219,24 @@ def read_pairs_csv(path: str | os.PathLike[str], check_exists: bool = True) -> l
             f"{p}: pairs CSV has a header but no rows; add one row per image/mask pair"
         )
     return pairs
+
+
+def _check_raster(csv_path: Path, line: int, col: str, path: str, base: Path) -> None:
+    """A local file must exist; a GDAL path must open (one line with GDAL's cause if not)."""
+    if not is_gdal_path(path):
+        if not Path(path).is_file():
+            raise InputDataError(
+                f"{csv_path}: line {line}: {col} file {path} not found "
+                f"(relative paths are resolved against {base})"
+            )
+        return
+    from smt_tools.errors import RasterOpenError
+    from smt_tools.raster.handles import probe_raster
+
+    try:
+        probe_raster(path)
+    except RasterOpenError as exc:
+        raise InputDataError(f"{csv_path}: line {line}: {col} {exc}") from None
 
 
 def read_class_names_csv(path: str | os.PathLike[str]) -> dict[int, tuple[str | None, str | None]]:
@@ -233,6 +301,9 @@ def is_parquet_target(target: str | None) -> bool:
 
 
 def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> bool:
+    known = (rec.image.file_size, rec.image.file_mtime, rec.mask.file_size, rec.mask.file_mtime)
+    if any(v == UNKNOWN for v in known):
+        return False  # a remote object without size / Last-Modified: always re-scanned
     now: dict[str, Any] = {
         "mask_path": rec.mask.path,
         "group_id": rec.group_id,
@@ -298,6 +369,7 @@ def run_ingest(
         "black_tolerance": float(black_tolerance),
         "scan_rules": SCAN_RULES,
     }
+    clear_remote_cache()  # remote objects may have changed since GDAL cached them here
     pairs = read_pairs_csv(pairs_csv)
     names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
     if nodata_class is not None:

@@ -18,6 +18,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from smt_tools.errors import RasterOpenError, RasterReadError
+from smt_tools.raster.paths import is_gdal_path, redact
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -49,7 +50,7 @@ def describe_raster_error(exc: BaseException, path: str | None = None) -> str:
             if not any(text in k for k in kept):
                 kept = [k for k in kept if k not in text] + [text]
         cur = cur.__cause__ or cur.__context__
-    out = "; ".join(kept) if kept else type(exc).__name__
+    out = redact("; ".join(kept)) if kept else type(exc).__name__
     return out if len(out) <= MAX_CAUSE_CHARS else out[: MAX_CAUSE_CHARS - 3] + "..."
 
 
@@ -69,6 +70,12 @@ def read_error(
     path: str, exc: BaseException, row_off: int, col_off: int, height: int, width: int
 ) -> RasterReadError:
     """The one-line error for a failed window read: file, window, GDAL's cause and the fix."""
+    if is_gdal_path(path):
+        return RasterReadError(
+            f"{redact(path)}: failed to read window row_off={row_off} col_off={col_off} "
+            f"size={height}x{width} (GDAL: {describe_raster_error(exc, path)}); check that the "
+            "server or bucket is reachable and the object is complete, then run again"
+        )
     return RasterReadError(
         f"{path}: failed to read window row_off={row_off} col_off={col_off} size={height}x{width} "
         f"(GDAL: {describe_raster_error(exc, path)}); the file is damaged: re-copy or re-export it"
@@ -76,9 +83,14 @@ def read_error(
 
 
 def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
-    """Open ``path`` for reading; a missing or non-raster file is a :class:`RasterOpenError`."""
+    """Open ``path`` for reading; a missing or non-raster file is a :class:`RasterOpenError`.
+
+    GDAL paths (``s3://``, ``https://``, ``/vsicurl/`` …: :mod:`smt_tools.raster.paths`) are
+    opened by GDAL directly; their errors name the URL with credentials redacted.
+    """
     p = os.fspath(path)
-    if not Path(p).exists():
+    remote = is_gdal_path(p)
+    if not remote and not Path(p).exists():
         raise RasterOpenError(
             f"{p}: file not found; check the path (relative paths are resolved against {os.getcwd()})"
         )
@@ -89,10 +101,22 @@ def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(p)
     except (RasterioError, OSError) as exc:
+        if remote:
+            raise RasterOpenError(
+                f"{redact(p)}: cannot open the raster (GDAL: {describe_raster_error(exc, p)}); "
+                "check the URL, that the object exists and your access to it (AWS_* / "
+                "GDAL_HTTP_* settings: README 'Your own data')"
+            ) from None
         raise RasterOpenError(
             f"{p}: not a readable raster (GDAL: {describe_raster_error(exc, p)}); check that it "
             "is a complete GeoTIFF or another GDAL format (re-copy or re-export it)"
         ) from None
+
+
+def probe_raster(path: str | os.PathLike[str]) -> None:
+    """Open and close ``path`` (a :class:`RasterOpenError` when it cannot be opened): the
+    existence check for GDAL paths, which have no local file to look at."""
+    open_raster(path).close()
 
 
 class RasterCache:

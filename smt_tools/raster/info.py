@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from smt_tools.errors import RasterMismatchError
 from smt_tools.raster.handles import open_raster
+from smt_tools.raster.paths import file_fingerprint
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -25,8 +26,8 @@ class RasterInfo:
     crs: str  # "EPSG:xxxx" when the CRS has an EPSG code, else WKT; "" when missing
     transform: tuple[float, float, float, float, float, float]  # a, b, c, d, e, f (affine)
     nodata: float | None
-    file_size: int
-    file_mtime: float
+    file_size: int  # bytes; -1 when unknown (a remote object without Content-Length)
+    file_mtime: float  # seconds since the epoch; -1 when unknown
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -42,7 +43,7 @@ def crs_string(ds: DatasetReader) -> str:
 
 
 def info_from_dataset(ds: DatasetReader, path: str) -> RasterInfo:
-    st = os.stat(path)
+    size, mtime = file_fingerprint(path)  # remote: from HTTP headers, -1 when unknown
     t = ds.transform
     return RasterInfo(
         path=path,
@@ -53,8 +54,8 @@ def info_from_dataset(ds: DatasetReader, path: str) -> RasterInfo:
         crs=crs_string(ds),
         transform=(float(t.a), float(t.b), float(t.c), float(t.d), float(t.e), float(t.f)),
         nodata=None if ds.nodata is None else float(ds.nodata),
-        file_size=int(st.st_size),
-        file_mtime=float(st.st_mtime),
+        file_size=size,
+        file_mtime=mtime,
     )
 
 

@@ -30,6 +30,7 @@ from smt_tools.raster.maskcheck import (
     too_many_values_message,
     value_error_message,
 )
+from smt_tools.raster.paths import path_stem
 from smt_tools.raster.stats import image_black_border, ring
 from smt_tools.tiletable import (
     TileTable,
@@ -94,7 +95,7 @@ def inspect_pair(
     msk = info_from_dataset(msk_ds, msk_path)
     check_pair(img, msk)
     band = check_mask(msk_ds, msk_path, img_ds, img_path, mask_band, option)
-    group = pair.group_id or os.path.splitext(os.path.basename(img_path))[0]
+    group = pair.group_id or path_stem(img_path)
     return SourceRecord(source_image_key(img_path), img, msk, group, band)
 
 
