@@ -505,6 +505,7 @@ def test_include_excluded_false_and_report(scene: tuple[Path, Path], tmp_path: P
     assert len(gj["features"]) == 14
     assert sorted(p.name for p in (tmp_path / "out" / "report").iterdir()) == [
         "class_share.png",
+        "report.html",
         "weight_hist.png",
         "weight_map.png",
     ]

@@ -1,4 +1,4 @@
-"""Every conf/examples/balanced_*.yaml runs as shipped on the demo data (paths re-pointed)."""
+"""Every smt_tools/examples/balanced_*.yaml runs as shipped on the demo data (paths re-pointed)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from smt_tools.cli.app import app
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "conf" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "smt_tools" / "examples"
 TESTED = {"balanced_train.yaml", "balanced_patch_records.yaml", "balanced_postgres.yaml"}
 
 
@@ -92,6 +92,7 @@ def test_balanced_train_example(demo_pairs: Path, tmp_path: Path) -> None:
     report = Path(cfg["output"]["report_dir"])
     assert sorted(p.name for p in report.iterdir()) == [
         "class_share.png",
+        "report.html",
         "weight_hist.png",
         "weight_map.png",
     ]

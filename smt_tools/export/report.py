@@ -1,6 +1,8 @@
 """PNG plots of a balanced-dataset run (matplotlib, Agg backend, no display needed).
 
-- ``class_share.png``: each class's pixel share, uniform vs. under the weights;
+- ``class_share.png``: each class's pixel share, uniform vs. under the weights (log scale,
+  so a 1 % class is as visible as a 50 % one), and the change weighted / uniform on a ratio
+  (log2) scale, bars in the class colours of ``classes.csv``;
 - ``weight_hist.png``: histogram of sampler_weight over included tiles;
 - ``weight_map.png``: tiles (lon/lat) coloured by sampler_weight, excluded tiles grey;
 - ``uniqueness.png`` (when uniqueness is present): its histogram and uniqueness vs. weight.
@@ -33,7 +35,8 @@ class ReportData:
     minx, miny, maxx, maxy, crs (n rows); uniqueness: (n,) float64 (NaN for excluded) or None;
     class_names: class value -> name (tile table / catalog), used for the class labels;
     nodata_label / nodata_share: the nodata row of the class table (``"nodata (0)"``, and its
-    (uniform, weighted) share of window pixels), noted under the class plot.
+    (uniform, weighted) share of window pixels), noted under the class plot;
+    class_colours: class value -> colour text from classes.csv (others get a palette colour).
     """
 
     class_values: np.ndarray
@@ -47,6 +50,7 @@ class ReportData:
     class_names: Mapping[int, str] = field(default_factory=dict)
     nodata_label: str | None = None
     nodata_share: tuple[float, float] | None = None
+    class_colours: Mapping[int, str | None] = field(default_factory=dict)
 
 
 def class_labels(class_values: np.ndarray, class_names: Mapping[int, str]) -> list[str]:
@@ -59,31 +63,78 @@ def class_labels(class_values: np.ndarray, class_names: Mapping[int, str]) -> li
 
 
 def class_share_figure(data: ReportData) -> Any:
-    """The class pixel share plot (uniform vs weighted) as a matplotlib Figure; the x tick
-    labels are :func:`class_labels` (the caller closes the figure)."""
+    """The class pixel share plot as a matplotlib Figure (the caller closes it): left, the
+    share uniform (hatched) vs weighted (solid) on a log axis; right, the change weighted /
+    uniform on a log2 axis (x2 and x0.5 equally long), each bar labelled. Bars use the class
+    colours; the x tick labels of both axes are :func:`class_labels`."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from smt_tools.export._gallery import class_rgb
 
     labels = class_labels(data.class_values, data.class_names)
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(labels) + 2.0), 4.5))
+    rgb, _ = class_rgb(np.asarray(data.class_values), data.class_colours)
+    colours = [tuple(c / 255 for c in rgb[int(v)]) for v in np.asarray(data.class_values)]
+    u = np.asarray(data.uniform_share, dtype=np.float64) * 100
+    w = np.asarray(data.weighted_share, dtype=np.float64) * 100
+    width = max(11.0, 1.2 * len(labels) + 4.0)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(width, 4.8))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, np.asarray(data.uniform_share) * 100, 0.4, label="uniform", color="#9e9e9e")
-    ax.bar(x + 0.2, np.asarray(data.weighted_share) * 100, 0.4, label="weighted", color="#3b528b")
     long = any(len(t) > 6 for t in labels)
-    ax.set_xticks(x, labels, rotation=30 if long else 0, ha="right" if long else "center")
+    positive = np.concatenate([u[u > 0], w[w > 0]])
+    floor = float(positive.min()) / 2 if positive.size else 0.01
+    ax.set_yscale("log")
+    ax.bar(x - 0.2, np.maximum(u, floor), 0.4, color=colours, alpha=0.45, hatch="///",
+           edgecolor="#444444", linewidth=0.5)  # fmt: skip
+    ax.bar(x + 0.2, np.maximum(w, floor), 0.4, color=colours, edgecolor="#444444", linewidth=0.5)
+    ax.set_ylim(bottom=floor)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}%"))
     xlabel = "class"
     if data.nodata_label is not None and data.nodata_share is not None:
-        u, w = data.nodata_share
+        nu, nw = data.nodata_share
         xlabel += (
-            f"  ({data.nodata_label}, not a class: {u:.1%} of window pixels uniform, "
-            f"{w:.1%} weighted)"
+            f"\n({data.nodata_label}, not a class: {nu:.1%} of window pixels uniform, "
+            f"{nw:.1%} weighted)"
         )
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("expected pixel share per epoch (%)")
+    ax.set_ylabel("expected pixel share per epoch (%, log scale)")
     ax.set_title(f"{data.title}: class pixel share")
-    ax.legend()
+    ax.legend(
+        handles=[
+            Patch(facecolor="#bbbbbb", hatch="///", edgecolor="#444444", label="uniform"),
+            Patch(facecolor="#666666", edgecolor="#444444", label="weighted"),
+        ]
+    )
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(u > 0, w / np.where(u > 0, u, 1.0), np.nan)
+    finite = ratio[np.isfinite(ratio) & (ratio > 0)]
+    span = max(1, int(np.ceil(np.abs(np.log2(finite)).max()))) if finite.size else 1
+    lo, hi = 2.0 ** -(span + 0.5), 2.0 ** (span + 0.5)
+    ax2.set_yscale("log", base=2)
+    for i, r in enumerate(ratio):
+        if not np.isfinite(r):
+            ax2.text(x[i], 1.0, "-", ha="center", va="bottom")
+            continue
+        shown = min(max(float(r), lo), hi)
+        ax2.bar(x[i], shown - 1.0, 0.6, bottom=1.0, color=colours[i], edgecolor="#444444",
+                linewidth=0.5)  # fmt: skip
+        ax2.text(x[i], shown, f"×{r:.2f}", ha="center", va="bottom" if r >= 1 else "top")
+    ax2.axhline(1.0, color="#333333", linewidth=0.8)
+    ax2.set_ylim(lo, hi)
+    ax2.yaxis.set_major_locator(FixedLocator([2.0**e for e in range(-span, span + 1)]))
+    ax2.yaxis.set_minor_locator(NullLocator())
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"×{v:g}"))
+    ax2.set_ylabel("weighted / uniform (log2 scale)")
+    ax2.set_title("change per class")
+    for a in (ax, ax2):
+        a.set_xticks(x, labels, rotation=30 if long else 0, ha="right" if long else "center")
+    ax2.set_xlabel("class")
+    fig.tight_layout()
     return fig
 
 
