@@ -10,14 +10,21 @@ python3-qgis qgis-providers``), not under the project's Python::
         --pg-url postgresql://postgres@127.0.0.1:5432/smt --pg-layer tile_result_map \
         --pg-key run_id,tile_id --pg-filter "run_id = 1" --pg-style demo/balanced_postgres.qml \
         --png out/tile_result_map.png
+    /usr/bin/python3 scripts/qgis_check.py --pg-url postgresql://postgres@127.0.0.1:5432/smt \
+        --pg-layer run_3_split --pg-browser --field fold --excluded-field "" --png out/folds.png
 
 For every layer (the GeoJSON, the PostGIS layer, or both) it checks: the layer is valid, its
 feature count (``--expect-count``), CRS EPSG:4326, the style (the ``.qml`` beside a GeoJSON is
 loaded the way QGIS loads it when the file is added; a PostGIS layer gets ``--pg-style``), the
 renderer type (rule-based or graduated) and that it classifies on ``--field``, that every
-feature gets a symbol, that excluded features get a hatched fill and the others a solid one,
-and it renders the layer to a PNG with ``QgsMapRendererCustomPainterJob``. It prints ONE line
-of JSON (``{"ok": ..., "layers": [...]}``) and exits 1 on any problem.
+feature gets a symbol, that excluded features get a hatched fill and the others a solid one
+(skipped with ``--excluded-field ""``), and it renders the layer to a PNG with
+``QgsMapRendererCustomPainterJob``. A GeoPackage's own style (its ``layer_styles`` table) is
+loaded the way QGIS loads it; ``--pg-browser`` opens the PostGIS layer as QGIS's browser does
+(a saved connection, no key typed: the browser's URI) with the default style QGIS finds in the
+database's ``layer_styles``. It prints ONE line of JSON (``{"ok": ..., "layers": [...]}``,
+with each layer's legend labels and feature counts per label, and open / render seconds) and
+exits 1 on any problem.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,6 +42,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 #: QGIS message log lines (tag: message), collected while checking
 _LOG: list[str] = []
+#: QGIS objects that must outlive the check, and what to undo at its end (see _browser_uri)
+_KEEP: list[Any] = []
+_CLEANUP: list[Any] = []
 
 #: renderer type names (QgsFeatureRenderer.type()) per --expect-renderer choice
 RENDERERS = {
@@ -45,7 +56,12 @@ RENDERERS = {
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("geojson", nargs="?", type=Path, help="GeoJSON written by smt-tools")
+    p.add_argument(
+        "geojson",
+        nargs="?",
+        type=Path,
+        help="layer file written by smt-tools (.geojson, .gpkg, .fgb)",
+    )
     p.add_argument("--style", type=Path, help="style for the GeoJSON (default: the .qml beside it)")
     p.add_argument("--pg-url", help="postgresql://user[:password]@host:port/database")
     p.add_argument("--pg-layer", default="tile_result_map", help="table or view [schema.]name")
@@ -53,6 +69,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pg-geometry", default="footprint", help="geometry column")
     p.add_argument("--pg-filter", default="", help='provider filter (SQL), e.g. "run_id = 1"')
     p.add_argument("--pg-style", type=Path, help="style (.qml) to apply to the PostGIS layer")
+    p.add_argument(
+        "--pg-browser",
+        action="store_true",
+        help="open the PostGIS layer as QGIS's browser does (no key, default style from the db)",
+    )
     p.add_argument(
         "--expect-renderer",
         choices=[*RENDERERS, "any"],
@@ -178,7 +199,7 @@ def _classify(layer: Any, args: argparse.Namespace, problems: list[str]) -> dict
     ctx = QgsRenderContext()
     ctx.setExpressionContext(layer.createExpressionContext())
     fields = layer.fields()
-    has_excl = fields.indexOf(args.excluded_field) >= 0
+    has_excl = bool(args.excluded_field) and fields.indexOf(args.excluded_field) >= 0
     labels = {item.ruleKey(): item.label() for item in renderer.legendSymbolItems()}
     per_label = dict.fromkeys(labels.values(), 0)  # legend order, empty classes included
     unstyled = excluded = excluded_hatched = solid_included = included = 0
@@ -210,9 +231,10 @@ def _classify(layer: Any, args: argparse.Namespace, problems: list[str]) -> dict
         problems.append(
             f"{excluded - excluded_hatched} of {excluded} excluded feature(s) not hatched"
         )
-    if solid_included != included:
+    if args.excluded_field and solid_included != included:
         problems.append(f"{included - solid_included} of {included} included feature(s) not solid")
     return {
+        "legend": [item.label() for item in renderer.legendSymbolItems()],
         "features_per_class": per_label,
         "unstyled": unstyled,
         "excluded": excluded,
@@ -242,8 +264,10 @@ def _render(layer: Any, png: Path, width: int, problems: list[str]) -> dict[str,
     image.fill(QColor(255, 255, 255))
     painter = QPainter(image)
     job = QgsMapRendererCustomPainterJob(settings, painter)
+    t0 = time.perf_counter()
     job.start()
     job.waitForFinished()
+    render_s = time.perf_counter() - t0
     painter.end()
     for err in job.errors():
         problems.append(f"render error in {err.layerID}: {err.message}")
@@ -263,6 +287,7 @@ def _render(layer: Any, png: Path, width: int, problems: list[str]) -> dict[str,
         "png_size": [image.width(), image.height()],
         "drawn_fraction": round(float(drawn.mean()), 3),
         "png_colours": int(colours.size),
+        "render_s": round(render_s, 4),
     }
 
 
@@ -323,8 +348,53 @@ def _png_for(args: argparse.Namespace, name: str, several: bool) -> Path | None:
     return args.png.with_name(f"{args.png.stem}_{name}{args.png.suffix or '.png'}")
 
 
+def _browser_uri(args: argparse.Namespace) -> str:
+    """The URI QGIS's browser gives ``--pg-layer`` of a connection to ``--pg-url`` (what a
+    user gets by dragging the layer onto the map: no key typed)."""
+    from qgis.core import QgsProviderRegistry
+
+    conninfo = _pg_uri(args.pg_url, args.pg_layer, "", args.pg_geometry, "").connectionInfo(False)
+    registry = QgsProviderRegistry.instance()
+    meta = registry.providerMetadata("postgres")
+    name = f"smt-check-{os.getpid()}"
+    meta.createConnection(conninfo, {}).store(name)
+    _CLEANUP.append(lambda: meta.deleteConnection(name))  # the saved connection goes again
+    schema, _, table = args.pg_layer.rpartition(".")
+    for provider in registry.dataItemProviders("postgres"):
+        root = provider.createDataItem("", None)
+        if root is None:
+            continue
+        _KEEP.append(root)  # destroying a browser item tree crashes QGIS 3.22: keep it
+        root.populate(True)
+        _KEEP.append(root.children())  # (and every item wrapper it hands out)
+        for conn in _KEEP[-1]:
+            if conn.name() != name:
+                continue
+            conn.populate(True)
+            _KEEP.append(conn.children())
+            for sch in _KEEP[-1]:
+                if sch.name() != (schema or "public"):
+                    continue
+                sch.populate(True)
+                _KEEP.append(sch.children())
+                for item in _KEEP[-1]:
+                    if item.name() == table:
+                        return str(item.mimeUris()[0].uri)
+    raise ValueError(f"the QGIS browser does not list {args.pg_layer} in {_safe_url(args.pg_url)}")
+
+
+def _db_style(layer: Any) -> str | None:
+    """Name of the default style QGIS found in the layer's own database (``layer_styles``)."""
+    provider = layer.dataProvider()
+    if provider is None or not provider.isSaveAndLoadStyleToDatabaseSupported():
+        return None
+    listed = layer.listStylesInDatabase()
+    count, names = listed[0], listed[2]
+    return f"layer_styles: {names[0]}" if count > 0 and names else None
+
+
 def _check_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Check the GeoJSON and/or the PostGIS layer; the layers die with this frame."""
+    """Check the layer file and/or the PostGIS layer; the layers die with this frame."""
     from qgis.core import QgsVectorLayer
 
     results: list[dict[str, Any]] = []
@@ -333,20 +403,37 @@ def _check_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         if not args.geojson.is_file():
             results.append({"layer": str(args.geojson), "problems": ["file not found"]})
         else:
-            # the constructor loads <name>.qml beside the file, as adding it in QGIS does
+            # the constructor loads the default style as adding the file in QGIS does: the
+            # GeoPackage's own layer_styles, else <name>.qml beside the file
+            t0 = time.perf_counter()
             layer = QgsVectorLayer(str(args.geojson), args.geojson.stem, "ogr")
+            open_s = time.perf_counter() - t0
             png = _png_for(args, "geojson", several)
             res = check_layer(layer, str(args.geojson), args.style, args, png)
+            res["open_s"] = round(open_s, 4)
             if args.style is None:
                 qml = args.geojson.with_suffix(".qml")
-                res["style"] = f"{qml} (default)" if qml.is_file() else None
+                db = _db_style(layer) if layer.isValid() else None
+                res["style"] = db or (f"{qml} (default)" if qml.is_file() else None)
             results.append(res)
     if args.pg_url is not None:
-        uri = _pg_uri(args.pg_url, args.pg_layer, args.pg_key, args.pg_geometry, args.pg_filter)
-        layer = QgsVectorLayer(uri.uri(False), args.pg_layer, "postgres")
+        if args.pg_browser:
+            source = _browser_uri(args)
+        else:
+            uri = _pg_uri(args.pg_url, args.pg_layer, args.pg_key, args.pg_geometry, args.pg_filter)
+            source = uri.uri(False)
+        t0 = time.perf_counter()
+        layer = QgsVectorLayer(source, args.pg_layer, "postgres")
+        open_s = time.perf_counter() - t0
         name = f"{_safe_url(args.pg_url)}#{args.pg_layer}"
         png = _png_for(args, args.pg_layer.rpartition(".")[2], several)
-        results.append(check_layer(layer, name, args.pg_style, args, png))
+        res = check_layer(layer, name, args.pg_style, args, png)
+        res["open_s"] = round(open_s, 4)
+        if layer.isValid():
+            res["key"] = layer.dataProvider().uri().keyColumn()
+            if args.pg_style is None:
+                res["style"] = _db_style(layer)
+        results.append(res)
     return results
 
 
@@ -372,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     if password:  # QGIS messages may echo connection details
         text = text.replace(password, "***")
     print(text, flush=True)
+    for undo in _CLEANUP:
+        undo()
+    if _CLEANUP:
+        from qgis.core import QgsSettings
+
+        QgsSettings().sync()  # os._exit below skips the usual write-back
+    if _KEEP:  # QGIS 3.22 crashes destroying browser items: leave without tearing down
+        sys.stderr.flush()
+        os._exit(0 if ok else 1)
     app.exitQgis()
     return 0 if ok else 1
 
