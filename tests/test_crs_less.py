@@ -294,7 +294,7 @@ def test_mixed_table_with_and_without_crs(scans: Path, tmp_path: Path) -> None:
     plain.to_csv(tmp_path / "plain.csv", index=False)
     res = runner.invoke(app, ["check-leakage", "--folds", str(tmp_path / "plain.csv"),
                               "--buffer-m", "50", "--report", str(tmp_path / "leaks.geojson")])  # fmt: skip
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert "4 tile pairs closer than 50 m across splits (closest 20.00 m)" in res.output
     report = json.loads((tmp_path / "leaks.geojson").read_text())
     assert len(report["features"]) == 4 and "tiles_without_crs" not in report

@@ -197,7 +197,7 @@ def test_zone_pair_45_m_apart_local_split_and_audit(scenes: ZoneScenes, tmp_path
     args = ["check-leakage", "--train", str(tmp_path / "train.csv"), "--val"]
     args += [str(tmp_path / "val.csv"), "--buffer-m"]
     res = runner.invoke(app, [*args, "50"])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert "1 tile pairs closer than 50 m across splits (closest 45.00 m)" in res.output
     assert (
         "Spatial check: buffer 50 m, measured geodesically on WGS 84 (tiles in 3 CRSs: "

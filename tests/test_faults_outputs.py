@@ -482,4 +482,5 @@ def test_written_outputs_are_complete_and_table_unchanged(tiles: Path, tmp_path:
     assert code == 0, err
     frame = pd.read_csv(tmp_path / "out" / "b.csv")
     assert len(frame) == 64 and frame["sampler_weight"].max() == 1.0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.csv", "b.geojson", "b.qml"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["b.csv", "b.geojson", "b.qml", "b.run.json"]

@@ -41,7 +41,7 @@ def test_overlapping_demo_scenes_are_caught_although_source_ids_differ(
         app,
         ["check-leakage", "--train", str(train), "--val", str(val), "--report", str(report)],
     )
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert "LEAK" in res.output
     # the revisit is shifted by a quarter scene (64 m = half a 128-px tile at 0.5 m): tiles of
     # scene 0 in its lower-right 3x3 block overlap revisit tiles; 3x3 tiles x (up to 4 each)
@@ -104,7 +104,7 @@ def test_shared_source_image_is_a_leak(demo_tiles: pd.DataFrame, tmp_path: Path)
     train = _write(scene1.iloc[:10], tmp_path / "train.csv")
     val = _write(scene1.iloc[10:], tmp_path / "val.csv")
     res = runner.invoke(app, ["check-leakage", "--train", str(train), "--val", str(val)])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert "1 groups in more than one split" in " ".join(res.output.split())
 
 
@@ -130,7 +130,7 @@ def test_split_output_passes_the_audit_thanks_to_the_buffer(
         # without the split's buffer exclusions the overlap is a leak
         folds.drop(columns=["buffer_excluded_folds"]).to_csv(tmp_path / "raw.csv", index=False)
         res = runner.invoke(app, ["check-leakage", "--folds", str(tmp_path / "raw.csv")])
-        assert res.exit_code == 1
+        assert res.exit_code == 3
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -188,7 +188,7 @@ def test_near_duplicates_through_the_embedding_cache(tmp_path: Path) -> None:
     args = ["check-leakage", "--train", str(train), "--val", str(val)]
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, [*args, "--embeddings", str(tmp_path / "emb.parquet")])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert "1 tile pairs with cosine distance" in " ".join(res.output.split())
 
 

@@ -26,10 +26,12 @@ from smt_tools.catalog.queries import (
     RESULT_COLUMNS,
     catalog_stats,
     check_where_clause,
+    class_colours,
     class_names,
     count_rows,
     load_tiles,
     record_run,
+    server_versions,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "apply_migrations",
     "catalog_stats",
     "check_where_clause",
+    "class_colours",
     "class_names",
     "connect",
     "count_rows",
@@ -51,6 +54,7 @@ __all__ = [
     "redact",
     "require_schema",
     "resolve_url",
+    "server_versions",
     "source_fingerprints",
     "write_ingest",
 ]

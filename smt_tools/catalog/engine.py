@@ -272,7 +272,13 @@ def connect(url: str, connect_timeout_s: int = 5) -> Engine:
         cause = db_cause(exc)
         raise CatalogConnectionError(
             f"cannot connect to the catalog {label}: {connection_failure_text(cause, url)}"
-            f"{hint}; start PostGIS (e.g. `docker compose up -d`) or fix --catalog / "
+            f"{hint}; start PostGIS (e.g. `docker compose up -d --wait`) or fix --catalog / "
             "SMT_DATABASE_URL"
+        ) from None
+    except ValueError:  # the host name cannot be encoded (UnicodeError from idna), e.g. "a..b"
+        engine.dispose()
+        raise CatalogConnectionError(
+            f"cannot connect to the catalog {label}: its host is not a valid host name{hint}; "
+            "fix --catalog / SMT_DATABASE_URL"
         ) from None
     return engine

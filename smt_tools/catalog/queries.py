@@ -29,9 +29,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "coreset_score",
     "coreset_selected",
     "fold",
+    "buffer_excluded_folds",
 )
 _INT_RESULTS = {"freq_cluster_id", "fold"}
 _BOOL_RESULTS = {"excluded", "coreset_selected"}
+_TEXT_RESULTS = {"buffer_excluded_folds"}
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def quote_identifier(name: str) -> str:
@@ -167,6 +170,13 @@ def class_names(engine: Engine) -> dict[int, str]:
     return {int(v): str(n) for v, n in _rows(engine, sql, "reading class names")}
 
 
+def class_colours(engine: Engine) -> dict[int, str]:
+    """Class value -> colour text from ``catalog_class`` (as given to ``--class-names``;
+    classes without a colour are left out)."""
+    sql = "select class_value, colour from catalog_class where colour is not null"
+    return {int(v): str(c) for v, c in _rows(engine, sql, "reading class colours")}
+
+
 def _parse_counts(texts: Sequence[str], n_pos: int) -> np.ndarray:
     """(n, n_pos) int64 from 'a,b,c' strings (shorter rows padded with 0)."""
     n = len(texts)
@@ -269,6 +279,8 @@ def _result_copy_text(run_id: int, results: pd.DataFrame, columns: list[str]) ->
             parts.append(["\\N" if pd.isna(v) else ("t" if bool(v) else "f") for v in values])
         elif col in _INT_RESULTS:
             parts.append(["\\N" if pd.isna(v) else str(int(v)) for v in values])
+        elif col in _TEXT_RESULTS:
+            parts.append(["\\N" if pd.isna(v) else str(v).translate(_COPY_ESCAPES) for v in values])
         else:
             parts.append(["\\N" if pd.isna(v) else repr(float(v)) for v in values])
     lines = ["\t".join(p) for p in zip(*parts, strict=True)]
@@ -283,13 +295,18 @@ def record_run(
     results: pd.DataFrame,
     started_at: datetime,
     finished_at: datetime,
+    *,
+    map_style: str | None = None,
 ) -> int:
     """Insert a ``run`` row and its ``tile_result`` rows (COPY) in one transaction; return run id.
 
     results: column ``tile_id`` plus any of :data:`RESULT_COLUMNS` (other columns ignored).
-    Tile ids unknown to the catalog are an error (nothing is written).
+    Tile ids unknown to the catalog are an error (nothing is written). The same transaction
+    creates the run's view ``run_<id>_<kind>`` (:mod:`smt_tools.catalog.layers`) with
+    ``map_style`` (QGIS .qml text) as its default QGIS style.
     """
     from smt_tools import __version__
+    from smt_tools.catalog.layers import create_run_layer
 
     label = engine_label(engine)
     if "tile_id" not in results.columns:
@@ -328,6 +345,7 @@ def record_run(
                 ) as cp,
             ):
                 cp.write(payload)
+            create_run_layer(conn, run_id, command, map_style, f"smt-tools {command}")
     except SmtError:
         raise
     except SQLAlchemyError as exc:
@@ -397,3 +415,13 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
             for r in per_class
         ],
     }
+
+
+def server_versions(engine: Engine) -> tuple[str, str | None]:
+    """(PostgreSQL version, PostGIS version or None when the extension is not installed)."""
+    sql = (
+        "select current_setting('server_version'), "
+        "(select extversion from pg_extension where extname = 'postgis')"
+    )
+    row = _rows(engine, sql, "reading the server version")[0]
+    return str(row[0]), (str(row[1]) if row[1] is not None else None)

@@ -1,8 +1,10 @@
 """The ``pytorch-smt-tools`` command line (Typer).
 
-Each command: parse arguments, load config, call ONE pipeline, print a short summary.
-``SmtError`` is caught here and only here: one line on stderr, exit code 1, traceback with
-``--debug``. Usage errors exit 2 (Typer's default).
+Each command: parse arguments, load config, call ONE pipeline, print a short summary and
+return the pipeline's result (its ``summary()`` feeds ``--json`` and ``run.json``).
+``SmtError`` is caught in one place (:func:`smt_tools.cli._common.guard`): one line on stderr,
+exit code 1, traceback with ``--debug``. Usage errors, bad choice values included, exit 2
+(click's usage message); ``check-leakage`` exits 3 when it finds leakage.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="pytorch-smt-tools",
-    help="Curated, class-balanced, leakage-safe segmentation training sets from large rasters.",
+    help="Curated, class-balanced, leakage-safe segmentation training sets from large rasters.\n\n"
+    "Exit codes: 0 ok, 1 error, 2 usage error, 3 leakage found (check-leakage).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -48,7 +51,7 @@ def _register() -> None:
     from smt_tools.cli import demo
 
     demo.register(app)
-    for name in ("catalog", "balanced", "embed", "coreset", "split", "train"):
+    for name in ("doctor", "catalog", "balanced", "embed", "coreset", "split", "train", "config"):
         try:
             module = __import__(f"smt_tools.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from smt_tools.cli._common import console, err_console, guard, progress_bar
+from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import class_label, print_class_table
 
 
@@ -21,7 +22,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(
             ..., help="YAML file with a top-level balanced_dataset: section."
         ),
-    ) -> None:
+        overrides: list[str] = set_option(),
+        dry_run_: bool = dry_run_option(),
+    ) -> object:
         """Weight every tile so rare compositions (and unique-looking tiles) are drawn more often.
 
         Writes the balanced CSV (sampler_weight per tile); optionally GeoJSON + QGIS style, PNG plots, and (catalog input) a run with one tile_result row per tile.
@@ -31,7 +34,11 @@ def register(app: typer.Typer) -> None:
         from smt_tools.pipelines._nodata import nodata_label
         from smt_tools.pipelines.balanced import run_balanced
 
-        cfg = load_config(config, BalancedFile).balanced_dataset
+        cfg = load_config(config, BalancedFile, overrides).balanced_dataset
+        if dry_run_:
+            from smt_tools.pipelines.plan import plan_balanced
+
+            return dry_run(plan_balanced, cfg, config)
         result = run_balanced(cfg, progress_factory=progress_bar, config_path=config)
 
         def say(text: str) -> None:
@@ -88,3 +95,4 @@ def register(app: typer.Typer) -> None:
         if result.run_id is not None:
             say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
         say(f"Done in {result.timings.get('total', 0.0):.1f} s")
+        return result

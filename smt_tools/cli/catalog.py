@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         catalog: str | None = typer.Option(
             None, "--catalog", help="postgresql:// URL (default: $SMT_DATABASE_URL)."
         ),
-    ) -> None:
+    ) -> object:
         """Create or upgrade the catalog schema (idempotent; records applied migrations)."""
         from smt_tools.pipelines.catalog_init import run_catalog_init
 
@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
             "up to date" if not result.applied else f"{len(result.applied)} migration(s) applied"
         )
         console.print(f"Catalog {result.target}: {state}", soft_wrap=True)
+        return result
 
     @sub.command("ingest")
     @guard
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
         stride: int | None = typer.Option(
             None, "--stride", min=1, help="Step between tiles (default: the patch size)."
         ),
-        edge: str = typer.Option(
+        edge: Literal["drop", "shift", "pad"] = typer.Option(
             "drop", "--edge", help="Partial tiles at the right/bottom edge: drop, shift or pad."
         ),
         nodata_class: str | None = typer.Option(
@@ -120,13 +121,13 @@ def register(app: typer.Typer) -> None:
             0.0, "--black-tolerance", min=0.0, help="Image value <= this (all bands) is black."
         ),
         workers: int = typer.Option(
-            0, "--workers", min=0, help="Scan processes (0: one per core)."
+            0, "--workers", min=0, help="Scan processes; 0 = one per core."
         ),
         class_names: Path | None = typer.Option(
             None, "--class-names", help="CSV class_value,name[,colour] for catalog_class."
         ),
         catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
-    ) -> None:
+    ) -> object:
         """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
         from smt_tools.errors import ConfigError
         from smt_tools.pipelines.ingest import parse_nodata_class, run_ingest
@@ -173,12 +174,13 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
         for line in result.tiling.warning_lines():  # small images skipped, low drop coverage
             err_console.print(line, markup=False, soft_wrap=True)
+        return result
 
     @sub.command("stats")
     @guard
     def stats(
         catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
-    ) -> None:
+    ) -> object:
         """Tiles, source images and class pixel shares."""
         from smt_tools.pipelines.catalog_stats import run_catalog_stats
 
@@ -197,3 +199,4 @@ def register(app: typer.Typer) -> None:
             ["pixels", "share"],
             [[f"{c.pixels:,}", f"{100 * c.share:.2f} %"] for c in s.classes],
         )
+        return s

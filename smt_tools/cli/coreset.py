@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from smt_tools.cli._common import console, guard, progress_bar
+from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import print_class_table
 
 
@@ -16,7 +17,9 @@ def register(app: typer.Typer) -> None:
     @guard
     def select_coreset(
         config: Path = typer.Argument(..., help="YAML file with a top-level coreset: section."),
-    ) -> None:
+        overrides: list[str] = set_option(),
+        dry_run_: bool = dry_run_option(),
+    ) -> object:
         """Score the included tiles (lc, cb, fa, fd, lc_fd, fa_cb, kcenter or random), select the budget, recompute sampler weights over the selection.
 
         Writes the input table plus coreset_score, coreset_selected and sampler_weight (0 for tiles not selected); optionally GeoJSON + QGIS style, and (catalog input) a run with tile_result rows.
@@ -26,7 +29,11 @@ def register(app: typer.Typer) -> None:
         from smt_tools.pipelines.coreset import run_coreset
 
         start = time.perf_counter()
-        cfg = load_config(config, CoresetFile).coreset
+        cfg = load_config(config, CoresetFile, overrides).coreset
+        if dry_run_:
+            from smt_tools.pipelines.plan import plan_coreset
+
+            return dry_run(plan_coreset, cfg, config)
         result = run_coreset(
             cfg,
             progress_factory=lambda desc, total: progress_bar(desc, total, unit="steps"),
@@ -81,3 +88,4 @@ def register(app: typer.Typer) -> None:
         if result.run_id is not None:
             say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
         say(f"Done in {time.perf_counter() - start:.1f} s")
+        return result

@@ -12,7 +12,7 @@ from smt_tools.cli._common import console, guard, progress_bar
 
 def register(app: typer.Typer) -> None:
     @app.command("make-demo-data")
-    @guard
+    @guard(outputs=("out_dir",))
     def make_demo_data(
         out_dir: Path = typer.Argument(
             ..., help="Folder to write images/, masks/ and pairs.csv into."
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(2048, "--size", min=64, help="Every scene is SIZE x SIZE pixels."),
         seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same files."),
         zlevel: int = typer.Option(6, "--zlevel", min=1, max=9, help="Deflate level."),
-    ) -> None:
+    ) -> object:
         """Write seeded synthetic scenes (3-band uint8 images, 6-class uint8 masks, UTM 31N)."""
         from smt_tools.pipelines.demo import run_make_demo_data
 
@@ -36,3 +36,4 @@ def register(app: typer.Typer) -> None:
             f"Wrote {result.scenes} scenes of {size}x{size} px ({result.bytes_written / 1e6:.1f} MB) "
             f"and {result.pairs_csv} in {time.perf_counter() - start:.1f} s"
         )
+        return result

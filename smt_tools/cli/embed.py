@@ -19,7 +19,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from smt_tools.cli._common import console, err_console, guard
+from smt_tools.cli._common import console, err_console, guard, state
+from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 
 
 class _RateColumn(ProgressColumn):
@@ -40,7 +41,7 @@ def _image_progress(description: str, total: int) -> Iterator[Callable[[int], No
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    with Progress(*columns, console=err_console, transient=False, disable=state.quiet) as progress:
         task = progress.add_task(description, total=total)
 
         def advance(n: int = 1) -> None:
@@ -61,7 +62,9 @@ def register(app: typer.Typer) -> None:
             "--rebuild",
             help="Delete a cache built by another model or preprocessing and start over.",
         ),
-    ) -> None:
+        overrides: list[str] = set_option(),
+        dry_run_: bool = dry_run_option(),
+    ) -> object:
         """Compute DINOv2 embeddings of the included tiles into embeddings.parquet_path.
 
         Cached tiles are reused (joined by tile id, model and preprocessing); only missing ones
@@ -71,7 +74,11 @@ def register(app: typer.Typer) -> None:
         from smt_tools.config.balanced import BalancedFile
         from smt_tools.pipelines.embed import run_embed
 
-        cfg = load_config(config, BalancedFile).balanced_dataset
+        cfg = load_config(config, BalancedFile, overrides).balanced_dataset
+        if dry_run_:
+            from smt_tools.pipelines.plan import plan_embed
+
+            return dry_run(plan_embed, cfg, config)
         r = run_embed(cfg, rebuild=rebuild, progress_factory=_image_progress, config_path=config)
         rate = f" at {r.images_per_s:,.1f} images/s on {r.device}" if r.n_computed else ""
         console.print(
@@ -85,3 +92,4 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"Cache: {r.cache_path} ({r.cache_rows} rows) in {r.seconds:.1f} s", soft_wrap=True
         )
+        return r

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.table import Table
 
-from smt_tools.cli._common import console, err_console, guard
+from smt_tools.cli._common import EXIT_LEAK, console, err_console, exit_after, guard
+from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import number_column, print_matrix, text_column
 
 
@@ -17,7 +19,9 @@ def register(app: typer.Typer) -> None:
     @guard
     def split(
         config: Path = typer.Argument(..., help="YAML file with a top-level `split:` section."),
-    ) -> None:
+        overrides: list[str] = set_option(),
+        dry_run_: bool = dry_run_option(),
+    ) -> object:
         """Group k-fold by source image (optionally pixel-stratified), with a spatial buffer.
 
         Adds `fold` (-1 = holdout test) and `buffer_excluded_folds` to the CSV, or records
@@ -28,7 +32,11 @@ def register(app: typer.Typer) -> None:
         from smt_tools.pipelines.split import run_split
 
         start = time.perf_counter()
-        cfg = load_config(config, SplitFile).split
+        cfg = load_config(config, SplitFile, overrides).split
+        if dry_run_:
+            from smt_tools.pipelines.plan import plan_split
+
+            return dry_run(plan_split, cfg, config)
         result = run_split(cfg, config_path=config)
         # fold sizes, then class shares with one column per fold: every value stays whole in
         # an 80-column log, whatever the number of classes (the share table is split in parts
@@ -74,9 +82,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"{result.buffer_line()} ({result.backend})", markup=False, soft_wrap=True)
         for line in result.warnings:
             err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
+        return result
 
     @app.command("check-leakage")
-    @guard
+    @guard(outputs=("report",))
     def check_leakage(
         train: Path | None = typer.Option(None, "--train", help="CSV of training tiles."),
         val: Path | None = typer.Option(None, "--val", help="CSV of validation tiles."),
@@ -105,18 +114,23 @@ def register(app: typer.Typer) -> None:
         k_neighbors: int = typer.Option(
             10, "--k", min=1, help="Neighbours searched per tile for near-duplicates."
         ),
-        knn_backend: str = typer.Option(
+        knn_backend: Literal["sklearn", "faiss", "hnsw"] = typer.Option(
             "sklearn", "--knn-backend", help="kNN backend: sklearn (exact), faiss or hnsw."
         ),
         group_column: str = typer.Option(
             "source_image_id", "--group-column", help="Column that groups tiles (source image)."
         ),
         report: Path | None = typer.Option(
-            None, "--report", help="Write a GeoJSON of the leaking tiles (+ a QGIS .qml style)."
+            None,
+            "--report",
+            help="Write a map of the leaking tiles with a QGIS style: .geojson or .fgb (+ .qml "
+            "beside it) or .gpkg (style inside).",
         ),
-    ) -> None:
-        """Audit splits: shared source images, overlapping/near tiles, near-duplicate embeddings,
-        and the crop-level-split smell. Exit code 1 when leakage is found."""
+    ) -> object:
+        """Audit splits: shared source images, overlapping/near tiles, near-duplicate embeddings, and the crop-level-split smell.
+
+        Exit code 0: no leakage; 3: leakage found (the table says where); 1: the audit could not run (bad input, one line on stderr); 2: usage error.
+        """
         from smt_tools.pipelines.leakage import run_check_leakage
 
         result = run_check_leakage(
@@ -188,6 +202,8 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         if result.has_leak:
-            err_console.print("Leakage found: see the table above.")
-            raise typer.Exit(1)
-        console.print("No leakage found.")
+            err_console.print(f"Leakage found: see the table above (exit code {EXIT_LEAK}).")
+            exit_after(EXIT_LEAK)
+        else:
+            console.print("No leakage found.")
+        return result

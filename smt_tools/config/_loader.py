@@ -2,13 +2,18 @@
 
 A message looks like ``conf/x.yaml: balanced_dataset.sampling_method: must be one of
 rank_max, ...; got 'rank_mx'``. Unknown keys are rejected with a did-you-mean.
+
+``--set KEY=VALUE`` overrides (:func:`apply_overrides`) are applied to the parsed YAML before
+validation, so a bad value names its key like any other.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -193,6 +198,8 @@ def format_validation_error(source: str, root: type[BaseModel], exc: ValidationE
         return f"{source}: {key}: unknown key{hint}{allowed_txt}"
     if kind == "missing":
         return f"{source}: {key}: required key is missing"
+    if err.get("input") is None and loc and _required_field(root, loc):
+        return f"{source}: {key}: required key has no value; fill it in"
     msg = _number_problem(kind, err) or str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if kind in {"literal_error", "enum"}:
@@ -210,8 +217,31 @@ def format_validation_error(source: str, root: type[BaseModel], exc: ValidationE
     return f"{source}: {key}: {msg}; got {_short(got)}"
 
 
-def validate_mapping(data: Any, model: type[M], source: str) -> M:
-    """Validate an already-parsed mapping against ``model`` with one-line errors."""
+def _field_named(model: type[BaseModel], key: str) -> Any:
+    """The field of ``model`` written as ``key`` in YAML (its alias or its name), or None."""
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
+
+
+def _required_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    owner = _model_at(root, loc[:-1]) if len(loc) > 1 else root
+    if owner is None or isinstance(loc[-1], int):
+        return False
+    field = _field_named(owner, str(loc[-1]))
+    return field is not None and field.is_required()
+
+
+def validate_mapping(data: Any, model: type[M], source: str, overrides: Sequence[str] = ()) -> M:
+    """Validate an already-parsed mapping against ``model`` with one-line errors.
+
+    ``overrides`` (``["clustering.k_max=12", ...]``, see :func:`apply_overrides`) are applied
+    first; an error on an overridden key names the ``--set`` that caused it.
+    """
+    applied: dict[tuple[int | str, ...], str] = {}
+    if overrides:
+        data, applied = apply_overrides(data, overrides, model)
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: expected a mapping of keys at the top level; got {type(data).__name__}"
@@ -219,7 +249,146 @@ def validate_mapping(data: Any, model: type[M], source: str) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
+        loc = _user_loc(tuple(exc.errors()[0].get("loc", ())))
+        for parts, typed in applied.items():
+            if loc[: len(parts)] == parts or (loc and parts[: len(loc)] == loc):
+                source = f"{source} (--set {typed})"
+                break
         raise ConfigError(format_validation_error(source, model, exc)) from None
+
+
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|\d+))*$")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"clustering.k_max=12"`` -> ``("clustering.k_max", 12)``: the value is read as YAML
+    (``12`` an int, ``0.5`` a float, ``true`` a bool, ``null`` or nothing None, ``[1, 2]`` a
+    list, anything else text). Raises :class:`ConfigError` for a malformed item."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not _OVERRIDE_KEY.match(key):
+        shown = key if sep else _short(item)
+        raise ConfigError(
+            f"--set {shown}: expected KEY=VALUE with a dotted key of the config, "
+            "e.g. --set clustering.k_max=12"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"--set {key}: the value is not valid YAML ({problem}); quote it, "
+            f"e.g. --set '{key}=\"text\"'"
+        ) from None
+    return key, value
+
+
+def _single_section(model: type[BaseModel]) -> str | None:
+    """``balanced_dataset`` for a file model with one top-level section, else None."""
+    fields = list(model.model_fields.items())
+    if len(fields) != 1:
+        return None
+    name, field = fields[0]
+    annotation = field.annotation
+    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return field.alias or name if is_model else None
+
+
+def _check_override_key(model: type[BaseModel], parts: list[int | str], typed: str) -> None:
+    """Refuse a key that is not in the model tree (a did-you-mean, like unknown YAML keys)."""
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            continue  # a list index: the items' model continues below
+        if current is None:
+            return  # free-form below (a dict, a list of mappings)
+        field = _field_named(current, part)
+        if field is None:
+            if current.model_config.get("extra") == "allow":
+                return  # constructor keys of a ``_target_`` class
+            allowed = sorted(f.alias or n for n, f in current.model_fields.items())
+            hint = _suggest(part, allowed)
+            which = f" {part!r}" if i < len(parts) - 1 else ""
+            allowed_txt = f" (allowed: {', '.join(allowed)})" if not hint else ""
+            raise ConfigError(f"--set {typed}: unknown key{which}{hint}{allowed_txt}")
+        current = _model_from_annotation(field.annotation)
+
+
+def _set_in(data: dict[str, Any], parts: list[int | str], value: Any, typed: str) -> None:
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = _dotted(tuple(parts[: i + 1]))
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise ConfigError(
+                    f"--set {typed}: {_dotted(tuple(parts[:i]))} is a list of {len(node)} "
+                    f"items; give an index 0..{len(node) - 1}"
+                )
+            if last:
+                node[part] = value
+                return
+            child = node[part]
+        else:
+            key = str(part)
+            if last:
+                node[key] = value
+                return
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+        if not isinstance(child, dict | list):
+            shown = "a value" if _SECRET_KEY.search(where) else _short(child)
+            raise ConfigError(
+                f"--set {typed}: {where} is {shown}, not a block of keys; set {where} itself"
+            )
+        node = child
+
+
+def apply_overrides(
+    data: Any, overrides: Sequence[str], model: type[BaseModel]
+) -> tuple[Any, dict[tuple[int | str, ...], str]]:
+    """Apply ``--set KEY=VALUE`` items to parsed YAML ``data`` (a copy; ``data`` is untouched).
+
+    Keys are dotted (``clustering.k_max``, list items by index: ``augmentation_list.0.p``);
+    in a file with one top-level section (``balanced_dataset:``) the section may be left out.
+    Missing blocks are created. Returns the new data and ``{full key path: key as typed}``.
+    Raises :class:`ConfigError` for a malformed item or a key the model does not know.
+    """
+    if data is not None and not isinstance(data, Mapping):
+        return data, {}
+    out: dict[str, Any] = copy.deepcopy(dict(data or {}))
+    section = _single_section(model)
+    applied: dict[tuple[int | str, ...], str] = {}
+    for item in overrides:
+        typed, value = parse_override(item)
+        parts: list[int | str] = [int(p) if p.isdigit() else p for p in typed.split(".")]
+        if section is not None and parts[0] != section:
+            parts.insert(0, section)
+        _check_override_key(model, parts, typed)
+        _set_in(out, parts, value, typed)
+        applied[tuple(parts)] = typed
+    return out, applied
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str, key: str) -> str:
+    """``value`` with ``${VAR}`` / ``$VAR`` replaced from the environment (as ``input.dsn`` is
+    read by the commands); an unset variable raises :class:`ConfigError` naming ``key``."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(
+                f"{key}: environment variable {name} is not set; export it or write the "
+                "value into the config"
+            )
+        return found
+
+    return _ENV.sub(sub, value)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -237,13 +406,13 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
 
 
-def load_config(path: str | Path, model: type[M]) -> M:
-    """Load ``path`` (YAML) and validate it against ``model``.
+def load_config(path: str | Path, model: type[M], overrides: Sequence[str] = ()) -> M:
+    """Load ``path`` (YAML), apply ``--set`` ``overrides`` and validate it against ``model``.
 
     Relative paths inside the config stay as written; pipelines resolve them against the
     current working directory, like every other command-line tool.
     """
     data = read_yaml(path)
-    if data is None:
+    if data is None and not overrides:
         raise ConfigError(f"{path}: the file is empty; see conf/examples/ for a complete config")
-    return validate_mapping(data, model, str(path))
+    return validate_mapping(data, model, str(path), overrides)

@@ -19,6 +19,7 @@ from smt_tools.config._loader import (
     MAX_WORKERS,
     StrictModel,
 )
+from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: the largest band number a mask_band setting accepts (GDAL's own limit is 65,536)
 MAX_MASK_BAND = 65_536
@@ -70,7 +71,7 @@ class InputConfig(StrictModel):
     statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
     # Scanning patch records that carry no statistics
     scan_workers: int = Field(
-        default=0, ge=0, le=MAX_WORKERS, description="0 = one process per core"
+        default=0, ge=0, le=MAX_WORKERS, description="scan processes; 0 = one per core"
     )
     mask_band: int | None = Field(
         default=None,
@@ -161,7 +162,9 @@ class UniquenessConfig(StrictModel):
     pca_dim: int | None = Field(
         default=None, ge=2, le=8_192, description="optional seeded PCA before search"
     )
-    num_threads: int = Field(default=0, ge=0, le=MAX_WORKERS, description="0 = all cores")
+    num_threads: int = Field(
+        default=0, ge=0, le=MAX_WORKERS, description="search threads; 0 = one per core"
+    )
 
 
 #: GDAL's own limit on the number of bands of a raster
@@ -171,7 +174,12 @@ MAX_BANDS = 65_535
 class EmbeddingsConfig(StrictModel):
     dino_model: str = "facebook/dinov2-base"
     batch_size: int = Field(default=32, ge=1, le=4_096)
-    num_workers: int = Field(default=4, ge=0, le=MAX_WORKERS)
+    num_workers: int = Field(
+        default=4,
+        ge=0,
+        le=MAX_WORKERS,
+        description="DataLoader reader processes; 0 = read in the main process (torch's meaning)",
+    )
     use_gpu: bool = False
     parquet_path: Path | None = None
     bands: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=3)
@@ -256,9 +264,20 @@ class WeightsConfig(StrictModel):
 class OutputConfig(StrictModel):
     csv_path: Path
     geojson_path: Path | None = None
+    format: VectorFormat | None = Field(default=None, description=FORMAT_HELP)
     report_dir: Path | None = None
+    html_report: bool = Field(
+        default=True,
+        description="with report_dir: also write report_dir/report.html (tables, thumbnails)",
+    )
     include_excluded: bool = True
     write_catalog_run: bool = True
+
+    @model_validator(mode="after")
+    def _map_format(self) -> OutputConfig:
+        if self.geojson_path is not None:
+            format_for(self.geojson_path, self.format)
+        return self
 
 
 class BalancedDatasetConfig(StrictModel):

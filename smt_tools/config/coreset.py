@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from smt_tools.config._loader import MAX_DB_ID, MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: clusters of the fd KMeans (the elbow fits every k of k_min..k_max)
 MAX_FD_CLUSTERS = 4_096
@@ -40,7 +41,14 @@ class FdConfig(StrictModel):
 class CoresetOutputConfig(StrictModel):
     csv_path: Path
     geojson_path: Path | None = None
+    format: VectorFormat | None = Field(default=None, description=FORMAT_HELP)
     write_catalog_run: bool = True
+
+    @model_validator(mode="after")
+    def _map_format(self) -> CoresetOutputConfig:
+        if self.geojson_path is not None:
+            format_for(self.geojson_path, self.format)
+        return self
 
 
 class CoresetConfig(StrictModel):

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from smt_tools.config._loader import MAX_DB_ID, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: Largest buffer / leakage distance accepted (metres): 1000 km.
 MAX_BUFFER_M = 1e6
@@ -41,6 +42,13 @@ class SplitOutputConfig(StrictModel):
 
     csv_path: Path | None = None
     geojson_path: Path | None = None
+    format: VectorFormat | None = Field(default=None, description=FORMAT_HELP)
+
+    @model_validator(mode="after")
+    def _map_format(self) -> SplitOutputConfig:
+        if self.geojson_path is not None:
+            format_for(self.geojson_path, self.format)
+        return self
 
 
 class SplitConfig(StrictModel):

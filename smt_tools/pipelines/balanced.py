@@ -33,6 +33,7 @@ from smt_tools.curation.weights import final_weights, rare_class_boost, rare_cla
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export._atomic import StagedOutputs, reraise_output_error
 from smt_tools.export.csv_out import balanced_frame, write_balanced_csv
+from smt_tools.export.qgis_style import qml_text
 from smt_tools.pipelines import _inputs, _nodata
 from smt_tools.pipelines._tiling_report import padded_tiles_note
 from smt_tools.progress import ProgressFactory
@@ -89,6 +90,8 @@ class BalancedResult:
     nodata_share: float = 0.0
     nodata_share_uniform: float = 0.0
     nodata_share_weighted: float = 0.0
+    #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
+    config_record: dict[str, Any] | None = None
 
     @property
     def n_included(self) -> int:
@@ -124,6 +127,14 @@ class BalancedResult:
             "warnings": self.warnings,
             "timings_s": self.timings,
         }
+
+    def run_json_path(self) -> Path | None:
+        """``<stem>.run.json`` beside the main local output (the CSV)."""
+        if not self.outputs:
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.outputs[0])
 
 
 @contextlib.contextmanager
@@ -382,7 +393,7 @@ def run_balanced(
             _write_outputs(
                 cfg, out, canon, staging, result, timings, advance,
                 uniform=uniform, weighted=weighted, excluded=excluded, labels=labels,
-                weights=weights, uniq_all=uniq_all, started=started,
+                weights=weights, uniq_all=uniq_all, started=started, reasons=reasons,
             )  # fmt: skip
         result.outputs = staging.commit()
     except BaseException as exc:
@@ -391,6 +402,7 @@ def run_balanced(
         raise
     timings["total"] = time.perf_counter() - t0
     result.timings = timings
+    result.config_record = _config_for_record(cfg)
     return result
 
 
@@ -410,6 +422,7 @@ def _write_outputs(
     weights: np.ndarray,
     uniq_all: np.ndarray | None,
     started: datetime,
+    reasons: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Stage the CSV, GeoJSON + style, report and catalog run of one run (moved in by the caller)."""
     t = time.perf_counter()
@@ -417,17 +430,20 @@ def _write_outputs(
     timings["write_csv"] = time.perf_counter() - t
     advance(len(out))
     if cfg.output.geojson_path is not None:
-        from smt_tools.export.geojson import write_geojson
-        from smt_tools.export.qgis_style import write_qml
+        from smt_tools.export.vector import write_vector
 
         t = time.perf_counter()
         props = list(GEOJSON_PROPERTIES) + (["uniqueness_score"] if result.has_uniqueness else [])
-        written = write_geojson(
-            out, staging.file(cfg.output.geojson_path), props, name=cfg.output.geojson_path
+        written = write_vector(
+            out,
+            cfg.output.geojson_path,
+            props,
+            qml_text(),
+            fmt=cfg.output.format,
+            staging=staging,
         )
         if written.note:  # tiles without a CRS (pixel space) are left out of the layer
             result.warnings.append(written.note)
-        write_qml(staging.file(cfg.output.geojson_path.with_suffix(".qml")))
         timings["write_geojson"] = time.perf_counter() - t
         advance(len(out))
     if cfg.output.report_dir is not None:
@@ -435,10 +451,12 @@ def _write_outputs(
 
         t = time.perf_counter()
         tmp_dir = staging.folder(cfg.output.report_dir)
+        colours = _inputs.input_class_colours(cfg.input)  # classes.csv colours, if any
         files = write_report(
             tmp_dir,
             ReportData(
                 class_values=canon.class_values,
+                class_colours=colours,
                 uniform_share=uniform,
                 weighted_share=weighted,
                 class_names=result.class_names,
@@ -454,8 +472,15 @@ def _write_outputs(
                 else None,
             ),
         )
-        staging.add_folder_files(tmp_dir, cfg.output.report_dir, files)
         timings["report"] = time.perf_counter() - t
+        if cfg.output.html_report:
+            t = time.perf_counter()
+            files.append(
+                _write_html(cfg, tmp_dir, canon, result, colours, uniform, weighted, excluded,
+                            labels, weights, uniq_all, reasons or {}, [f.name for f in files])
+            )  # fmt: skip
+            timings["html_report"] = time.perf_counter() - t
+        staging.add_folder_files(tmp_dir, cfg.output.report_dir, files)
         advance(len(out))
     if cfg.input.uses_postgres and cfg.output.write_catalog_run:
         t = time.perf_counter()
@@ -464,6 +489,48 @@ def _write_outputs(
         )
         timings["catalog_run"] = time.perf_counter() - t
         advance(len(out))
+
+
+def _write_html(
+    cfg: BalancedDatasetConfig,
+    tmp_dir: Path,
+    canon: TileTable,
+    result: BalancedResult,
+    colours: dict[int, str],
+    uniform: np.ndarray,
+    weighted: np.ndarray,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    uniq_all: np.ndarray | None,
+    reasons: dict[str, np.ndarray],
+    pngs: list[str],
+) -> Path:
+    """Write ``report.html`` (canonical tile order) into the staged report folder."""
+    from smt_tools.export.html_report import HtmlReportData, write_html_report
+
+    show_nodata = result.nodata_class is not None or result.nodata_share > 0
+    data = HtmlReportData(
+        summary=result.summary(),
+        tiles=canon.frame,
+        counts=canon.counts,
+        class_values=canon.class_values,
+        labels=labels,
+        weights=weights,
+        excluded=excluded,
+        reasons=reasons,
+        uniform_share=uniform,
+        weighted_share=weighted,
+        class_names=result.class_names,
+        class_colours=colours,
+        nodata_class=result.nodata_class,
+        nodata_label=_nodata.nodata_label(result.nodata_class) if show_nodata else None,
+        nodata_share=(result.nodata_share_uniform, result.nodata_share_weighted),
+        uniqueness=uniq_all,
+        subtitle=f"{result.n_tiles:,} tiles → {cfg.output.csv_path} (smt-tools {__version__})",
+        pngs=pngs,
+    )
+    return write_html_report(tmp_dir / "report.html", data)
 
 
 def _record_run(
@@ -502,6 +569,7 @@ def _record_run(
             results,
             started,
             datetime.now(timezone.utc),
+            map_style=qml_text(),
         )
     finally:
         engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,30 @@ class CatalogStats:
     @property
     def nodata_share(self) -> float:
         return 1.0 - self.valid_pixels / self.window_pixels if self.window_pixels else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``)."""
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "tiles": self.tiles,
+            "source_images": self.source_images,
+            "groups": self.groups,
+            "runs": self.runs,
+            "window_pixels": self.window_pixels,
+            "valid_pixels": self.valid_pixels,
+            "nodata_share": self.nodata_share,
+            "classes": [
+                {
+                    "class_value": c.class_value,
+                    "name": c.name,
+                    "colour": c.colour,
+                    "pixels": c.pixels,
+                    "share": c.share,
+                }
+                for c in self.classes
+            ],
+        }
 
 
 def _shares(

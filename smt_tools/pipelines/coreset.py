@@ -31,6 +31,7 @@ from smt_tools.coreset import (
     select_coreset,
 )
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.export.qgis_style import coreset_qml, score_breaks
 from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import entropy_from_counts
 
@@ -92,6 +93,8 @@ class CoresetResult:
     outputs: list[Path] = field(default_factory=list)
     run_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
+    config_record: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (stored in the catalog run)."""
@@ -113,6 +116,14 @@ class CoresetResult:
             "info": self.info,
             "timings": self.timings,
         }
+
+    def run_json_path(self) -> Path | None:
+        """``<stem>.run.json`` beside the main local output (the CSV)."""
+        if not self.outputs:
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.outputs[0])
 
 
 # ----------------------------------------------------------------------------- input
@@ -205,7 +216,8 @@ def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
     frame.insert(5, "patch_size", frame["height"])
     frame["class_dist_json"] = class_dist_json(tiles.counts, tiles.class_values).to_numpy()
     frame["class_counts_json"] = class_counts_json(tiles.counts, tiles.class_values).to_numpy()
-    keep = [c for c in results.columns if c not in ("coreset_score", "coreset_selected", "fold")]
+    split_cols = ("coreset_score", "coreset_selected", "fold", "buffer_excluded_folds")
+    keep = [c for c in results.columns if c not in split_cols]
     frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
     excl = frame["excluded"]
     excluded = excl.fillna(False).astype(bool).to_numpy()
@@ -455,11 +467,12 @@ def run_coreset(
 
         t = time.perf_counter()
         staging = StagedOutputs()
+        # selected tiles coloured by score class (quantiles of the selected scores)
+        map_style = coreset_qml(score_breaks(sel.scores[sel.selected]))
         try:
             _write_csv(out, staging.file(Path(cfg.output.csv_path)))
             if cfg.output.geojson_path is not None:
-                from smt_tools.export.geojson import write_geojson
-                from smt_tools.export.qgis_style import write_qml
+                from smt_tools.export.vector import write_vector
 
                 missing = [c for c in BOUNDS_COLUMNS if c not in out.columns]
                 if missing:
@@ -467,9 +480,14 @@ def run_coreset(
                         f"{data.source}: output.geojson_path needs column(s) {', '.join(missing)}"
                     )
                 props = [c for c in GEOJSON_PROPERTIES if c in out.columns]
-                gj = Path(cfg.output.geojson_path)
-                write_geojson(out, staging.file(gj), props)
-                write_qml(staging.file(gj.with_suffix(".qml")), field="coreset_score")
+                write_vector(
+                    out,
+                    Path(cfg.output.geojson_path),
+                    props,
+                    map_style,
+                    fmt=cfg.output.format,
+                    staging=staging,
+                )
             if data.engine is not None and cfg.output.write_catalog_run:
                 from smt_tools import catalog
 
@@ -491,6 +509,7 @@ def run_coreset(
                     results,
                     started,
                     datetime.now(timezone.utc),
+                    map_style=map_style,
                 )
             result.outputs = staging.commit()
         except BaseException as exc:
@@ -501,4 +520,5 @@ def run_coreset(
         advance(1)
     if not math.isfinite(result.ess):
         result.ess = 0.0
+    result.config_record = config_dump or _config_for_record(cfg)
     return result

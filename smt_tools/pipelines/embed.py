@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,32 @@ class EmbedResult:
     device: str
     cache_path: Path | None
     cache_rows: int = 0
+    #: the config as the catalog's ``run`` row would store it (``run.json``)
+    config_record: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``, ``run.json``)."""
+        return {
+            "tiles": self.n_tiles,
+            "cached": self.n_cached,
+            "computed": self.n_computed,
+            "model_id": self.model_id,
+            "preprocess_hash": self.preprocess_hash,
+            "dim": self.dim,
+            "images_per_s": self.images_per_s,
+            "device": self.device,
+            "cache_path": self.cache_path,
+            "cache_rows": self.cache_rows,
+            "timings_s": {"total": self.seconds},
+        }
+
+    def run_json_path(self) -> Path | None:
+        """``<cache stem>.run.json`` beside the embedding cache."""
+        if self.cache_path is None:
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.cache_path)
 
 
 _WINDOW_COLUMNS = ("tile_id", "image_path", "row_off", "col_off", "height", "width")
@@ -268,4 +295,7 @@ def run_embed(
     _, result = ensure_embeddings(
         included.frame, cfg.embeddings, rebuild=rebuild, progress_factory=progress_factory
     )
+    from smt_tools.pipelines.balanced import _config_for_record
+
+    result.config_record = _config_for_record(cfg)
     return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ import pandas as pd
 from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
 from smt_tools.geo import has_crs
-from smt_tools.splits.audit import LeakageAudit, audit_splits
+from smt_tools.splits.audit import CHECKS, LeakageAudit, audit_splits
 from smt_tools.splits.buffer import TEST_FOLD
 from smt_tools.splits.distance import (
     DistanceMethod,
@@ -66,6 +67,48 @@ class LeakageResult:
     @property
     def has_leak(self) -> bool:
         return self.audit.has_leak
+
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``, ``run.json``): per check (a)-(d) its
+        status (``leak``, ``warning``, ``ok`` or ``skipped``), tiles, groups/pairs, detail and
+        example tile ids."""
+        by_check = {f.check: f for f in self.audit.findings}
+        checks: dict[str, dict[str, Any]] = {}
+        for check in CHECKS:
+            f = by_check.get(check)
+            if f is None:
+                checks[check] = {"status": "skipped"}
+                continue
+            status = "leak" if f.leak else ("warning" if f.warning else "ok")
+            checks[check] = {
+                "status": status,
+                "tiles": f.n_tiles,
+                "items": f.n_items,
+                "detail": f.detail,
+                "example_tile_ids": list(f.examples),
+            }
+        return {
+            "leak": self.has_leak,
+            "label_tiles": dict(self.label_tiles),
+            "buffer_m": self.buffer_m,
+            "near_duplicate_threshold": self.near_duplicate_threshold,
+            "spatial_checked": self.spatial_checked,
+            "spatial_skipped": self.spatial_skipped,
+            "spatial_method": self.method.describe() if self.method is not None else None,
+            "embeddings_checked": self.embeddings_checked,
+            "leaking_tiles": len(self.audit.leaking_rows),
+            "checks": checks,
+            "report_path": self.report_path,
+            "warnings": list(self.warnings),
+        }
+
+    def run_json_path(self) -> Path | None:
+        """``<stem>.run.json`` beside the ``--report`` GeoJSON (no local output: None)."""
+        if self.report_path is None:
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.report_path)
 
 
 def _read(path: Path, what: str, need: list[str]) -> pd.DataFrame:
@@ -251,32 +294,31 @@ def _footprints(
 
 
 def _write_report(result: LeakageResult, path: Path) -> None:
-    """GeoJSON of the leaking tiles (``leak_reasons``, ``leak_checks``) and a QGIS style."""
+    """Map of the leaking tiles (``leak_reasons``, ``leak_checks``, ``split``) with a style
+    by check and split side; the format follows the extension (.geojson, .gpkg, .fgb)."""
     if not all(c in result.frame.columns for c in _BOUNDS):
         raise InputDataError(
             f"--report {path}: the input CSVs have no footprint columns (minx, miny, maxx, maxy, crs)"
         )
-    from smt_tools.export.geojson import write_geojson
-    from smt_tools.export.qgis_style import write_qml
+    from smt_tools.export.qgis_style import leak_qml
+    from smt_tools.export.vector import write_vector
+    from smt_tools.splits.audit import CHECKS
 
     rows = result.audit.leaking_rows
     reasons = result.audit.reasons()
+    flags = result.audit.flags[rows]
     out = result.frame.iloc[rows].reset_index(drop=True).copy()
     out["leak_reasons"] = [reasons[r] for r in rows]
-    out["leak_checks"] = result.audit.flags[rows].sum(axis=1).astype(np.int64)
+    out["leak_checks"] = flags.sum(axis=1).astype(np.int64)
     props = [
         c
         for c in ("tile_id", "source_image_id", "group_id", "split", "leak_reasons", "leak_checks")
         if c in out.columns
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = write_geojson(out, path, props)
+    # legend: the checks that flagged a tile x the split sides that have a leaking tile
+    checks = [c for i, c in enumerate(CHECKS[: flags.shape[1]]) if flags[:, i].any()]
+    present = set(out["split"].astype(str)) if "split" in out.columns else set()
+    sides = [s for s in result.label_tiles if s in present]
+    written = write_vector(out, path, props, leak_qml(sides, checks))
     if written.note:
         result.warnings.append(written.note)
-    # colour by how many of checks (a)-(c) flagged the tile
-    write_qml(
-        path.with_suffix(".qml"),
-        field="leak_checks",
-        excluded_field=None,
-        breaks=(0.5, 1.5, 2.5, 3.5),
-    )

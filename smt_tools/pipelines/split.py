@@ -33,6 +33,7 @@ import pandas as pd
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
 from smt_tools.export._atomic import atomic_path
+from smt_tools.export.qgis_style import fold_qml
 from smt_tools.geo import has_crs
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
 from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
@@ -91,6 +92,17 @@ class SplitResult:
     method: DistanceMethod | None = None
     #: one line each, printed as ``warning: ...`` (e.g. tiles left out of the GeoJSON)
     warnings: list[str] = field(default_factory=list)
+    #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
+    config_record: dict[str, Any] | None = None
+
+    def run_json_path(self) -> Path | None:
+        """``<stem>.run.json`` beside the CSV (or the GeoJSON); None for catalog-only output."""
+        main = self.csv_path or self.geojson_path
+        if main is None:
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(main)
 
     def buffer_line(self) -> str:
         """``buffer 50 m, measured geodesically on WGS 84 (tiles in 2 CRSs: ...)``."""
@@ -319,26 +331,17 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _write_geojson(frame: pd.DataFrame, path: Path) -> str | None:
-    """Write the folds layer (+ .qml); return the warning line about tiles left out, if any."""
-    from smt_tools.export.geojson import write_geojson
-    from smt_tools.export.qgis_style import write_qml
+def _write_map(frame: pd.DataFrame, path: Path, fmt: str | None, n_splits: int) -> str | None:
+    """Write the folds layer with its categorical style (one colour per fold, holdout and
+    buffer-dropped tiles marked); return the warning line about tiles left out, if any."""
+    from smt_tools.export.vector import write_vector
 
     props = [
         c
         for c in ("tile_id", "source_image_id", "group_id", "fold", "buffer_excluded_folds")
         if c in frame.columns
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = write_geojson(frame, path, props)
-    k = int(frame["fold"].max()) + 1
-    # one colour per fold; the holdout test set (fold -1) gets the first class
-    write_qml(
-        path.with_suffix(".qml"),
-        field="fold",
-        excluded_field=None,
-        breaks=[-1.5, *(f + 0.5 for f in range(-1, max(k, 1)))],
-    )
+    written = write_vector(frame, path, props, fold_qml(n_splits), fmt=fmt)
     return written.note
 
 
@@ -443,7 +446,7 @@ def run_split(
             _atomic_csv(out, Path(cfg.output.csv_path))
             result.csv_path = Path(cfg.output.csv_path)
         if cfg.output.geojson_path is not None:
-            note = _write_geojson(out, Path(cfg.output.geojson_path))
+            note = _write_map(out, Path(cfg.output.geojson_path), cfg.output.format, cfg.n_splits)
             if note:
                 result.warnings.append(note)
             result.geojson_path = Path(cfg.output.geojson_path)
@@ -455,10 +458,18 @@ def run_split(
                 "split",
                 _config_for_run(cfg),
                 result.summary(),
-                pd.DataFrame({"tile_id": frame["tile_id"].to_numpy(np.int64), "fold": fold}),
+                pd.DataFrame(
+                    {
+                        "tile_id": frame["tile_id"].to_numpy(np.int64),
+                        "fold": fold,
+                        "buffer_excluded_folds": out["buffer_excluded_folds"].to_numpy(),
+                    }
+                ),
                 started,
                 datetime.now(timezone.utc),
+                map_style=fold_qml(cfg.n_splits),
             )
+        result.config_record = _config_for_run(cfg)
         return result
     finally:
         if engine is not None:

@@ -1,0 +1,413 @@
+"""``--dry-run`` and ``config show``: what a command would read and write, checked, with nothing
+computed or written.
+
+A plan checks what the real run checks before its first tile: the config (already validated
+by the loader), every input exists (patch records: files, image/mask agreement and windows, as
+the scan would), every output is writable and is not an input (the same pre-flight as the
+run), and the catalog is reachable with its schema applied when the config uses one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smt_tools.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from smt_tools.config.balanced import BalancedDatasetConfig
+    from smt_tools.config.coreset import CoresetConfig
+    from smt_tools.config.split import SplitConfig
+    from smt_tools.config.train import DatasetConfig, TrainConfig
+
+PathLike = str | os.PathLike[str] | None
+
+
+@dataclass
+class Plan:
+    """What a run would do. Each entry is ``(key, description)``."""
+
+    command: str
+    config: str
+    mode: str
+    inputs: list[tuple[str, str]] = field(default_factory=list)
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    settings: list[tuple[str, str]] = field(default_factory=list)
+    #: the catalog reached (redacted URL), None when the config uses none
+    database: str | None = None
+
+    def checks(self) -> str:
+        done = ["the config is valid", "inputs exist", "outputs are writable"]
+        if self.database is not None:
+            done.append("the catalog is reachable")
+        return ", ".join(done[:-1]) + " and " + done[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (``--json``)."""
+        return {
+            "dry_run": True,
+            "command": self.command,
+            "config": self.config,
+            "mode": self.mode,
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
+            "settings": dict(self.settings),
+            "database": self.database,
+        }
+
+
+# --- shared checks -----------------------------------------------------------------------------
+
+
+def _size(path: Path) -> str:
+    n = float(path.stat().st_size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+def _input_file(label: str, path: str | os.PathLike[str]) -> str:
+    """``path (size)``; ConfigError when a local input file is missing."""
+    from smt_tools.raster.paths import is_gdal_path
+
+    if is_gdal_path(path):
+        return f"{path} (remote: opened when the run starts)"
+    p = Path(path)
+    if not p.is_file():
+        where = "" if p.is_absolute() else f" (relative paths are read from {Path.cwd()})"
+        raise ConfigError(f"{label}: file not found: {p}{where}; check the path")
+    return f"{p} ({_size(p)})"
+
+
+def _input_dir(label: str, path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"{label}: folder not found: {p}; check the path")
+    return f"{p} (folder)"
+
+
+def _output(path: str | os.PathLike[str], extra: str = "") -> str:
+    p = Path(path)
+    state = "exists: replaced" if p.exists() else "new"
+    return f"{p} ({state}{extra})"
+
+
+def _reach(url: str) -> str:
+    """Connect once and check the schema; the redacted URL."""
+    from smt_tools import catalog
+
+    engine = catalog.connect(url)
+    try:
+        catalog.require_schema(engine)
+    finally:
+        engine.dispose()
+    return catalog.redact(url)
+
+
+def _geojson(plan: Plan, key: str, path: PathLike) -> None:
+    if path is not None:
+        qml = Path(path).with_suffix(".qml")
+        plan.outputs.append((key, _output(path, f"; QGIS style {qml}")))
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+# --- build-balanced-dataset / embed --------------------------------------------------------
+
+
+def _balanced_input(plan: Plan, cfg: BalancedDatasetConfig) -> None:
+    from smt_tools.pipelines import _inputs
+
+    inp = cfg.input
+    if inp.patch_records is not None or inp.patch_records_csv is not None:
+        if inp.patch_records is not None:
+            records = _inputs._records_frame(inp.patch_records)
+            key, source = "input.patch_records", "input.patch_records"
+        else:
+            assert inp.patch_records_csv is not None
+            _input_file("input.patch_records_csv", inp.patch_records_csv)
+            records = _inputs.read_patch_records_csv(inp.patch_records_csv)
+            key, source = "input.patch_records_csv", str(inp.patch_records_csv)
+        scan = _inputs.plan_patch_records(records, source, inp.mask_band)
+        where = "inline" if inp.patch_records is not None else f"in {inp.patch_records_csv}"
+        plan.inputs.append(
+            (
+                key,
+                f"{len(records)} windows {where} over {len(scan.sources)} image/mask pairs "
+                "(files, sizes and windows checked; scanned when the run starts)",
+            )
+        )
+    elif inp.tiles is not None:
+        from smt_tools.export.tiletable_io import read_meta
+
+        text = _input_file("input.tiles", inp.tiles)
+        read_meta(inp.tiles)  # a tile table, in a format this version reads
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(inp.tiles).metadata.num_rows
+        plan.inputs.append(("input.tiles", f"{text}, {rows:,} tiles"))
+    else:
+        from smt_tools.catalog import check_where_clause
+
+        url = _inputs.catalog_url(inp)
+        if inp.where_clause is not None:
+            check_where_clause(inp.where_clause)
+        plan.database = _reach(url)
+        where = f" where {inp.where_clause}" if inp.where_clause else ""
+        plan.inputs.append(("input (catalog)", f"{plan.database} table {inp.table}{where}"))
+
+
+def plan_balanced(
+    cfg: BalancedDatasetConfig, config_path: PathLike, command: str = "build-balanced-dataset"
+) -> Plan:
+    """The dry run of build-balanced-dataset."""
+    from smt_tools.pipelines._preflight import preflight_balanced
+    from smt_tools.pipelines.balanced import _validate_before_work
+
+    _validate_before_work(cfg)
+    preflight_balanced(cfg, config_path)
+    plan = Plan(command, str(config_path), f"{cfg.mode}, sampling_method {cfg.sampling_method}")
+    _balanced_input(plan, cfg)
+    out = cfg.output
+    plan.outputs.append(("output.csv_path", _output(out.csv_path)))
+    _geojson(plan, "output.geojson_path", out.geojson_path)
+    if out.report_dir is not None:
+        plan.outputs.append(("output.report_dir", _output(out.report_dir)))
+    if cfg.input.uses_postgres and out.write_catalog_run:
+        plan.outputs.append(("catalog run", "a run row and one tile_result row per tile"))
+    if cfg.mode != "masks_only":
+        emb = cfg.embeddings
+        cache = emb.parquet_path
+        state = "none: computed in memory" if cache is None else _cache_state(cache)
+        plan.settings.append(("embeddings", f"{emb.dino_model}, cache {state}"))
+        un = cfg.uniqueness
+        plan.settings.append(("uniqueness", f"{un.backend}, k_neighbors {un.k_neighbors}"))
+    if cfg.mode != "embeddings_only":
+        cl = cfg.clustering
+        k = f"k {cl.k} (fixed)" if cl.k_selection == "fixed" else f"k {cl.k_min}..{cl.k_max}"
+        how = "" if cl.k_selection == "fixed" else f" by {cl.k_selection}"
+        plan.settings.append(("clustering", f"{k}{how}, random_state {cl.random_state}"))
+    ex = cfg.exclusion
+    nodata = (
+        (f"nodata_class {ex.nodata_class}" if ex.nodata_class is not None else "no nodata class")
+        if ex.nodata_given
+        else "nodata_class from the input"
+    )
+    plan.settings.append(
+        (
+            "exclusion",
+            f"border nodata {_on(ex.exclude_border_nodata)}, black border "
+            f"{_on(ex.exclude_black_border)}, {nodata}, max_nodata_ratio {ex.max_nodata_ratio:g}",
+        )
+    )
+    w = cfg.weights
+    plan.settings.append(
+        ("weights", f"weight_floor {w.weight_floor}, rare_class_boost {w.rare_class_boost:g}")
+    )
+    return plan
+
+
+def _cache_state(path: Path) -> str:
+    return f"{path} (exists: reused, missing tiles added)" if path.exists() else f"{path} (new)"
+
+
+def plan_embed(cfg: BalancedDatasetConfig, config_path: PathLike) -> Plan:
+    """The dry run of embed."""
+    from smt_tools.pipelines._preflight import preflight_embed
+
+    emb = cfg.embeddings
+    if emb.parquet_path is None:
+        raise ConfigError(
+            "embed needs embeddings.parquet_path (the cache file to fill); add it to the config"
+        )
+    preflight_embed(cfg, config_path)
+    plan = Plan("embed", str(config_path), "DINOv2 CLS embeddings of the included tiles")
+    _balanced_input(plan, cfg)
+    plan.outputs.append(("embeddings.parquet_path", _cache_state(emb.parquet_path)))
+    plan.settings.append(("embeddings.dino_model", emb.dino_model))
+    plan.settings.append(
+        (
+            "embeddings",
+            f"batch_size {emb.batch_size}, num_workers {emb.num_workers}, use_gpu "
+            f"{str(emb.use_gpu).lower()}, bands {emb.bands}",
+        )
+    )
+    return plan
+
+
+# --- select-coreset ------------------------------------------------------------------------------
+
+
+def plan_coreset(cfg: CoresetConfig, config_path: PathLike) -> Plan:
+    """The dry run of select-coreset."""
+    from smt_tools.coreset import EMBEDDING_METHODS
+    from smt_tools.pipelines._preflight import preflight_coreset
+
+    preflight_coreset(cfg, config_path)
+    if cfg.method in EMBEDDING_METHODS and cfg.parquet_path is None:
+        raise ConfigError(
+            f"coreset.method {cfg.method} needs tile embeddings: set coreset.parquet_path to the "
+            "embedding cache (fill it with `pytorch-smt-tools embed CONFIG`)"
+        )
+    budget = (
+        f"{cfg.budget:.0%} of the included tiles"
+        if cfg.budget_mode == "fraction"
+        else f"{int(cfg.budget):,} tiles"
+    )
+    plan = Plan("select-coreset", str(config_path), f"{cfg.method}, budget {budget}")
+    if cfg.input_csv_path is not None:
+        plan.inputs.append(("input_csv_path", _input_file("input_csv_path", cfg.input_csv_path)))
+    else:
+        from smt_tools.catalog import resolve_url
+
+        plan.database = _reach(resolve_url(cfg.catalog_url))
+        plan.inputs.append(("catalog_run_id", f"run {cfg.catalog_run_id} in {plan.database}"))
+    if cfg.parquet_path is not None and cfg.method in EMBEDDING_METHODS:
+        plan.inputs.append(("parquet_path", _input_file("parquet_path", cfg.parquet_path)))
+    plan.outputs.append(("output.csv_path", _output(cfg.output.csv_path)))
+    _geojson(plan, "output.geojson_path", cfg.output.geojson_path)
+    if cfg.catalog_run_id is not None and cfg.output.write_catalog_run:
+        plan.outputs.append(("catalog run", "a run row and one tile_result row per tile"))
+    sw = cfg.sampler_weights
+    cap = f", cap {sw.cap:g}" if sw.cap is not None else ""
+    plan.settings.append(("device", cfg.device))
+    plan.settings.append(("sampler_weights", f"{sw.formula}{cap}"))
+    if cfg.method in ("fd", "lc_fd"):
+        fd = cfg.fd
+        k = f"k {fd.k}" if fd.k is not None else f"k {fd.k_min}..{fd.k_max} by elbow"
+        plan.settings.append(("fd", k))
+    if cfg.spatial_weight > 0:
+        plan.settings.append(("spatial_weight", f"{cfg.spatial_weight:g}"))
+    plan.settings.append(("random_state", str(cfg.random_state)))
+    return plan
+
+
+# --- split -------------------------------------------------------------------------------------
+
+
+def plan_split(cfg: SplitConfig, config_path: PathLike) -> Plan:
+    """The dry run of split."""
+    from smt_tools.pipelines._preflight import preflight_split
+
+    preflight_split(cfg, config_path)
+    mode = f"{cfg.n_splits} folds, {cfg.strategy} by {cfg.group_column}"
+    plan = Plan("split", str(config_path), mode)
+    if cfg.input_csv_path is not None:
+        plan.inputs.append(("input_csv_path", _input_file("input_csv_path", cfg.input_csv_path)))
+    else:
+        assert cfg.catalog is not None
+        from smt_tools.catalog import check_where_clause, resolve_url
+
+        cat = cfg.catalog
+        if cat.where_clause is not None:
+            check_where_clause(cat.where_clause)
+        plan.database = _reach(resolve_url(cat.url))
+        run = f", results of run {cat.run_id}" if cat.run_id is not None else ""
+        where = f" where {cat.where_clause}" if cat.where_clause else ""
+        plan.inputs.append(("catalog", f"{plan.database} table {cat.table}{where}{run}"))
+        plan.outputs.append(("catalog run", "a run row and tile_result.fold per tile"))
+    if cfg.output.csv_path is not None:
+        plan.outputs.append(("output.csv_path", _output(cfg.output.csv_path)))
+    _geojson(plan, "output.geojson_path", cfg.output.geojson_path)
+    plan.settings.append(("buffer_m", f"{cfg.buffer_m:g}"))
+    plan.settings.append(("holdout", f"{cfg.holdout:g}"))
+    plan.settings.append(("random_state", str(cfg.random_state)))
+    return plan
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def _dataset_inputs(plan: Plan, label: str, ds: DatasetConfig) -> None:
+    for key, value in ds.kwargs.items():
+        if not isinstance(value, str | os.PathLike):
+            continue
+        name = f"{label}.{key}"
+        if key.endswith("_dir"):
+            plan.inputs.append((name, _input_dir(name, value)))
+        elif "path" in key or "csv" in key:
+            plan.inputs.append((name, _input_file(name, value)))
+
+
+def plan_train(cfg: TrainConfig, config_path: PathLike) -> Plan:
+    """The dry run of train (the config loader has already imported every ``_target_``)."""
+    from smt_tools.pipelines._preflight import preflight_train
+
+    preflight_train(cfg, config_path)
+    steps = f", {cfg.steps_per_epoch} steps each" if cfg.steps_per_epoch else ""
+    plan = Plan("train", str(config_path), f"{cfg.epochs} epoch(s){steps} on device {cfg.device}")
+    _dataset_inputs(plan, "train_dataset", cfg.train_dataset)
+    if cfg.val_dataset is not None:
+        _dataset_inputs(plan, "val_dataset", cfg.val_dataset)
+    out = Path(cfg.output_dir)
+    plan.outputs.append(
+        ("output_dir", _output(out, "; best.pt, last.pt, metrics.csv, metrics.png"))
+    )
+    loader = cfg.train_dataset.data_loader
+    sampler = "weighted sampler" if loader.weighted_sampler else "uniform sampling"
+    plan.settings.append(("train_dataset", f"{cfg.train_dataset.target}, {sampler}"))
+    if cfg.val_dataset is not None:
+        val = f"val_dataset {cfg.val_dataset.target}"
+    elif cfg.val_fold is not None:
+        val = f"val_fold {cfg.val_fold} of the train CSV"
+    else:
+        val = f"val_groups {', '.join(cfg.val_groups or [])} of the train CSV"
+    plan.settings.append(("validation", val))
+    plan.settings.append(("model", cfg.model.target))
+    plan.settings.append(("loss", cfg.loss.target))
+    lr = cfg.optimizer.kwargs.get("lr")
+    plan.settings.append(
+        ("optimizer", cfg.optimizer.target + (f", lr {lr}" if lr is not None else ""))
+    )
+    plan.settings.append(("batch_size", str(loader.batch_size)))
+    return plan
+
+
+# --- config show ---------------------------------------------------------------------------------
+
+#: Keys the commands read with ``${VAR}`` expanded (see ``smt_tools.pipelines._inputs``).
+_ENV_EXPANDED: tuple[tuple[str, ...], ...] = (("balanced_dataset", "input", "dsn"),)
+_URL_KEYS = frozenset({"dsn", "url", "catalog_url"})
+
+
+def effective_config(cfg: BaseModel, source: str) -> dict[str, Any]:
+    """``cfg`` as the command uses it: every default filled in, ``${VAR}`` expanded where the
+    command expands it, passwords (``password`` keys, DSN/URL passwords) replaced by ``***``.
+    ``source`` (the file) names an unset variable's key in the error."""
+    from smt_tools.config._loader import expand_env
+    from smt_tools.config.template import effective_dump
+
+    data = effective_dump(cfg)
+    for path in _ENV_EXPANDED:
+        node: Any = data
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
+            node[path[-1]] = expand_env(node[path[-1]], f"{source}: {'.'.join(path)}")
+    _redact(data)
+    return data
+
+
+def _redact(node: Any) -> None:
+    from smt_tools.catalog import redact
+
+    if isinstance(node, list):
+        for item in node:
+            _redact(item)
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "password" and value:
+            node[key] = "***"
+        elif key in _URL_KEYS and isinstance(value, str):
+            node[key] = redact(value)
+        else:
+            _redact(value)
