@@ -592,7 +592,7 @@ def test_spatial_kcenter_via_cli(tmp_path: Path) -> None:
 
 @pytest.mark.db
 def test_catalog_run_input_records_a_coreset_run(
-    fresh_database_url: str, demo_pairs: Path, tmp_path: Path
+    fresh_database_url: str, demo_pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy import text
 
@@ -625,11 +625,12 @@ def test_catalog_run_input_records_a_coreset_run(
         "method": "cb",
         "budget": 0.5,
         "catalog_run_id": int(run_id),
-        "catalog_url": fresh_database_url,
+        "catalog_url": "${SMT_CORESET_URL}",  # expanded like input.dsn
         "output": {"csv_path": str(tmp_path / "coreset.csv")},
     }
     conf = tmp_path / "coreset.yaml"
     conf.write_text(yaml.safe_dump({"coreset": body}))
+    monkeypatch.setenv("SMT_CORESET_URL", fresh_database_url)
     res = _invoke(conf)
     assert res.exit_code == 0, res.output
     assert "Recorded catalog run" in res.stdout

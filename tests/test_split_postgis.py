@@ -94,11 +94,14 @@ def test_postgis_and_shapely_buffers_agree(catalog: tuple[str, Engine]) -> None:
 def test_split_on_catalog_records_folds(catalog: tuple[str, Engine], tmp_path: Path) -> None:
     url, engine = catalog
     cfg = tmp_path / "split.yaml"
-    cfg.write_text(
-        f"split:\n  catalog:\n    url: {url}\n  n_splits: 2\n  strategy: stratified_group\n"
+    cfg.write_text(  # the URL through ${VAR}, as input.dsn
+        "split:\n  catalog:\n    url: ${SMT_SPLIT_URL}\n  n_splits: 2\n  strategy: stratified_group\n"
         f"  buffer_m: 50\n  output:\n    csv_path: {tmp_path / 'folds.csv'}\n"
     )
-    res = runner.invoke(app, ["split", str(cfg)])
+    res = runner.invoke(app, ["split", str(cfg)], env={"SMT_SPLIT_URL": None})
+    assert res.exit_code == 1
+    assert "split.catalog.url: environment variable SMT_SPLIT_URL is not set" in res.output
+    res = runner.invoke(app, ["split", str(cfg)], env={"SMT_SPLIT_URL": url})
     assert res.exit_code == 0, res.output
     assert "postgis" in res.output
     with engine.connect() as conn:

@@ -391,6 +391,11 @@ def expand_env(value: str, key: str) -> str:
     return _ENV.sub(sub, value)
 
 
+def expand_env_optional(value: str | None, key: str) -> str | None:
+    """:func:`expand_env` of ``value``, or None (a catalog URL left to ``$SMT_DATABASE_URL``)."""
+    return None if value is None else expand_env(value, key)
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; missing files and syntax errors become :class:`ConfigError`."""
     p = Path(path)

@@ -13,7 +13,6 @@ frame column.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 import numpy as np
 import pandas as pd
 
+from smt_tools.config._loader import expand_env
 from smt_tools.config.balanced import ExclusionConfig, InputConfig, PatchRecord
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.raster.paths import is_gdal_path
@@ -29,7 +29,6 @@ from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TileTable, canonical_path
 
 PATCH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path", "row_off", "col_off", "patch_size")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def load_input_tiles(
@@ -261,20 +260,6 @@ def _read_tiles(path: Path) -> TileTable:
     return read_tile_table(path)
 
 
-def _expand_env(value: str, key: str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        found = os.environ.get(name)
-        if found is None:
-            raise ConfigError(
-                f"input.{key}: environment variable {name} is not set; export it or write the "
-                "value into the config"
-            )
-        return found
-
-    return _ENV.sub(sub, value)
-
-
 def catalog_url(cfg: InputConfig) -> str:
     """The PostgreSQL URL of the input block.
 
@@ -283,7 +268,7 @@ def catalog_url(cfg: InputConfig) -> str:
     config or the URL, libpq reads ``$PGPASSWORD`` itself, so it never has to be written down.
     """
     if cfg.dsn is not None:
-        return _expand_env(cfg.dsn, "dsn")
+        return expand_env(cfg.dsn, "input.dsn")
     base = urlsplit(os.environ.get("SMT_DATABASE_URL", "").strip())
     host = cfg.host or base.hostname or "localhost"
     port = cfg.port or base.port or 5432

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.config._loader import expand_env_optional
 from smt_tools.config.coreset import CoresetConfig
 from smt_tools.coreset import (
     EMBEDDING_METHODS,
@@ -204,7 +205,9 @@ def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
 
     assert cfg.catalog_run_id is not None
     run_id = int(cfg.catalog_run_id)
-    engine = catalog.connect(catalog.resolve_url(cfg.catalog_url))
+    engine = catalog.connect(
+        catalog.resolve_url(expand_env_optional(cfg.catalog_url, "coreset.catalog_url"))
+    )
     command, results = load_run_results(engine, run_id)
     tiles = catalog.load_tiles(
         engine,

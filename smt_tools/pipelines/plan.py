@@ -373,8 +373,12 @@ def plan_train(cfg: TrainConfig, config_path: PathLike) -> Plan:
 
 # --- config show ---------------------------------------------------------------------------------
 
-#: Keys the commands read with ``${VAR}`` expanded (see ``smt_tools.pipelines._inputs``).
-_ENV_EXPANDED: tuple[tuple[str, ...], ...] = (("balanced_dataset", "input", "dsn"),)
+#: Keys the commands read with ``${VAR}`` expanded (``config._loader.expand_env``).
+_ENV_EXPANDED: tuple[tuple[str, ...], ...] = (
+    ("balanced_dataset", "input", "dsn"),
+    ("coreset", "catalog_url"),
+    ("split", "catalog", "url"),
+)
 _URL_KEYS = frozenset({"dsn", "url", "catalog_url"})
 
 

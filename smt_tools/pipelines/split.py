@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.config._loader import expand_env_optional
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
 from smt_tools.export._atomic import atomic_path
@@ -381,7 +382,7 @@ def run_split(
             from smt_tools.catalog import connect, load_tiles, resolve_url
             from smt_tools.catalog.spatial import buffer_exclusions_postgis
 
-            engine = connect(resolve_url(cfg.catalog.url))
+            engine = connect(resolve_url(expand_env_optional(cfg.catalog.url, "split.catalog.url")))
             table = load_tiles(  # the user's filter is checked; the run filter is bound
                 engine,
                 cfg.catalog.table,
