@@ -1,6 +1,6 @@
 """Benchmark select-coreset: every method on 155,000 tiles, 6 classes, 768-d embeddings, budget 50 %.
 
-Generates a balanced CSV (CONTRACTS.md format) and an embedding cache (Parquet, the cache
+Generates a balanced CSV (docs/algorithms.md §15) and an embedding cache (Parquet, the cache
 format of `embed`) at realistic scale, then runs the real pipeline (`run_coreset`) once per
 method in a fresh process pinned to ``--cores`` cores (BLAS threads limited to match), and
 reports wall time (pipeline, and the selection step alone) and peak resident memory per method.

@@ -8,7 +8,7 @@ batch size, model, loss, validation scenes) in three arms:
 1. ``uniform``: every included tile equally likely (shuffle; excluded tiles dropped, so the
    pool is the same as the weighted arms');
 2. ``weighted``: WeightedRandomSampler over ``sampler_weight`` from the default config;
-3. ``weighted+boost``: the same with the rare-class boost of ALGORITHMS.md §6.1
+3. ``weighted+boost``: the same with the rare-class boost of docs/algorithms.md §9.1
    (``weights.rare_class_boost``, ``rare_class_ids: [6]``) - what to change when (2) does not
    move the rare class's share.
 

@@ -1,4 +1,4 @@
-"""Coreset scorers, selector and weights (ALGORITHMS.md §7): known results and invariants."""
+"""Coreset scorers, selector and weights (docs/algorithms.md §10): known results and invariants."""
 
 from __future__ import annotations
 
@@ -368,7 +368,7 @@ def test_sampler_weights_known_values() -> None:
 
 
 def _balanced_csv(path: Path, n: int = 40, seed: int = 0) -> pd.DataFrame:
-    """A balanced CSV in the CONTRACTS.md format with known class counts."""
+    """A balanced CSV in the format of docs/algorithms.md §15 with known class counts."""
     rng = np.random.default_rng(seed)
     values = np.array([1, 2, 3, 4])
     counts = (rng.dirichlet(np.full(4, 0.3), size=n) * 4096).astype(np.int64)
@@ -414,7 +414,7 @@ def _balanced_csv(path: Path, n: int = 40, seed: int = 0) -> pd.DataFrame:
 
 
 def _write_cache(path: Path, tile_ids: np.ndarray, emb: np.ndarray) -> None:
-    """An embedding cache in the CONTRACTS.md Parquet format, written with pyarrow directly."""
+    """An embedding cache in the Parquet format of docs/algorithms.md §15, written with pyarrow directly."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -479,7 +479,7 @@ def test_cli_cb_writes_full_table_with_scores_and_weights(tmp_path: Path) -> Non
     assert out.loc[out["excluded"], "coreset_score"].isna().all()
     assert (out.loc[~out["coreset_selected"], "sampler_weight"] == 0).all()
     assert (out.loc[out["coreset_selected"], "sampler_weight"] > 0).all()
-    # weights are the §7 formula over the selected rows
+    # weights are the §10 formula over the selected rows
     counts, _ = parse_class_counts(src["class_counts_json"], "t")
     p = counts / counts.sum(1, keepdims=True)
     expected = coreset_sampler_weights(p, out["coreset_selected"].to_numpy())

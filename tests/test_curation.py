@@ -1,4 +1,4 @@
-"""Known values and invariants of the pure curation math (ALGORITHMS.md §2, §3, §5, §6)."""
+"""Known values and invariants of the pure curation math (docs/algorithms.md §5, §6, §8, §9)."""
 
 from __future__ import annotations
 

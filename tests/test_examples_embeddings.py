@@ -80,7 +80,7 @@ def test_balanced_embeddings_example_runs_on_demo_data(demo_pairs: Path, tmp_pat
     assert np.isfinite(inc["uniqueness_score"]).all()
     assert (inc["uniqueness_score"] >= 0).all() and (inc["uniqueness_score"] <= 2).all()
     assert (inc["freq_cluster_id"] >= 0).all()
-    # the scores are the §4 definition over the INCLUDED tiles' cached embeddings
+    # the scores are the docs/algorithms.md §7 definition over the INCLUDED tiles' cached embeddings
     emb, found = read_embeddings(cache, inc["tile_id"].to_numpy(np.int64))
     assert found.all()
     expected = uniqueness_scores(emb, cfg["uniqueness"]["k_neighbors"], "sklearn")

@@ -8,7 +8,7 @@ import pytest
 
 from smt_tools.errors import InputDataError, RasterMismatchError, RasterOpenError
 from smt_tools.raster import PairSpec, RasterCache, inspect_pair, scan, tile_windows
-from smt_tools.raster.stats import image_black_border, mask_window_stats, ring
+from smt_tools.raster.stats import image_black_border, mask_window_stats, ring, window_stats
 from smt_tools.tiletable import entropy_from_counts, tile_key
 from tests.rasters import write_pair, write_tif
 
@@ -48,6 +48,32 @@ def test_ring_and_flags() -> None:
     img2[0, 0, :] = 0  # black in one band only: not black
     assert image_black_border(img2) is False
     assert image_black_border(img2, tolerance=60) is True
+
+
+def test_stats_refuse_other_layouts() -> None:
+    """Each window function checks ndim and names the expected and the received shape."""
+    mask = np.ones((4, 4), np.uint8)
+    img = np.full((3, 4, 4), 50, np.uint8)
+    cases = [
+        (lambda: image_black_border(img[0]), r"image window must be a 3-D array \(bands, h, w\)"
+         r"; got shape \(4, 4\) \(2-D\)"),
+        (lambda: image_black_border(img[None]), r"got shape \(1, 3, 4, 4\) \(4-D\)"),
+        (lambda: mask_window_stats(mask[None], 0), r"mask window must be a 2-D array \(h, w\)"
+         r"; got shape \(1, 4, 4\) \(3-D\)"),
+        (lambda: mask_window_stats(mask[0], 0), r"got shape \(4,\) \(1-D\)"),
+        (lambda: ring(mask[0]), r"ring input must be an array of at least 2 dimensions "
+         r"\(\.\.\., h, w\); got shape \(4,\) \(1-D\)"),
+        (lambda: window_stats(mask, img[0]), r"image window must be a 3-D array"),
+        (lambda: window_stats(mask[None], img), r"mask window must be a 2-D array"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # the accepted layouts still work, including a stack of windows for ring
+    assert ring(np.ones((2, 4, 4))).shape == (2, 12)
+    stats = window_stats(mask, img)
+    assert stats.window_pixels == 16 and stats.nodata_pixels == 0
+    assert stats.has_image_black_border is False
 
 
 def test_entropy_known_values() -> None:

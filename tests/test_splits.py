@@ -1,4 +1,4 @@
-"""Splitters and the spatial buffer (ALGORITHMS.md §8): invariants and hand-made exact cases."""
+"""Splitters and the spatial buffer (docs/algorithms.md §11): invariants and hand-made exact cases."""
 
 from __future__ import annotations
 

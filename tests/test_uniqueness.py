@@ -1,4 +1,4 @@
-"""kNN uniqueness (ALGORITHMS.md §4): known values, backend agreement, self removal by id."""
+"""kNN uniqueness (docs/algorithms.md §7): known values, backend agreement, self removal by id."""
 
 from __future__ import annotations
 

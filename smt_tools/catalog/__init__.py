@@ -1,6 +1,6 @@
 """The PostGIS tile catalog: the only package that imports SQLAlchemy, GeoAlchemy2 or psycopg.
 
-Public API (see CONTRACTS.md): :func:`resolve_url`, :func:`redact`, :func:`connect`,
+Public API: :func:`resolve_url`, :func:`redact`, :func:`connect`,
 :func:`require_schema`, :func:`load_tiles`, :func:`record_run`; plus :func:`apply_migrations`
 (``catalog init``), :func:`write_ingest` / :func:`source_fingerprints` (``catalog ingest``) and
 :func:`catalog_stats` (``catalog stats``).

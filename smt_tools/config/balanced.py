@@ -1,6 +1,6 @@
 """The ``balanced_dataset:`` section (build-balanced-dataset, embed).
 
-Key names follow the documented config users already know; ALGORITHMS.md gives the meaning
+Key names follow the documented config users already know; docs/algorithms.md gives the meaning
 of every number.
 """
 
@@ -211,7 +211,7 @@ MAX_CLASS_VALUE = 65_535
 
 
 class ExclusionConfig(StrictModel):
-    """Which tiles are left out (ALGORITHMS.md §2).
+    """Which tiles are left out (docs/algorithms.md §5).
 
     ``nodata_class``: the mask value that is not a class. ``null`` and ``-1`` both mean none
     (every mask value is a class). Not given: tile tables and the catalog use the class they

@@ -1,4 +1,4 @@
-"""The ``coreset:`` section (select-coreset). ALGORITHMS.md §7 gives the meaning of every number."""
+"""The ``coreset:`` section (select-coreset). docs/algorithms.md §10 gives the meaning of every number."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The ``split:`` section (``pytorch-smt-tools split CONFIG``).
 
 Input is either a balanced CSV (``input_csv_path``, as written by build-balanced-dataset) or the
-catalog (``catalog:`` block). See ALGORITHMS.md §8 for what the folds and the buffer mean.
+catalog (``catalog:`` block). See docs/algorithms.md §11 for what the folds and the buffer mean
+(§12 for how distances are measured).
 """
 
 from __future__ import annotations

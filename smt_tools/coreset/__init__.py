@@ -1,4 +1,4 @@
-"""Coreset selection (ALGORITHMS.md §7): pure scorers, the selector and post-selection weights.
+"""Coreset selection (docs/algorithms.md §10): pure scorers, the selector and post-selection weights.
 
 Nothing here opens files or connections; :mod:`smt_tools.pipelines.coreset` does the I/O.
 """

@@ -1,4 +1,4 @@
-"""Coreset scorers (ALGORITHMS.md §7): pure functions on arrays, no I/O.
+"""Coreset scorers (docs/algorithms.md §10): pure functions on arrays, no I/O.
 
 Every function works on the CANDIDATE rows only (included tiles) and breaks ties by
 ``tile_id``, so results do not depend on input row order. Two kinds of output:

@@ -1,4 +1,4 @@
-"""Coreset selection (ALGORITHMS.md §7): budget, feature space, method dispatch. Pure numpy.
+"""Coreset selection (docs/algorithms.md §10): budget, feature space, method dispatch. Pure numpy.
 
 :func:`select_coreset` takes arrays for ALL tiles (included and excluded) and returns a score
 and a selected flag per tile; excluded tiles are never candidates (score NaN, never selected).

@@ -1,4 +1,4 @@
-"""Sampler weights recomputed over a selected coreset (ALGORITHMS.md §7). Pure numpy."""
+"""Sampler weights recomputed over a selected coreset (docs/algorithms.md §10). Pure numpy."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Semantic composition: CLR transform, KMeans with a chosen k, comp = 1 / cluster size.
 
-ALGORITHMS.md §3. KMeans runs on the DISTINCT CLR rows with their multiplicities as sample
+docs/algorithms.md §6. KMeans runs on the DISTINCT CLR rows with their multiplicities as sample
 weights: the objective (and so the inertia used by the elbow) is exactly that of KMeans on
 all rows, but many identical rows (pure-background tiles) cost nothing. Distinct rows come out
 of :func:`numpy.unique` in sorted order, so the result does not depend on input row order.

@@ -1,4 +1,4 @@
-"""Numbers a user checks before training (ALGORITHMS.md §6.5)."""
+"""Numbers a user checks before training (docs/algorithms.md §9.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which tiles are excluded from sampling (ALGORITHMS.md §2)."""
+"""Which tiles are excluded from sampling (docs/algorithms.md §5)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def exclusion_mask(
 def tile_exclusions(
     table: TileTable, cfg: ExclusionConfig
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """§2 on a tile table with the rules of an ``exclusion:`` config section.
+    """§5 on a tile table with the rules of an ``exclusion:`` config section.
 
     Returns ({reason: (n,) bool}, (n,) bool excluded), rows aligned with ``table``.
     """

@@ -1,4 +1,4 @@
-"""Combining composition and uniqueness into one score (ALGORITHMS.md §5).
+"""Combining composition and uniqueness into one score (docs/algorithms.md §8).
 
 Ranks are AVERAGE ranks (ties share a rank) scaled to [0, 1], so every tile of one cluster
 gets the same composition rank.

@@ -1,4 +1,4 @@
-"""Visual uniqueness: mean cosine distance to the k nearest OTHER tiles (ALGORITHMS.md §4).
+"""Visual uniqueness: mean cosine distance to the k nearest OTHER tiles (docs/algorithms.md §7).
 
 One interface, three backends:
 
@@ -312,7 +312,7 @@ def uniqueness_scores(
     random_state: int = 0,
     num_threads: int = 0,
 ) -> np.ndarray:
-    """(n,) float64 mean cosine distance to the ``k`` nearest other rows (ALGORITHMS.md §4).
+    """(n,) float64 mean cosine distance to the ``k`` nearest other rows (docs/algorithms.md §7).
 
     Same arguments as :func:`knn_search`. Exact duplicates score 0; 8 one-hot vectors with
     k = 1 score 1.0 each.

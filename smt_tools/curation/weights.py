@@ -1,4 +1,4 @@
-"""Final sampler_weight: rare-class boost, scale to max 1, floor, excluded = 0 (ALGORITHMS.md §6)."""
+"""Final sampler_weight: rare-class boost, scale to max 1, floor, excluded = 0 (docs/algorithms.md §9)."""
 
 from __future__ import annotations
 

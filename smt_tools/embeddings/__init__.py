@@ -1,4 +1,4 @@
-"""DINOv2 embeddings of tile windows with a keyed Parquet cache (ALGORITHMS.md §4).
+"""DINOv2 embeddings of tile windows with a keyed Parquet cache (docs/algorithms.md §7).
 
 Heavy dependencies (torch, transformers) are imported inside the functions that need them.
 """

@@ -5,7 +5,7 @@ the windows of a batch through its own :class:`~smt_tools.raster.RasterCache` (h
 per process; the cache re-opens after fork), and preprocesses the stack with one tensor op
 per step, so the main process only moves ready tensors to the model.
 
-Radiometric scaling is per DATASET (ALGORITHMS.md §4): ``scale: [min, max]`` from config, or the
+Radiometric scaling is per DATASET (docs/algorithms.md §7): ``scale: [min, max]`` from config, or the
 dtype range for integer data; values are clipped to [0, 1] after scaling.
 """
 

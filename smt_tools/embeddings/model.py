@@ -1,4 +1,4 @@
-"""Load a DINOv2 model and its preprocessing, offline-safe (ALGORITHMS.md §4).
+"""Load a DINOv2 model and its preprocessing, offline-safe (docs/algorithms.md §7).
 
 ``dino_model`` is either
 

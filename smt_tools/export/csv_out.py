@@ -16,7 +16,7 @@ import pandas as pd
 from smt_tools.export._atomic import atomic_path
 from smt_tools.tiletable import TileTable
 
-#: Columns of the balanced CSV, in order (CONTRACTS.md).
+#: Columns of the balanced CSV, in order (docs/algorithms.md §15).
 BALANCED_COLUMNS: tuple[str, ...] = (
     "image_path",
     "mask_path",

@@ -1,4 +1,4 @@
-"""What the tiling of an ingest leaves out or pads (docs/algorithms.md, "Small images and edges").
+"""What the tiling of an ingest leaves out or pads (docs/algorithms.md §14).
 
 - ``--edge drop`` / ``shift``: an image smaller than the patch has no window; it is skipped (not
   recorded as a source, so a later ingest with ``--edge pad`` picks it up) and named.

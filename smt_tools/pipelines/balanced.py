@@ -1,6 +1,6 @@
 """build-balanced-dataset: tiles -> exclusion -> composition [-> uniqueness] -> weights -> outputs.
 
-Every number follows ALGORITHMS.md §2-§6. The work runs on the tiles sorted by ``tile_id`` (the
+Every number follows docs/algorithms.md §5-§9. The work runs on the tiles sorted by ``tile_id`` (the
 canonical order), so results do not depend on input row order; outputs keep the input order.
 Nothing is written until every number is computed; outputs are staged beside their targets and
 moved into place together at the end, so a failed run leaves earlier outputs untouched.
@@ -252,7 +252,7 @@ def run_balanced(
     canon = table.take(perm)
     timings["load"] = time.perf_counter() - t0
 
-    # --- exclusion (§2) ----------------------------------------------------------------
+    # --- exclusion (§5) ----------------------------------------------------------------
     t = time.perf_counter()
     reasons, excluded = tile_exclusions(canon, cfg.exclusion)
     included_idx = np.flatnonzero(~excluded)
@@ -268,7 +268,7 @@ def run_balanced(
     inc = canon.take(included_idx)
     rare = _rare(cfg, inc) if cfg.weights.rare_class_boost > 1 else np.zeros(0, np.int64)
 
-    # --- composition (§3) --------------------------------------------------------------
+    # --- composition (§6) --------------------------------------------------------------
     n = len(canon)
     labels = np.full(n, -1, np.int64)
     sizes = np.zeros(n, np.int64)
@@ -294,7 +294,7 @@ def run_balanced(
         cweight[included_idx] = clustering.comp
     timings["cluster"] = time.perf_counter() - t
 
-    # --- uniqueness (§4) ---------------------------------------------------------------
+    # --- uniqueness (§7) ---------------------------------------------------------------
     uniq_all: np.ndarray | None = None
     uniq: np.ndarray | None = None
     if cfg.mode != "masks_only":
@@ -304,7 +304,7 @@ def run_balanced(
         uniq_all[included_idx] = uniq
         timings["uniqueness"] = time.perf_counter() - t
 
-    # --- combination + weights (§5, §6) ------------------------------------------------
+    # --- combination + weights (§8, §9) ------------------------------------------------
     t = time.perf_counter()
     combined = combine(cfg.sampling_method, comp, uniq)
     warnings = [combined.fallback] if combined.fallback else []

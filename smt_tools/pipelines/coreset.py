@@ -1,6 +1,6 @@
 """select-coreset: balanced CSV or catalog run -> scores -> selection -> weights -> outputs.
 
-The math lives in :mod:`smt_tools.coreset` (ALGORITHMS.md §7); this module reads the input
+The math lives in :mod:`smt_tools.coreset` (docs/algorithms.md §10); this module reads the input
 table and the embedding cache, calls it, and writes the outputs: the full input table plus
 ``coreset_score``, ``coreset_selected`` and a recomputed ``sampler_weight`` (0 for tiles not
 selected), an optional GeoJSON + QGIS style, and a catalog run when the input is the catalog.
@@ -165,7 +165,7 @@ def parse_class_counts(values: pd.Series, source: str) -> tuple[np.ndarray, np.n
 
 
 def read_balanced_csv(path: Path) -> CoresetInput:
-    """Read a balanced CSV (CONTRACTS.md); missing columns are one clear line."""
+    """Read a balanced CSV (docs/algorithms.md §15); missing columns are one clear line."""
     source = str(path)
     if not path.is_file():
         raise InputDataError(

@@ -4,7 +4,7 @@
   missing tiles are computed and appended chunk by chunk (an interrupted run resumes), then
   the cache is compacted into one file.
 - :func:`uniqueness_for_tiles`: what ``build-balanced-dataset`` (``mode: embeddings`` /
-  ``embeddings_only``) calls on the INCLUDED tiles (ALGORITHMS.md §4).
+  ``embeddings_only``) calls on the INCLUDED tiles (docs/algorithms.md §7).
 - :func:`run_embed`: the ``embed`` command; only fills the cache (for the tiles that
   build-balanced-dataset would include).
 """

@@ -1,4 +1,4 @@
-"""``check-leakage``: audit a train/val pair of CSVs or a folds CSV (ALGORITHMS.md §8 (a)-(d)).
+"""``check-leakage``: audit a train/val pair of CSVs or a folds CSV (docs/algorithms.md §11 (a)-(d)).
 
 Two inputs:
 - ``--train A.csv --val B.csv``: A's tiles train, B's are evaluated;

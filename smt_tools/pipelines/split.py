@@ -1,4 +1,4 @@
-"""``split``: group / stratified-group k-fold with a spatial buffer (ALGORITHMS.md §8).
+"""``split``: group / stratified-group k-fold with a spatial buffer (docs/algorithms.md §11).
 
 Input: a balanced CSV (one row per tile) or the catalog. Output:
 - CSV input: the same CSV with two more columns, ``fold`` (int; ``-1`` = holdout test set) and

@@ -1,4 +1,4 @@
-"""What a mask may hold, checked before (and while) it is scanned (ALGORITHMS.md §2).
+"""What a mask may hold, checked before (and while) it is scanned (docs/algorithms.md §2).
 
 A mask is ONE band of integer class values in ``0 .. MAX_CLASS_VALUE``, with at most
 ``MAX_DISTINCT_VALUES`` distinct values in one ingest. Before any window is scanned,

@@ -1,6 +1,6 @@
 """Scan image/mask pairs into a :class:`~smt_tools.tiletable.TileTable`.
 
-Each window is read ONCE from the mask and once from the image (ALGORITHMS.md §1); all
+Each window is read ONCE from the mask and once from the image (docs/algorithms.md §3); all
 statistics come from those two arrays. Work is split into chunks of windows of one source
 image and spread over processes; every process keeps its own cache of open handles, so a
 file is opened once per process, never once per tile.

@@ -1,4 +1,4 @@
-"""Per-tile statistics from one mask window and one image window (ALGORITHMS.md §1).
+"""Per-tile statistics from one mask window and one image window (docs/algorithms.md §3).
 
 Pure functions on arrays; reading happens in :mod:`smt_tools.raster.scan`.
 """
@@ -27,8 +27,22 @@ class WindowStats:
     has_image_black_border: bool
 
 
+def _require_ndim(
+    arr: np.ndarray, ndim: int, layout: str, what: str, at_least: bool = False
+) -> None:
+    """ValueError naming the expected layout and the shape received, unless ``arr`` has
+    ``ndim`` axes (``at_least``: ``ndim`` or more)."""
+    got = np.ndim(arr)
+    if got == ndim or (at_least and got > ndim):
+        return
+    need = f"an array of at least {ndim} dimensions" if at_least else f"a {ndim}-D array"
+    raise ValueError(f"{what} must be {need} {layout}; got shape {np.shape(arr)} ({got}-D)")
+
+
 def ring(arr: np.ndarray) -> np.ndarray:
-    """The 1-pixel outer ring of the last two axes, flattened to (..., n_ring)."""
+    """The 1-pixel outer ring of the last two axes of a (..., h, w) array, flattened to
+    (..., n_ring). Fewer than two axes is a ValueError."""
+    _require_ndim(arr, 2, "(..., h, w)", "ring input", at_least=True)
     h, w = arr.shape[-2], arr.shape[-1]
     if h <= 2 or w <= 2:
         return arr.reshape(*arr.shape[:-2], -1)
@@ -46,8 +60,10 @@ def mask_window_stats(
 
     value_counts: (max(minlength, largest value + 1),) int64. A value below 0 or above
     65,535 raises :class:`~smt_tools.raster.maskcheck.MaskValueError` (a ValueError), so the
-    array is never sized by a stray huge value.
+    array is never sized by a stray huge value. A mask that is not 2-D (e.g. a (1, h, w) band
+    stack) is a ValueError naming its shape.
     """
+    _require_ndim(mask, 2, "(h, w)", "mask window")
     values, value_counts = mask_value_counts(mask)
     size = max(int(minlength), int(values[-1]) + 1 if values.size else 0)
     counts = np.zeros(size, np.int64)
@@ -82,6 +98,7 @@ def black_run_threshold(
 
 def _has_run(black: np.ndarray, run: int) -> bool:
     """True if some row of ``black`` (k, n) bool holds ``run`` consecutive True values."""
+    _require_ndim(black, 2, "(k, n)", "black-pixel rows")
     n = black.shape[1]
     if run < 1 or n < run:
         return False
@@ -102,14 +119,14 @@ def image_black_border(
     min_share: float = BLACK_BORDER_MIN_SHARE,
 ) -> bool:
     """True if one edge of a (bands, h, w) image window carries a run of consecutive black pixels
-    at least :func:`black_run_threshold` long (ALGORITHMS.md §1).
+    at least :func:`black_run_threshold` long (docs/algorithms.md §4).
 
     A pixel is black when every band is ``<= tolerance`` or every band equals the declared
     ``image_nodata``. Each of the four edges (top and bottom rows, left and right columns, corners
-    included) is checked on its own.
+    included) is checked on its own. An image that is not 3-D (e.g. a single band as (h, w))
+    is a ValueError naming its shape.
     """
-    if image.ndim != 3:
-        raise ValueError(f"image window must be (bands, h, w); got shape {image.shape}")
+    _require_ndim(image, 3, "(bands, h, w)", "image window")
     _, h, w = image.shape
     if h == 0 or w == 0:
         return False
@@ -136,7 +153,9 @@ def window_stats(
     image_nodata: float | None = None,
     minlength: int = 256,
 ) -> WindowStats:
-    """All §1 statistics of one window (mask (h, w); image (bands, h, w) or None)."""
+    """All §3 statistics of one window (mask (h, w); image (bands, h, w) or None).
+
+    Other layouts are a ValueError naming the expected and the received shape."""
     counts, nodata_pixels, border = mask_window_stats(mask, nodata_class, minlength)
     black = image_black_border(image, black_tolerance, image_nodata) if image is not None else False
     return WindowStats(

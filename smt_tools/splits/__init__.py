@@ -1,6 +1,6 @@
 """Leakage-safe splits: group / stratified-group k-fold, spatial buffer, leakage audit.
 
-Pure modules (arrays, DataFrames and shapely geometries in and out); see ALGORITHMS.md §8.
+Pure modules (arrays, DataFrames and shapely geometries in and out); see docs/algorithms.md §11-§12.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Leakage audit of a split (ALGORITHMS.md §8): pure, arrays and shapely geometries in, findings out.
+"""Leakage audit of a split (docs/algorithms.md §11): pure, arrays and shapely geometries in, findings out.
 
 Every tile carries a split LABEL (``train``/``val``, or a fold number with ``-1`` = holdout test).
 A label either trains (its tiles are used to fit a model while another label is evaluated) or

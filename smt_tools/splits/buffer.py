@@ -1,4 +1,4 @@
-"""Spatial buffer between folds (ALGORITHMS.md §8), with shapely STRtree.
+"""Spatial buffer between folds (docs/algorithms.md §11), with shapely STRtree.
 
 A training tile whose footprint lies within ``buffer_m`` metres of a validation tile's footprint
 (from ANY source image, e.g. a second acquisition of the same place) is dropped from that fold's

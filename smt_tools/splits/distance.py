@@ -1,4 +1,4 @@
-"""How far apart two tile footprints are, measured correctly whatever their CRSs (ALGORITHMS.md §8).
+"""How far apart two tile footprints are, measured correctly whatever their CRSs (docs/algorithms.md §12).
 
 One method per run, chosen from the tiles (:func:`distance_method`):
 

@@ -1,4 +1,4 @@
-"""Group k-fold splitters on source images (ALGORITHMS.md §8).
+"""Group k-fold splitters on source images (docs/algorithms.md §11).
 
 Both splitters have the scikit-learn splitter shape: ``split(X, y=None, groups=None)`` yields
 ``(train_idx, test_idx)`` positional index arrays, one pair per fold, so they plug into any
