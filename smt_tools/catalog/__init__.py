@@ -3,10 +3,14 @@
 Public API: :func:`resolve_url`, :func:`redact`, :func:`connect`,
 :func:`require_schema`, :func:`load_tiles`, :func:`record_run`; plus :func:`apply_migrations`
 (``catalog init``), :func:`write_ingest` / :func:`source_fingerprints` (``catalog ingest``) and
-:func:`catalog_stats` (``catalog stats``).
+:func:`catalog_stats` (``catalog stats``). The ORM models of the tables (GeoAlchemy2 geometry
+columns, for queries from Python) are :class:`SourceImage`, :class:`Tile`, :class:`CatalogClass`,
+:class:`Run` and :class:`TileResult` (``catalog.models``, imported on first use).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from smt_tools.catalog.bulk import (
     FINGERPRINT_COLUMNS,
@@ -34,11 +38,31 @@ from smt_tools.catalog.queries import (
     server_versions,
 )
 
+if TYPE_CHECKING:
+    from smt_tools.catalog.models import CatalogClass, Run, SourceImage, Tile, TileResult
+
+#: the ORM models, imported on first use (GeoAlchemy2 costs ~0.3 s at import)
+_MODELS = frozenset({"CatalogClass", "Run", "SourceImage", "Tile", "TileResult"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODELS:
+        from smt_tools.catalog import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FINGERPRINT_COLUMNS",
     "MIGRATIONS_DIR",
     "RESULT_COLUMNS",
+    "CatalogClass",
     "MigrationReport",
+    "Run",
+    "SourceImage",
+    "Tile",
+    "TileResult",
     "WriteStats",
     "apply_migrations",
     "catalog_stats",
