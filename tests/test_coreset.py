@@ -16,12 +16,12 @@ from smt_tools.coreset import (
     CoresetParams,
     budget_size,
     coreset_sampler_weights,
-    effective_sample_size,
     scorers,
     select_coreset,
 )
 from smt_tools.coreset.select import feature_space, lc_fd_cutoff
-from smt_tools.pipelines.coreset import parse_class_counts
+from smt_tools.curation.diagnostics import effective_sample_size
+from smt_tools.export.csv_out import parse_class_counts_json
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -480,7 +480,7 @@ def test_cli_cb_writes_full_table_with_scores_and_weights(tmp_path: Path) -> Non
     assert (out.loc[~out["coreset_selected"], "sampler_weight"] == 0).all()
     assert (out.loc[out["coreset_selected"], "sampler_weight"] > 0).all()
     # weights are the §10 formula over the selected rows
-    counts, _ = parse_class_counts(src["class_counts_json"], "t")
+    counts, _ = parse_class_counts_json(src["class_counts_json"], "t", empty_is_zero=False)
     p = counts / counts.sum(1, keepdims=True)
     expected = coreset_sampler_weights(p, out["coreset_selected"].to_numpy())
     np.testing.assert_allclose(out["sampler_weight"], expected)

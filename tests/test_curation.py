@@ -66,8 +66,40 @@ def test_other_methods_on_example() -> None:
     assert combine("composition_only", comp, uniq).score == pytest.approx([0, 1, 0.5])
     assert combine("uniqueness_only", comp, uniq).score == pytest.approx([1, 0, 0.5])
     mm = combine("multiplicative", comp, uniq).score
-    assert mm == pytest.approx(minmax(comp) * minmax(uniq))
+    assert mm == pytest.approx(minmax(comp, constant=1.0) * minmax(uniq, constant=1.0))
     assert mm == pytest.approx([0.0, 0.0, 0.5 * 0.5])
+
+
+def test_minmax_constant_input_is_the_callers_choice() -> None:
+    """One minmax; a constant signal gets the caller's value: 1.0 in ranking, 0.0 in fa."""
+    np.testing.assert_array_equal(minmax(np.array([2.0, 4.0, 3.0]), constant=1.0), [0, 1, 0.5])
+    flat = np.full(3, 0.7)
+    np.testing.assert_array_equal(minmax(flat, constant=1.0), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(minmax(flat, constant=0.0), [0.0, 0.0, 0.0])
+    assert minmax(np.zeros(0), constant=1.0).shape == (0,)
+    # the two call sites keep their behaviour on a constant input
+    comp, uniq = np.full(3, 0.5), np.array([0.2, 0.4, 0.6])
+    assert combine("multiplicative", comp, uniq).score == pytest.approx([0.0, 0.5, 1.0])
+    from smt_tools.coreset.scorers import fa_scores
+
+    np.testing.assert_array_equal(fa_scores(np.ones((4, 8))), np.ones(4))
+
+
+def test_one_definition_of_each_shared_helper() -> None:
+    """The merged helpers are defined once in smt_tools/ (issue 13, part 5)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "smt_tools"
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.py")))
+    once = ("minmax", "effective_sample_size", "no_progress", "parse_class_counts_json")
+    once += ("quote_identifier", "db_message", "db_failure")
+    gone = ("_no_progress", "_counts_from_json", "parse_class_counts", "_quote_ident")
+    gone += ("_one_line", "_sqlstate")
+    for name in once + gone:
+        found = len(re.findall(rf"^\s*def {name}\(", text, flags=re.M))
+        assert found == (1 if name in once else 0), name
+    assert not (root / "export" / "_atomic.py").exists()  # the atomic writer is smt_tools.atomic
 
 
 def test_average_rank_ties_equal() -> None:

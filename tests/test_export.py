@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
+from smt_tools.errors import InputDataError
 from smt_tools.export.csv_out import (
     BALANCED_COLUMNS,
     class_counts_json,
     class_dist_json,
+    parse_class_counts_json,
     write_balanced_csv,
 )
 from smt_tools.export.geojson import write_geojson
@@ -132,6 +134,25 @@ def test_qml_is_valid_rule_renderer(tmp_path: Path) -> None:
     assert len(other.findall(".//rules/rule")) == 2
     with pytest.raises(ValueError, match="increasing"):
         qml_text(breaks=(1.0, 0.5))
+
+
+def test_class_counts_json_round_trip_and_empty_cells() -> None:
+    counts = np.array([[3, 1, 0], [0, 0, 7]], dtype=np.int64)
+    values = np.array([1, 2, 6], dtype=np.int64)
+    text = pd.Series(list(class_counts_json(counts, values)), dtype=object)
+    back, back_values = parse_class_counts_json(text, "b.csv", empty_is_zero=False)
+    np.testing.assert_array_equal(back, counts)
+    np.testing.assert_array_equal(back_values, values)
+    assert back.dtype == np.int64 and back_values.dtype == np.int64
+    holes = pd.Series(['{"6": 2, "1": 5}', np.nan], dtype=object)
+    got, got_values = parse_class_counts_json(holes, "b.csv", empty_is_zero=True)  # split
+    np.testing.assert_array_equal(got, [[5, 2], [0, 0]])
+    np.testing.assert_array_equal(got_values, [1, 6])
+    with pytest.raises(InputDataError, match=r"^b\.csv: line 3: class_counts_json must be"):
+        parse_class_counts_json(holes, "b.csv", empty_is_zero=False)  # coreset
+    for bad in ("[1, 2]", "{not json", '{"a": 1}'):
+        with pytest.raises(InputDataError, match=r"line 2: .*got "):
+            parse_class_counts_json(pd.Series([bad]), "b.csv", empty_is_zero=True)
 
 
 def test_balanced_csv_columns_and_json(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from smt_tools import atomic
+from smt_tools.atomic import atomic_path, clean_stale, file_lock, target_of
 from smt_tools.cli.app import app
 from smt_tools.errors import ConfigError, OutputError
-from smt_tools.export import _atomic
-from smt_tools.export._atomic import atomic_path, clean_stale, file_lock, target_of
 from smt_tools.export.preflight import check_outputs
 from smt_tools.export.tiletable_io import read_tile_table, tile_table_lock
 from smt_tools.pipelines.ingest import run_ingest
@@ -168,7 +168,7 @@ def test_lock_timeout_is_one_clear_error(tmp_path: Path) -> None:
     with file_lock(target, "test holds"):
         proc = subprocess.run(
             [sys.executable, "-c",
-             "import sys\nfrom smt_tools.export._atomic import file_lock\nfrom smt_tools.errors "
+             "import sys\nfrom smt_tools.atomic import file_lock\nfrom smt_tools.errors "
              "import OutputError\ntry:\n    with file_lock(sys.argv[1], 'x', timeout_s=0.5):\n"
              "        pass\nexcept OutputError as e:\n    print(e)\n", str(target)],
             capture_output=True, text=True, timeout=60,
@@ -189,7 +189,7 @@ def test_embedding_cache_compaction_keeps_chunks_written_meanwhile(
     cache.parts_dir(path).mkdir()
     killed = (
         cache.parts_dir(path)
-        / f".part-000000-dead.parquet.{dead_pid()}.{_atomic._HOST}0bad.part.tmp"
+        / f".part-000000-dead.parquet.{dead_pid()}.{atomic._HOST}0bad.part.tmp"
     )
     killed.write_bytes(b"half a chunk of a killed run")
     cache.write_chunk(path, np.array([1, 2]), np.ones((2, 4), np.float32), "m", "h")
@@ -413,7 +413,7 @@ def test_stale_temp_files_of_killed_runs_are_removed(tiles: Path, tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     dead = dead_pid()
-    host = _atomic._HOST
+    host = atomic._HOST
     stale = [
         out / f".b.csv.{dead}.{host}beef.staging",
         out / f".b.csv.{dead}.{host}cafe.part.csv",

@@ -295,3 +295,18 @@ def test_cli_refuses_hostile_where_clause_in_one_line(
     )
     code, out = invoke("split", str(split))
     assert code == 1 and "contains ';'" in out, out
+
+
+def test_db_message_is_the_first_line_with_the_password_masked() -> None:
+    """Every catalog database error goes through db_message / db_failure: one line, no DETAIL."""
+    from smt_tools.catalog.engine import db_failure, db_message, is_db_error
+
+    url = "postgresql://smt:s3cr3t-pw@db.example:5432/tiles"
+    exc = RuntimeError("duplicate key for s3cr3t-pw\nDETAIL:  Key (id)=(5) already exists.")
+    assert db_message(exc, url) == "duplicate key for ***"
+    assert db_message(RuntimeError(""), url) == "RuntimeError"
+    err = db_failure(exc, url, "writing tiles", "; the catalog was not changed")
+    assert str(err) == (
+        f"catalog {url}: writing tiles failed: duplicate key for ***; the catalog was not changed"
+    )
+    assert not is_db_error(exc)

@@ -13,10 +13,10 @@ import pyogrio
 import pytest
 from sqlalchemy import text
 
+from smt_tools.atomic import StagedOutputs
 from smt_tools.config._loader import validate_mapping
 from smt_tools.config.split import SplitFile
 from smt_tools.errors import ConfigError
-from smt_tools.export._atomic import StagedOutputs
 from smt_tools.export.qgis_style import fold_qml, leak_qml
 from smt_tools.export.vector import format_for, write_vector
 from smt_tools.geo import footprints_lonlat

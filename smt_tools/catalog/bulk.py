@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from smt_tools.catalog.engine import db_cause, engine_label, scrub
+from smt_tools.catalog.engine import db_failure, engine_label, is_db_error
 from smt_tools.errors import CatalogError, InputDataError, SmtError
 from smt_tools.geo import footprints_lonlat, has_crs, rings_to_wkt
 from smt_tools.raster.maskcheck import first_mask_with, new_classes_message
@@ -79,12 +79,8 @@ def source_fingerprints(engine: Engine) -> pd.DataFrame:
     return pd.DataFrame([tuple(r) for r in rows], columns=list(FINGERPRINT_COLUMNS))
 
 
-def _db_error(engine: Engine, exc: SQLAlchemyError, doing: str) -> CatalogError:
-    cause = db_cause(exc)
-    label = engine_label(engine)
-    return CatalogError(
-        f"catalog {label}: {doing} failed: {scrub(str(cause), label)}; the catalog was not changed"
-    )
+def _db_error(engine: Engine, exc: BaseException, doing: str) -> CatalogError:
+    return db_failure(exc, engine_label(engine), doing, "; the catalog was not changed")
 
 
 _EWKB_POLYGON_SRID = 0x20000003  # wkbPolygon with the EWKB SRID flag
@@ -432,15 +428,10 @@ def write_ingest(
                             cp.write(chunk)
     except SmtError:
         raise
-    except SQLAlchemyError as exc:
-        raise _db_error(engine, exc, "writing tiles") from None
     except Exception as exc:
-        if type(exc).__module__.startswith("psycopg"):
-            raise CatalogError(
-                f"catalog {engine_label(engine)}: writing tiles failed: "
-                f"{scrub(str(exc), engine_label(engine))}; the catalog was not changed"
-            ) from None
-        raise
+        if not is_db_error(exc):
+            raise
+        raise _db_error(engine, exc, "writing tiles") from None
     return WriteStats(
         tiles_written=len(table),
         sources_written=len(sources),

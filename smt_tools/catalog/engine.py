@@ -206,6 +206,30 @@ def db_cause(exc: BaseException) -> BaseException:
     return orig if isinstance(orig, BaseException) else exc
 
 
+def is_db_error(exc: BaseException) -> bool:
+    """A database error: SQLAlchemy's, or the driver's (psycopg) raised on a raw cursor."""
+    return isinstance(exc, SQLAlchemyError) or type(exc).__module__.startswith("psycopg")
+
+
+def db_sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a database error (``""`` when it has none)."""
+    return str(getattr(db_cause(exc), "sqlstate", "") or "")
+
+
+def db_message(exc: BaseException, url: str) -> str:
+    """A database error's message, safe to print on one line: the first line of the driver's
+    message (the exception type when it has none; DETAIL and CONTEXT lines can quote row
+    values and are dropped), with the password of ``url`` masked."""
+    cause = db_cause(exc)
+    lines = str(cause).strip().splitlines()
+    return scrub(lines[0] if lines else type(cause).__name__, url)
+
+
+def db_failure(exc: BaseException, label: str, doing: str, then: str = "") -> CatalogError:
+    """``catalog <label>: <doing> failed: <db_message><then>`` as a :class:`CatalogError`."""
+    return CatalogError(f"catalog {label}: {doing} failed: {db_message(exc, label)}{then}")
+
+
 def engine_label(engine: Engine) -> str:
     """The engine's URL for messages: password hidden, driver suffix removed."""
     label = _LABELS.get(engine)

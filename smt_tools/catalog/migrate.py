@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from smt_tools.catalog.engine import db_cause, engine_label, redact, scrub
+from smt_tools.catalog.engine import db_message, engine_label, redact
 from smt_tools.errors import CatalogError, CatalogSchemaError
 from smt_tools.resources import migrations_dir
 
@@ -116,9 +116,8 @@ def apply_migrations(engine: Engine, folder: Path | Traversable | None = None) -
                 )
                 report.applied.append(m.filename)
     except SQLAlchemyError as exc:
-        cause = db_cause(exc)
         raise CatalogError(
-            f"catalog init failed on {redact(url)}: {scrub(str(cause), url)}; nothing was changed "
+            f"catalog init failed on {redact(url)}: {db_message(exc, url)}; nothing was changed "
             "(the role needs CREATE rights and the PostGIS extension must be installable)"
         ) from None
     return report
@@ -132,8 +131,7 @@ def require_schema(engine: Engine) -> None:
         with engine.connect() as conn:
             done = _applied(conn)
     except SQLAlchemyError as exc:
-        cause = db_cause(exc)
-        raise CatalogError(f"catalog {redact(url)}: {scrub(str(cause), url)}") from None
+        raise CatalogError(f"catalog {redact(url)}: {db_message(exc, url)}") from None
     missing = [f for f in wanted if f not in done]
     if not done:
         raise CatalogSchemaError(

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from smt_tools.catalog.engine import engine_label, scrub
+from smt_tools.catalog.engine import db_failure, db_sqlstate, engine_label, is_db_error
 from smt_tools.catalog.migrate import require_schema
 from smt_tools.catalog.where import check_where_clause, safe_db_message
 from smt_tools.errors import CatalogError, EmptySelectionError, SmtError, UnsafeQueryError
@@ -43,17 +43,6 @@ def quote_identifier(name: str) -> str:
     if not name or len(parts) > 2 or any(not p for p in parts):
         raise UnsafeQueryError(f"table name {name!r} is not a valid [schema.]name")
     return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-
-
-def _sqlstate(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(getattr(orig, "sqlstate", "") or "")
-
-
-def _one_line(exc: BaseException, label: str) -> str:
-    orig = getattr(exc, "orig", None)
-    msg = str(orig if orig is not None else exc).splitlines()[0] if str(orig or exc) else "error"
-    return scrub(msg, label)
 
 
 def load_tiles(
@@ -125,7 +114,7 @@ def load_tiles(
                 rows = cur.fetchall()
             conn.rollback()
     except (DBAPIError, psycopg.Error) as exc:
-        state = _sqlstate(exc)
+        state = db_sqlstate(exc)
         if state == "57014":
             raise CatalogError(
                 f"catalog {label}: loading tiles took longer than {statement_timeout_s:g} s "
@@ -139,13 +128,9 @@ def load_tiles(
             raise CatalogError(
                 f"catalog {label}: loading tiles failed: {safe_db_message(exc)}"
             ) from None
-        raise CatalogError(
-            f"catalog {label}: loading tiles failed: {_one_line(exc, label)}"
-        ) from None
+        raise db_failure(exc, label, "loading tiles") from None
     except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"catalog {label}: loading tiles failed: {_one_line(exc, label)}"
-        ) from None
+        raise db_failure(exc, label, "loading tiles") from None
     if not rows:
         what = f"where {where_clause!r}" if where_clause is not None else "(no tiles ingested)"
         raise EmptySelectionError(
@@ -161,7 +146,7 @@ def _rows(engine: Engine, sql: str, what: str) -> list[Any]:
         with engine.connect() as conn:
             return list(conn.execute(text(sql)).all())
     except SQLAlchemyError as exc:
-        raise CatalogError(f"catalog {label}: {what} failed: {_one_line(exc, label)}") from None
+        raise db_failure(exc, label, what) from None
 
 
 def class_names(engine: Engine) -> dict[int, str]:
@@ -348,22 +333,15 @@ def record_run(
             create_run_layer(conn, run_id, command, map_style, f"smt-tools {command}")
     except SmtError:
         raise
-    except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"catalog {label}: recording the run failed: {_one_line(exc, label)}; nothing was written"
-        ) from None
     except Exception as exc:
-        if type(exc).__module__.startswith("psycopg"):
-            msg = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, label)
-            hint = (
-                "; some tile ids are not in the catalog (ingest their source images first)"
-                if "foreign key" in str(exc)
-                else ""
-            )
-            raise CatalogError(
-                f"catalog {label}: recording the run failed: {msg}{hint}; nothing was written"
-            ) from None
-        raise
+        if not is_db_error(exc):
+            raise
+        hint = (
+            "; some tile ids are not in the catalog (ingest their source images first)"
+            if not isinstance(exc, SQLAlchemyError) and "foreign key" in str(exc)
+            else ""
+        )
+        raise db_failure(exc, label, "recording the run", f"{hint}; nothing was written") from None
     return run_id
 
 
@@ -399,9 +377,7 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
                 )
             ).all()
     except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"catalog {label}: reading stats failed: {_one_line(exc, label)}"
-        ) from None
+        raise db_failure(exc, label, "reading stats") from None
     return {
         "tiles": int(head[0]),
         "source_images": int(head[1]),

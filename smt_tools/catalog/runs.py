@@ -10,10 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from smt_tools.catalog.engine import engine_label, scrub
+from smt_tools.catalog.engine import db_failure, engine_label
 from smt_tools.catalog.migrate import require_schema
 from smt_tools.catalog.queries import RESULT_COLUMNS
-from smt_tools.errors import CatalogError, EmptySelectionError
+from smt_tools.errors import EmptySelectionError
 
 
 def load_run_results(engine: Engine, run_id: int) -> tuple[str, pd.DataFrame]:
@@ -34,9 +34,7 @@ def load_run_results(engine: Engine, run_id: int) -> tuple[str, pd.DataFrame]:
             ).all()
             conn.rollback()
     except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        msg = scrub((str(cause).splitlines() or [type(cause).__name__])[0], label)
-        raise CatalogError(f"catalog {label}: reading run {run_id} failed: {msg}") from None
+        raise db_failure(exc, label, f"reading run {run_id}") from None
     if command is None:
         raise EmptySelectionError(
             f"catalog {label}: no run with id {run_id}; list runs with "

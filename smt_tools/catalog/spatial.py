@@ -23,9 +23,9 @@ import numpy as np
 from pyproj import CRS
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from smt_tools.catalog.engine import engine_label, scrub
+from smt_tools.catalog.engine import db_failure, engine_label, is_db_error
+from smt_tools.catalog.queries import quote_identifier
 from smt_tools.errors import CatalogError, InputDataError, SmtError
 
 __all__ = ["buffer_exclusions_postgis", "srid_of"]
@@ -43,13 +43,6 @@ def srid_of(crs: str) -> int:
             "use tiles in an EPSG-coded projected CRS"
         )
     return int(code)
-
-
-def _quote_ident(name: str) -> str:
-    parts = name.split(".")
-    if not all(parts) or len(parts) > 2:
-        raise InputDataError(f"invalid table name {name!r}; expected 'table' or 'schema.table'")
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
 _GEOM_SQL = """
@@ -220,10 +213,10 @@ def buffer_exclusions_postgis(
             ):
                 cp.write(payload)
             if geodesic:
-                conn.execute(text(_GEOM_GEODESIC_SQL.format(table=_quote_ident(table))))
+                conn.execute(text(_GEOM_GEODESIC_SQL.format(table=quote_identifier(table))))
             else:
                 conn.execute(
-                    text(_GEOM_SQL.format(table=_quote_ident(table))),
+                    text(_GEOM_SQL.format(table=quote_identifier(table))),
                     {"native": metric_crs, "srid": srid},
                 )
             found = int(conn.execute(text("select count(*) from smt_split_geom")).scalar_one())
@@ -260,19 +253,10 @@ def buffer_exclusions_postgis(
             rows = conn.execute(text(pairs_sql), params).all()
     except SmtError:
         raise
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        raise CatalogError(
-            f"catalog {label}: spatial buffer query failed: {scrub(first, label)}"
-        ) from None
     except Exception as exc:
-        if not type(exc).__module__.startswith("psycopg"):
+        if not is_db_error(exc):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CatalogError(
-            f"catalog {label}: spatial buffer query failed: {scrub(first, label)}"
-        ) from None
+        raise db_failure(exc, label, "spatial buffer query") from None
     out = np.zeros((len(ids), n_splits + 1), dtype=bool)
     if rows:
         pos = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

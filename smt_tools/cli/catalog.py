@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import typer
 
+from smt_tools.choices import DEFAULT_EDGE_POLICY, EdgePolicy
 from smt_tools.cli._common import console, err_console, guard, progress_bar
 from smt_tools.cli._tables import print_class_table
 
@@ -100,8 +101,10 @@ def register(app: typer.Typer) -> None:
         stride: int | None = typer.Option(
             None, "--stride", min=1, help="Step between tiles (default: the patch size)."
         ),
-        edge: Literal["drop", "shift", "pad"] = typer.Option(
-            "drop", "--edge", help="Partial tiles at the right/bottom edge: drop, shift or pad."
+        edge: EdgePolicy = typer.Option(
+            DEFAULT_EDGE_POLICY,
+            "--edge",
+            help="Partial tiles at the right/bottom edge: drop, shift or pad.",
         ),
         nodata_class: str | None = typer.Option(
             None,

@@ -22,8 +22,8 @@ def _emit(text: str, path: Path | None, force: bool) -> None:
     if path is None:
         typer.echo(text, nl=False)
         return
+    from smt_tools.atomic import atomic_path
     from smt_tools.errors import OutputError
-    from smt_tools.export._atomic import atomic_path
 
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file path")

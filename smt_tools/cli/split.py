@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
 import typer
 from rich.table import Table
 
+from smt_tools.choices import DEFAULT_AUDIT_KNN_BACKEND, AuditKnnBackend
 from smt_tools.cli._common import EXIT_LEAK, console, err_console, exit_after, guard
 from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import number_column, print_matrix, text_column
@@ -114,8 +114,10 @@ def register(app: typer.Typer) -> None:
         k_neighbors: int = typer.Option(
             10, "--k", min=1, help="Neighbours searched per tile for near-duplicates."
         ),
-        knn_backend: Literal["sklearn", "faiss", "hnsw"] = typer.Option(
-            "sklearn", "--knn-backend", help="kNN backend: sklearn (exact), faiss or hnsw."
+        knn_backend: AuditKnnBackend = typer.Option(
+            DEFAULT_AUDIT_KNN_BACKEND,
+            "--knn-backend",
+            help="kNN backend: sklearn (exact), faiss or hnsw.",
         ),
         group_column: str = typer.Option(
             "source_image_id", "--group-column", help="Column that groups tiles (source image)."

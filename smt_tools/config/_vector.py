@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import cast
 
-VectorFormat = Literal["geojson", "gpkg", "fgb"]
-VECTOR_FORMATS: tuple[str, ...] = get_args(VectorFormat)
+from smt_tools.choices import VECTOR_FORMATS, VectorFormat
+
+__all__ = ["EXTENSIONS", "FORMAT_HELP", "VECTOR_FORMATS", "VectorFormat", "format_for"]
+
 #: file extension of each format
 EXTENSIONS: dict[str, str] = {"geojson": ".geojson", "gpkg": ".gpkg", "fgb": ".fgb"}
 _BY_SUFFIX: dict[str, str] = {
@@ -37,4 +39,4 @@ def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> VectorFo
             f"geojson_path {path} has the extension of {by_suffix}, but format is {fmt}; name "
             f"the file {Path(path).with_suffix(EXTENSIONS[fmt]).name} or set format: {by_suffix}"
         )
-    return cast(VectorFormat, fmt)
+    return fmt

@@ -11,6 +11,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from smt_tools.choices import (
+    DEFAULT_K_SELECTION,
+    DEFAULT_KNN_BACKEND,
+    DEFAULT_MODE,
+    DEFAULT_SAMPLING_METHOD,
+    KnnBackend,
+    KSelection,
+    Mode,
+    SamplingMethod,
+    mode_signals,
+    resolve_sampling_method,
+)
 from smt_tools.config._loader import (
     MAX_INT32,
     MAX_SEED,
@@ -23,18 +35,6 @@ from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: the largest band number a mask_band setting accepts (GDAL's own limit is 65,536)
 MAX_MASK_BAND = 65_536
-
-Mode = Literal["masks_only", "embeddings", "embeddings_only"]
-SamplingMethod = Literal[
-    "rank_max",
-    "rank_multiply",
-    "rank_add",
-    "multiplicative",
-    "composition_only",
-    "uniqueness_only",
-]
-KSelection = Literal["elbow", "silhouette", "fixed"]
-KnnBackend = Literal["hnsw", "faiss", "sklearn"]
 
 
 class PatchRecord(StrictModel):
@@ -119,7 +119,7 @@ MAX_CLUSTERS = 1_024
 class ClusteringConfig(StrictModel):
     k_min: int = Field(default=4, ge=1, le=MAX_CLUSTERS)
     k_max: int = Field(default=16, ge=1, le=MAX_CLUSTERS)
-    k_selection: KSelection = "elbow"
+    k_selection: KSelection = DEFAULT_K_SELECTION
     k: int | None = Field(
         default=None, ge=1, le=MAX_CLUSTERS, description="number of clusters for k_selection: fixed"
     )
@@ -152,7 +152,7 @@ HNSW_EF = 48
 
 class UniquenessConfig(StrictModel):
     k_neighbors: int = Field(default=5, ge=1, le=1_024)
-    backend: KnnBackend = "hnsw"
+    backend: KnnBackend = DEFAULT_KNN_BACKEND
     # hnsw defaults meet recall@5 >= 0.95 in <= 60 s on 2 cores for 155k x 768 (BENCHMARKS.md)
     M: int = Field(default=HNSW_M, ge=4, le=256, description="hnsw graph degree")
     ef_construction: int = Field(default=HNSW_EF_CONSTRUCTION, ge=8, le=8_192)
@@ -281,8 +281,8 @@ class OutputConfig(StrictModel):
 
 
 class BalancedDatasetConfig(StrictModel):
-    mode: Mode = "masks_only"
-    sampling_method: SamplingMethod = "rank_max"
+    mode: Mode = DEFAULT_MODE
+    sampling_method: SamplingMethod = DEFAULT_SAMPLING_METHOD
     input: InputConfig
     clustering: ClusteringConfig = Field(default_factory=ClusteringConfig)
     uniqueness: UniquenessConfig = Field(default_factory=UniquenessConfig)
@@ -293,16 +293,7 @@ class BalancedDatasetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _mode_method(self) -> BalancedDatasetConfig:
-        if self.mode == "masks_only" and self.sampling_method == "uniqueness_only":
-            raise ValueError(
-                "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings "
-                "or embeddings_only, or another sampling_method"
-            )
-        if self.mode == "embeddings_only" and self.sampling_method == "composition_only":
-            raise ValueError(
-                "sampling_method composition_only needs the composition signal; use mode: "
-                "masks_only or embeddings"
-            )
+        resolve_sampling_method(self.sampling_method, mode_signals(self.mode))  # ValueError: fix
         return self
 
 

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
+from smt_tools.choices import (
+    DEFAULT_BUDGET_MODE,
+    DEFAULT_CORESET_DEVICE,
+    DEFAULT_CORESET_METHOD,
+    DEFAULT_WEIGHT_FORMULA,
+    SPATIAL_METHODS,
+    BudgetMode,
+    CoresetDevice,
+    CoresetMethod,
+    WeightFormula,
+)
 from smt_tools.config._loader import MAX_DB_ID, MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: clusters of the fd KMeans (the elbow fits every k of k_min..k_max)
 MAX_FD_CLUSTERS = 4_096
 
-CoresetMethod = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random"]
-
 
 class SamplerWeightsConfig(StrictModel):
     """Sampler weights recomputed over the selected tiles (unselected tiles get 0)."""
 
-    formula: Literal["sqrt_inverse_freq", "inverse_freq"] = "sqrt_inverse_freq"
+    formula: WeightFormula = DEFAULT_WEIGHT_FORMULA
     cap: float | None = Field(default=None, gt=0, description="clip weights above this value")
 
 
@@ -52,9 +60,9 @@ class CoresetOutputConfig(StrictModel):
 
 
 class CoresetConfig(StrictModel):
-    method: CoresetMethod = "cb"
+    method: CoresetMethod = DEFAULT_CORESET_METHOD
     budget: float = Field(default=0.3, gt=0, le=MAX_INT32)
-    budget_mode: Literal["fraction", "count"] = "fraction"
+    budget_mode: BudgetMode = DEFAULT_BUDGET_MODE
     # Input: a balanced CSV, or a build-balanced-dataset run in the catalog.
     input_csv_path: Path | None = None
     catalog_run_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
@@ -91,7 +99,7 @@ class CoresetConfig(StrictModel):
         description="k-center rounds: farthest tiles examined per round",
     )
     fd: FdConfig = Field(default_factory=FdConfig)
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: CoresetDevice = DEFAULT_CORESET_DEVICE
     sampler_weights: SamplerWeightsConfig = Field(default_factory=SamplerWeightsConfig)
     random_state: int = Field(default=42, ge=0, le=MAX_SEED)
     output: CoresetOutputConfig
@@ -110,7 +118,7 @@ class CoresetConfig(StrictModel):
             )
         if self.budget_mode == "count" and self.budget != int(self.budget):
             raise ValueError(f"budget_mode: count needs a whole number; got {self.budget:g}")
-        if self.spatial_weight > 0 and self.method not in ("fd", "lc_fd", "kcenter"):
+        if self.spatial_weight > 0 and self.method not in SPATIAL_METHODS:
             raise ValueError(
                 f"spatial_weight applies to fd, lc_fd and kcenter (methods with a feature space); "
                 f"method is {self.method}: set spatial_weight: 0 or change the method"

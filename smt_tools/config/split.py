@@ -8,17 +8,15 @@ catalog (``catalog:`` block). See docs/algorithms.md §11 for what the folds and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
+from smt_tools.choices import DEFAULT_SPLIT_STRATEGY, SplitStrategy
 from smt_tools.config._loader import MAX_DB_ID, MAX_SEED, MAX_TIMEOUT_S, StrictModel
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: Largest buffer / leakage distance accepted (metres): 1000 km.
 MAX_BUFFER_M = 1e6
-
-SplitStrategy = Literal["group", "stratified_group"]
 
 
 class SplitCatalogConfig(StrictModel):
@@ -56,7 +54,7 @@ class SplitConfig(StrictModel):
     input_csv_path: Path | None = None
     catalog: SplitCatalogConfig | None = None
     n_splits: int = Field(default=5, ge=2, le=1_000)
-    strategy: SplitStrategy = "stratified_group"
+    strategy: SplitStrategy = DEFAULT_SPLIT_STRATEGY
     group_column: str = Field(default="source_image_id", min_length=1)
     buffer_m: float = Field(
         default=0.0, ge=0, le=MAX_BUFFER_M, description="metres (at most 1000 km)"

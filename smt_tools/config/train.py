@@ -46,37 +46,10 @@ from smt_tools.config._loader import (
     read_yaml,
     validate_mapping,
 )
+from smt_tools.config._targets import check_kwargs, check_target, resolve_target
 from smt_tools.errors import ConfigError
 
-_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_LEGACY_PREFIX = "pytorch_segmentation_models_trainer."
-_LEGACY = {
-    f"{_LEGACY_PREFIX}dataset_loader.dataset.{n}": f"smt_tools.train.{n}"
-    for n in ("CSVWindowedSegmentationDataset", "RandomCropSegmentationDataset")
-}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def check_target(value: Any) -> str:
-    """Syntax check of a ``_target_`` string; legacy dataset paths are mapped (with a warning)."""
-    if not isinstance(value, str) or not _PATH_RE.match(value):
-        raise ValueError(
-            "must be a dotted class path like 'smt_tools.train.CSVWindowedSegmentationDataset'"
-        )
-    if value in _LEGACY:
-        warnings.warn(
-            f"_target_ {value} is the older tool's class path; using {_LEGACY[value]}",
-            UserWarning,
-            stacklevel=2,
-        )
-        return _LEGACY[value]
-    if value.startswith(_LEGACY_PREFIX):
-        raise ValueError(
-            "belongs to pytorch_segmentation_models_trainer, which smt-tools does not wrap; use "
-            "smt_tools.train.CSVWindowedSegmentationDataset or "
-            "smt_tools.train.RandomCropSegmentationDataset"
-        )
-    return value
 
 
 class _Target(BaseModel):
@@ -285,7 +258,6 @@ def _check_numbers(cfg: TrainConfig, source: str) -> None:
 
 def _check_targets(cfg: TrainConfig, source: str) -> None:
     """Import every ``_target_`` and check its keys against the constructor (one-line errors)."""
-    from smt_tools.train._targets import check_kwargs, resolve_target
 
     def check(section: str, spec: _Target, skip: int = 0, extra: tuple[str, ...] = ()) -> None:
         where = f"{source}: {section}"

@@ -6,8 +6,8 @@ Nothing here opens files or connections; :mod:`smt_tools.pipelines.coreset` does
 from __future__ import annotations
 
 from smt_tools.coreset.select import (
+    CORESET_METHODS,
     EMBEDDING_METHODS,
-    METHODS,
     SPATIAL_METHODS,
     CoresetParams,
     CoresetSelection,
@@ -15,17 +15,16 @@ from smt_tools.coreset.select import (
     feature_space,
     select_coreset,
 )
-from smt_tools.coreset.weights import coreset_sampler_weights, effective_sample_size
+from smt_tools.coreset.weights import coreset_sampler_weights
 
 __all__ = [
+    "CORESET_METHODS",
     "EMBEDDING_METHODS",
-    "METHODS",
     "SPATIAL_METHODS",
     "CoresetParams",
     "CoresetSelection",
     "budget_size",
     "coreset_sampler_weights",
-    "effective_sample_size",
     "feature_space",
     "select_coreset",
 ]

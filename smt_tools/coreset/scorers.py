@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from smt_tools.curation.ranking import minmax
+
 #: Quantisation of floating gains/distances before ranking: values that differ by less
 #: than ~1e-12 relative count as ties (broken by tile_id). This makes CPU and GPU pick the
 #: same tiles although their log/matmul round differently in the last bits.
@@ -54,17 +56,6 @@ def order_to_scores(order: np.ndarray) -> np.ndarray:
     return scores
 
 
-def minmax(x: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1]; a constant vector maps to zeros. (n,) float64."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return x.copy()
-    lo, hi = float(x.min()), float(x.max())
-    if hi - lo <= 0:
-        return np.zeros_like(x)
-    return (x - lo) / (hi - lo)
-
-
 # --------------------------------------------------------------------------- lc, fa, random
 
 
@@ -94,7 +85,7 @@ def fa_scores(embeddings: np.ndarray) -> np.ndarray:
     mu = x.mean(axis=1, dtype=np.float64)
     sigma = x.std(axis=1, dtype=np.float64)
     gamma = -(1.0 - mu) * np.log(sigma + 1e-12)
-    return 1.0 - minmax(gamma)
+    return 1.0 - minmax(gamma, constant=0.0)  # equal γ everywhere: every tile scores 1
 
 
 def random_scores(tile_ids: np.ndarray, random_state: int) -> np.ndarray:

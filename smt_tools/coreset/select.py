@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from smt_tools.choices import (
+    CORESET_METHODS,
+    DEFAULT_BUDGET_MODE,
+    EMBEDDING_METHODS,
+    SPATIAL_METHODS,
+    BudgetMode,
+    CoresetMethod,
+    Device,
+)
 from smt_tools.coreset import scorers
-
-Method = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random"]
-BudgetMode = Literal["fraction", "count"]
-Device = Literal["cpu", "cuda"]
-
-METHODS: tuple[str, ...] = ("lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random")
-#: Methods that need an embedding per candidate tile.
-EMBEDDING_METHODS: frozenset[str] = frozenset({"fa", "fd", "lc_fd", "fa_cb", "kcenter"})
-#: Methods with a feature space that the spatial block can be appended to.
-SPATIAL_METHODS: frozenset[str] = frozenset({"fd", "lc_fd", "kcenter"})
 
 
 def budget_size(n_candidates: int, budget: float, mode: BudgetMode) -> int:
@@ -138,9 +137,9 @@ def feature_space(
 class CoresetParams:
     """Everything :func:`select_coreset` needs besides the data (from the ``coreset:`` config)."""
 
-    method: Method
+    method: CoresetMethod
     budget: float
-    budget_mode: BudgetMode = "fraction"
+    budget_mode: BudgetMode = DEFAULT_BUDGET_MODE
     spatial_weight: float = 0.0
     lc_fd_cutoff_m: float = 0.5
     fa_cb_lambda: float = 0.5
@@ -196,8 +195,10 @@ def select_coreset(
         raise ValueError(f"eligible has shape {elig.shape}, expected ({n_all},)")
     if np.unique(ids_all).size != n_all:
         raise ValueError("tile_ids must be unique")
-    if params.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {params.method!r}")
+    if params.method not in CORESET_METHODS:
+        raise ValueError(
+            f"method must be one of {', '.join(CORESET_METHODS)}; got {params.method!r}"
+        )
     if params.method in EMBEDDING_METHODS and embeddings is None:
         raise ValueError(f"method {params.method} needs embeddings")
     if params.spatial_weight > 0 and params.method not in SPATIAL_METHODS:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-WeightFormula = Literal["sqrt_inverse_freq", "inverse_freq"]
+from smt_tools.choices import DEFAULT_WEIGHT_FORMULA, WEIGHT_FORMULAS, WeightFormula
 
 
 def coreset_sampler_weights(
     proportions: np.ndarray,
     selected: np.ndarray,
-    formula: WeightFormula = "sqrt_inverse_freq",
+    formula: WeightFormula = DEFAULT_WEIGHT_FORMULA,
     cap: float | None = None,
 ) -> np.ndarray:
     """Per-tile sampler weight over the selected set; unselected tiles get 0.
@@ -27,7 +25,7 @@ def coreset_sampler_weights(
     sel = np.asarray(selected, dtype=bool)
     if p.ndim != 2 or sel.shape != (p.shape[0],):
         raise ValueError(f"proportions (n, C) and selected (n,) disagree: {p.shape} vs {sel.shape}")
-    if formula not in ("sqrt_inverse_freq", "inverse_freq"):
+    if formula not in WEIGHT_FORMULAS:
         raise ValueError(f"formula must be sqrt_inverse_freq or inverse_freq; got {formula!r}")
     if cap is not None and not cap > 0:
         raise ValueError(f"cap must be > 0; got {cap}")
@@ -43,10 +41,3 @@ def coreset_sampler_weights(
     if cap is not None:
         np.minimum(w, cap, out=w)
     return w
-
-
-def effective_sample_size(weights: np.ndarray) -> float:
-    """``(Σw)² / Σw²`` over the given weights (0 when all are 0)."""
-    w = np.asarray(weights, dtype=np.float64)
-    sq = float((w * w).sum())
-    return float(w.sum()) ** 2 / sq if sq > 0 else 0.0

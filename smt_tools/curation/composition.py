@@ -9,11 +9,11 @@ of :func:`numpy.unique` in sorted order, so the result does not depend on input 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-KSelection = Literal["elbow", "silhouette", "fixed"]
+from smt_tools.choices import DEFAULT_K_SELECTION, K_SELECTIONS, KSelection
 
 
 def clr(p: np.ndarray, pseudocount: float = 1e-6) -> np.ndarray:
@@ -130,7 +130,7 @@ def cluster_compositions(
     *,
     k_min: int = 4,
     k_max: int = 16,
-    k_selection: KSelection = "elbow",
+    k_selection: KSelection = DEFAULT_K_SELECTION,
     k: int | None = None,
     random_state: int = 42,
     pseudocount: float = 1e-6,
@@ -157,7 +157,7 @@ def cluster_compositions(
         raise ValueError(f"need 1 <= k_min <= k_max; got k_min={k_min}, k_max={k_max}")
     if k_selection == "fixed" and (k is None or k < 1):
         raise ValueError("k_selection 'fixed' needs k >= 1")
-    if k_selection not in ("elbow", "silhouette", "fixed"):
+    if k_selection not in K_SELECTIONS:
         raise ValueError(f"unknown k_selection {k_selection!r}")
     x = clr(p, pseudocount)
     distinct, inverse, mult = np.unique(x, axis=0, return_inverse=True, return_counts=True)

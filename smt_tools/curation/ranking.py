@@ -7,30 +7,12 @@ gets the same composition rank.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy.stats import rankdata
 
+from smt_tools.choices import Signals, resolve_sampling_method
 from smt_tools.errors import ConfigError
-
-SamplingMethod = Literal[
-    "rank_max",
-    "rank_multiply",
-    "rank_add",
-    "multiplicative",
-    "composition_only",
-    "uniqueness_only",
-]
-SAMPLING_METHODS: tuple[str, ...] = (
-    "rank_max",
-    "rank_multiply",
-    "rank_add",
-    "multiplicative",
-    "composition_only",
-    "uniqueness_only",
-)
-_BOTH = {"rank_max", "rank_multiply", "rank_add", "multiplicative"}
 
 
 def average_rank(x: np.ndarray) -> np.ndarray:
@@ -48,14 +30,20 @@ def average_rank(x: np.ndarray) -> np.ndarray:
     return (rankdata(x, method="average") - 1.0) / (n - 1.0)
 
 
-def minmax(x: np.ndarray) -> np.ndarray:
-    """Scale (n,) to [0, 1]; a constant signal maps to all 1.0 (every tile equally high)."""
+def minmax(x: np.ndarray, *, constant: float) -> np.ndarray:
+    """Scale x (n,) to [0, 1] as ``(x - min x) / (max x - min x)``. Returns (n,) float64.
+
+    ``constant`` is the value of every element when x is constant (max == min), where the
+    formula divides by zero; each caller states its choice. The ``multiplicative`` ranking uses
+    1.0 (a signal equal on every tile leaves the other signal to decide, docs/algorithms.md §8);
+    the coreset ``fa`` scorer uses 0.0 (every tile then scores ``1 - 0 = 1``, §10).
+    """
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return x.copy()
     lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
-        return np.ones_like(x)
+        return np.full_like(x, constant)
     return (x - lo) / (hi - lo)
 
 
@@ -74,38 +62,22 @@ def combine(method: str, comp: np.ndarray | None, uniq: np.ndarray | None) -> Co
 
     With only one signal present, the four two-signal methods reduce to that signal's rank
     (``composition_only`` / ``uniqueness_only``) and ``fallback`` says so. Asking for a signal
-    that is absent (``uniqueness_only`` without uniqueness) is a :class:`ConfigError`.
+    that is absent (``uniqueness_only`` without uniqueness) is a :class:`ConfigError`. The
+    rule is :func:`smt_tools.choices.resolve_sampling_method`, the one the config checks.
     """
-    if method not in SAMPLING_METHODS:
-        raise ConfigError(
-            f"sampling_method must be one of {', '.join(SAMPLING_METHODS)}; got {method!r}"
+    signals = Signals(composition=comp is not None, uniqueness=uniq is not None)
+    try:  # an unknown method is reported first, even with no signal at all
+        effective, fallback = resolve_sampling_method(
+            method, signals if any(signals) else Signals(True, True)
         )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if comp is None and uniq is None:
         raise ValueError("combine needs at least one signal")
     n = (comp if comp is not None else uniq).shape[0]  # type: ignore[union-attr]
     if comp is not None and uniq is not None and uniq.shape[0] != n:
         raise ValueError(f"comp has {n} rows but uniq has {uniq.shape[0]}")
-    if method == "uniqueness_only" and uniq is None:
-        raise ConfigError(
-            "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings or "
-            "embeddings_only, or another sampling_method"
-        )
-    if method == "composition_only" and comp is None:
-        raise ConfigError(
-            "sampling_method composition_only needs the composition signal; use mode: "
-            "masks_only or embeddings"
-        )
-    if method in _BOTH and (comp is None or uniq is None):
-        only = "composition_only" if comp is not None else "uniqueness_only"
-        signal = "composition" if comp is not None else "uniqueness"
-        why = (
-            "mode masks_only has no uniqueness signal"
-            if comp is not None
-            else ("mode embeddings_only has no composition signal")
-        )
-        warning = f"sampling_method {method}: {why}; weights use the {signal} rank alone ({only})"
-        return Combined(_score(only, comp, uniq), only, warning)
-    return Combined(_score(method, comp, uniq), method, None)
+    return Combined(_score(effective, comp, uniq), effective, fallback)
 
 
 def _score(method: str, comp: np.ndarray | None, uniq: np.ndarray | None) -> np.ndarray:
@@ -117,7 +89,7 @@ def _score(method: str, comp: np.ndarray | None, uniq: np.ndarray | None) -> np.
         return average_rank(uniq)
     assert comp is not None and uniq is not None
     if method == "multiplicative":
-        return minmax(comp) * minmax(uniq)
+        return minmax(comp, constant=1.0) * minmax(uniq, constant=1.0)
     rc, ru = average_rank(comp), average_rank(uniq)
     if method == "rank_max":
         return np.maximum(rc, ru)

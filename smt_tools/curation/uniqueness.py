@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 
+from smt_tools.choices import DEFAULT_KNN_BACKEND, KNN_BACKENDS, KnnBackend
 from smt_tools.config.balanced import HNSW_EF, HNSW_EF_CONSTRUCTION, HNSW_M
 from smt_tools.errors import InputDataError, missing_dependency
-
-Backend = Literal["hnsw", "faiss", "sklearn"]
-BACKENDS: tuple[str, ...] = ("hnsw", "faiss", "sklearn")
 
 #: Extra candidates per query when searching in a PCA space (re-ranked in the original space).
 PCA_CANDIDATE_FACTOR = 4
@@ -50,9 +47,9 @@ def candidate_count(k: int, n: int, pca_dim: int | None) -> int:
 
 
 def _validate(x: np.ndarray, k: int, backend: str, ids: np.ndarray | None) -> np.ndarray:
-    if backend not in BACKENDS:
+    if backend not in KNN_BACKENDS:
         raise InputDataError(
-            f"uniqueness.backend must be one of {', '.join(BACKENDS)}; got {backend!r}"
+            f"uniqueness.backend must be one of {', '.join(KNN_BACKENDS)}; got {backend!r}"
         )
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[1] < 1:
@@ -278,7 +275,7 @@ def _knn(
 def knn_search(
     x: np.ndarray,
     k: int,
-    backend: Backend | str = "hnsw",
+    backend: KnnBackend | str = DEFAULT_KNN_BACKEND,
     *,
     ids: np.ndarray | None = None,
     M: int = HNSW_M,
@@ -302,7 +299,7 @@ def knn_search(
 def uniqueness_scores(
     x: np.ndarray,
     k: int,
-    backend: Backend | str = "hnsw",
+    backend: KnnBackend | str = DEFAULT_KNN_BACKEND,
     *,
     ids: np.ndarray | None = None,
     M: int = HNSW_M,

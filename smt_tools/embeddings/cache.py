@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from smt_tools.atomic import atomic_path, clean_stale
 from smt_tools.errors import EmbeddingCacheError
-from smt_tools.export._atomic import atomic_path, clean_stale
 
 COLUMNS = ("tile_id", "model_id", "preprocess_hash", "embedding")
 
@@ -295,7 +295,7 @@ def compact(parquet_path: str | os.PathLike[str]) -> int:
     Runs under an exclusive lock (``<cache>.lock``) and removes only the chunk files it folded
     in, so chunks written meanwhile by a concurrent run are kept for the next compaction.
     """
-    from smt_tools.export._atomic import file_lock
+    from smt_tools.atomic import file_lock
 
     p = Path(parquet_path)
     if not [f for f in cache_files(p) if f != p]:

@@ -6,6 +6,7 @@ mode has uniqueness), named so the training module reads it without extra keys.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
+from smt_tools.errors import InputDataError
 from smt_tools.tiletable import TileTable
 
 #: Columns of the balanced CSV, in order (docs/algorithms.md §15).
@@ -79,6 +81,43 @@ def class_dist_json(counts: np.ndarray, class_values: np.ndarray) -> pd.Series:
 def class_counts_json(counts: np.ndarray, class_values: np.ndarray) -> pd.Series:
     """JSON object class value -> pixel count, per row of counts (n, C) int64: (n,) strings."""
     return _json_objects(class_values, np.asarray(counts, dtype=np.int64))
+
+
+def parse_class_counts_json(
+    values: pd.Series, source: str, *, empty_is_zero: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read back :func:`class_counts_json`: (counts (n, C) int64, class_values (C,) int64).
+
+    values: (n,) the column as read from a balanced CSV (row k is on line k + 2). Class values
+    are the sorted union of the keys. An empty cell is a tile without counts when
+    ``empty_is_zero`` (split), else an error (coreset). A cell that is not a JSON object of
+    integer class -> integer count raises :class:`InputDataError` naming the line.
+    """
+    parsed: list[dict[int, int]] = []
+    for k, text in enumerate(values.tolist()):
+        obj: Any = {} if empty_is_zero else None
+        if isinstance(text, str):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError:
+                obj = None
+        if isinstance(obj, dict):
+            try:
+                parsed.append({int(key): int(count) for key, count in obj.items()})
+                continue
+            except (TypeError, ValueError):
+                pass
+        raise InputDataError(
+            f"{source}: line {k + 2}: class_counts_json must be a JSON object of class -> "
+            f'pixel count like {{"1": 120, "2": 4}}; got {str(text)[:60]!r}'
+        )
+    keys = sorted({key for obj in parsed for key in obj})
+    pos = {key: j for j, key in enumerate(keys)}
+    counts = np.zeros((len(parsed), len(keys)), dtype=np.int64)
+    for r, obj in enumerate(parsed):
+        for key, count in obj.items():
+            counts[r, pos[key]] = count
+    return counts, np.asarray(keys, dtype=np.int64)
 
 
 def write_balanced_csv(

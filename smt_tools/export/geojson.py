@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
 from smt_tools.geo import footprints_lonlat, has_crs
 
 #: decimal places of lon/lat (1e-7 degree is about 1 cm)

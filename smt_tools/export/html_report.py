@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
 from smt_tools.export._gallery import (
     MAX_CLUSTERS,
     PER_REASON,

@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from smt_tools.atomic import _cause, _token
 from smt_tools.errors import ConfigError, OutputError
-from smt_tools.export._atomic import _cause, _token
 
 #: ``(label, path)``: label names the key/option in messages (e.g. ``output.csv_path``).
 Named = tuple[str, str | os.PathLike[str] | None]

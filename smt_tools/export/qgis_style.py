@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from xml.sax.saxutils import quoteattr
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
 
 #: viridis, dark to light; low values dark, high values bright
 RAMP: tuple[str, ...] = (

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
 from smt_tools.geo import footprints_lonlat, has_crs
 
 #: above this many tiles the map draws centroids instead of polygons

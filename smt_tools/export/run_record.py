@@ -4,7 +4,7 @@ One JSON object per run, with the fields of the catalog's ``run`` row (``command
 ``started_at``, ``finished_at``, ``tool_version``, ``summary``) plus ``run_id`` (the catalog run,
 when one was recorded), ``exit_code``, ``error`` (the one-line message of a failed run) and
 ``inputs`` (path, size in bytes and mtime of every input file, to tell later whether the
-inputs changed). Written atomically (:func:`~smt_tools.export._atomic.atomic_path`).
+inputs changed). Written atomically (:func:`~smt_tools.atomic.atomic_path`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from smt_tools.export._atomic import atomic_path
+from smt_tools.atomic import atomic_path
 
 #: Fields every run record carries, in this order.
 RECORD_FIELDS: tuple[str, ...] = (

@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smt_tools.atomic import atomic_path, file_lock
 from smt_tools.errors import InputDataError
-from smt_tools.export._atomic import atomic_path, file_lock
 from smt_tools.raster.scan import SCAN_RULES, SourceRecord
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.atomic import StagedOutputs, atomic_path, reraise_output_error
 from smt_tools.config._vector import (
     EXTENSIONS,
     VECTOR_FORMATS,
     VectorFormat,
     format_for,
 )
-from smt_tools.export._atomic import StagedOutputs, atomic_path, reraise_output_error
 from smt_tools.export.geojson import COORD_DECIMALS, write_geojson
 from smt_tools.geo import footprints_lonlat, has_crs
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smt_tools.choices import mode_signals
 from smt_tools.export.preflight import Named, check_outputs
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def preflight_balanced(cfg: BalancedDatasetConfig, config_path: PathLike = None)
         ("the QGIS style beside output.geojson_path", _qml(out.geojson_path)),
     ]
     cache: list[Named] = []
-    if cfg.mode != "masks_only":  # written only when tiles are missing from it: not probed
+    if mode_signals(cfg.mode).uniqueness:  # written only when tiles are missing: not probed
         cache.append(("embeddings.parquet_path", cfg.embeddings.parquet_path))
     check_outputs(outputs, inputs, [("output.report_dir", out.report_dir)], unprobed=cache)
 

@@ -8,9 +8,8 @@ moved into place together at the end, so a failed run leaves earlier outputs unt
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from smt_tools import __version__
+from smt_tools.atomic import StagedOutputs, reraise_output_error
+from smt_tools.choices import mode_signals, resolve_sampling_method
 from smt_tools.config.balanced import BalancedDatasetConfig
 from smt_tools.curation.composition import CompositionResult, cluster_compositions
 from smt_tools.curation.diagnostics import (
@@ -31,12 +32,12 @@ from smt_tools.curation.exclusion import tile_exclusions
 from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
-from smt_tools.export._atomic import StagedOutputs, reraise_output_error
 from smt_tools.export.csv_out import balanced_frame, write_balanced_csv
 from smt_tools.export.qgis_style import qml_text
 from smt_tools.pipelines import _inputs, _nodata
+from smt_tools.pipelines._config_record import balanced_config_record
 from smt_tools.pipelines._tiling_report import padded_tiles_note
-from smt_tools.progress import ProgressFactory
+from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import TileTable
 
 #: GeoJSON feature properties (``uniqueness_score`` is added when present).
@@ -137,11 +138,6 @@ class BalancedResult:
         return run_json_path(self.outputs[0])
 
 
-@contextlib.contextmanager
-def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda _n: None
-
-
 def _validate_before_work(cfg: BalancedDatasetConfig) -> None:
     out = cfg.output
     paths = [p for p in (out.csv_path, out.geojson_path) if p is not None]
@@ -152,10 +148,10 @@ def _validate_before_work(cfg: BalancedDatasetConfig) -> None:
             raise ConfigError(f"output: {p} is a folder; give a file path")
     if out.report_dir is not None and out.report_dir.exists() and not out.report_dir.is_dir():
         raise ConfigError(f"output.report_dir: {out.report_dir} exists and is not a folder")
-    if cfg.mode == "masks_only" and cfg.sampling_method == "uniqueness_only":
-        raise ConfigError(
-            "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings"
-        )
+    try:  # the rule the config checks; a config built without validation meets it here
+        resolve_sampling_method(cfg.sampling_method, mode_signals(cfg.mode))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> TileTable:
@@ -206,18 +202,6 @@ def _rare(cfg: BalancedDatasetConfig, table: TileTable) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _config_for_record(cfg: BalancedDatasetConfig) -> dict[str, Any]:
-    from smt_tools.catalog import redact
-
-    data = cfg.model_dump(mode="json")
-    inp = data.get("input", {})
-    if inp.get("password"):
-        inp["password"] = "***"
-    if inp.get("dsn"):
-        inp["dsn"] = redact(str(inp["dsn"]))
-    return {"balanced_dataset": data}
-
-
 def run_balanced(
     cfg: BalancedDatasetConfig,
     progress_factory: ProgressFactory | None = None,
@@ -228,7 +212,7 @@ def run_balanced(
     ``progress_factory(description, total)`` opens a progress context yielding ``advance(n)``.
     ``config_path`` (the YAML file) is checked not to be an output.
     """
-    progress_factory = progress_factory or _no_progress
+    progress_factory = progress_factory or no_progress
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -275,7 +259,7 @@ def run_balanced(
     cweight = np.zeros(n, np.float64)
     comp: np.ndarray | None = None
     clustering: CompositionResult | None = None
-    if cfg.mode != "embeddings_only":
+    if mode_signals(cfg.mode).composition:
         cl = cfg.clustering
         clustering = cluster_compositions(
             inc.proportions(),
@@ -297,7 +281,7 @@ def run_balanced(
     # --- uniqueness (§7) ---------------------------------------------------------------
     uniq_all: np.ndarray | None = None
     uniq: np.ndarray | None = None
-    if cfg.mode != "masks_only":
+    if mode_signals(cfg.mode).uniqueness:
         t = time.perf_counter()
         uniq = _uniqueness(inc, cfg, progress_factory)
         uniq_all = np.full(n, np.nan)
@@ -402,7 +386,7 @@ def run_balanced(
         raise
     timings["total"] = time.perf_counter() - t0
     result.timings = timings
-    result.config_record = _config_for_record(cfg)
+    result.config_record = balanced_config_record(cfg)
     return result
 
 
@@ -564,7 +548,7 @@ def _record_run(
         return catalog.record_run(
             engine,
             "build-balanced-dataset",
-            _config_for_record(cfg),
+            balanced_config_record(cfg),
             summary,
             results,
             started,

@@ -9,11 +9,8 @@ Outputs are staged and moved into place together, so a failed run leaves earlier
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,12 +25,13 @@ from smt_tools.coreset import (
     EMBEDDING_METHODS,
     CoresetParams,
     coreset_sampler_weights,
-    effective_sample_size,
     select_coreset,
 )
+from smt_tools.curation.diagnostics import effective_sample_size
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
-from smt_tools.progress import ProgressFactory
+from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import entropy_from_counts
 
 #: Columns a balanced CSV must have for select-coreset.
@@ -141,29 +139,6 @@ def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
     return text.isin(["true", "1", "t"]).to_numpy()
 
 
-def parse_class_counts(values: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """``class_counts_json`` strings -> (counts (n, C) int64, class_values (C,) int64)."""
-    parsed: list[dict[str, Any]] = []
-    for i, v in enumerate(values.tolist()):
-        try:
-            obj = json.loads(v) if isinstance(v, str) else None
-        except json.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            raise InputDataError(
-                f"{source}: row {i + 1}: class_counts_json must be a JSON object "
-                f'like {{"1": 120, "2": 4}}; got {str(v)[:60]!r}'
-            )
-        parsed.append(obj)
-    keys = sorted({int(k) for obj in parsed for k in obj})
-    pos = {k: j for j, k in enumerate(keys)}
-    counts = np.zeros((len(parsed), len(keys)), dtype=np.int64)
-    for i, obj in enumerate(parsed):
-        for k, c in obj.items():
-            counts[i, pos[int(k)]] = int(c)
-    return counts, np.asarray(keys, dtype=np.int64)
-
-
 def read_balanced_csv(path: Path) -> CoresetInput:
     """Read a balanced CSV (docs/algorithms.md §15); missing columns are one clear line."""
     source = str(path)
@@ -192,7 +167,9 @@ def read_balanced_csv(path: Path) -> CoresetInput:
         raise InputDataError(
             f"{source}: tile_id {int(frame.loc[dup, 'tile_id'].iloc[0])} appears twice"
         )
-    counts, class_values = parse_class_counts(frame["class_counts_json"], source)
+    counts, class_values = parse_class_counts_json(
+        frame["class_counts_json"], source, empty_is_zero=False
+    )
     excluded = _bool_column(frame["excluded"], "excluded", source)
     return CoresetInput(frame, counts, class_values, excluded, source)
 
@@ -332,14 +309,6 @@ def _params(cfg: CoresetConfig, device: str) -> CoresetParams:
     )
 
 
-@contextlib.contextmanager
-def _no_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    def advance(n: int = 1) -> None:
-        return None
-
-    yield advance
-
-
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -370,13 +339,13 @@ def run_coreset(
     """Run select-coreset for ``cfg`` (the ``coreset:`` section) and write its outputs.
 
     ``config_path`` (the YAML file) is checked not to be an output."""
+    from smt_tools.atomic import StagedOutputs, reraise_output_error
     from smt_tools.coreset.gpu import resolve_device
-    from smt_tools.export._atomic import StagedOutputs, reraise_output_error
     from smt_tools.pipelines._preflight import preflight_coreset
 
     preflight_coreset(cfg, config_path)  # outputs writable and not inputs, before any work
 
-    factory = progress_factory or _no_progress
+    factory = progress_factory or no_progress
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     device = resolve_device(cfg.device)

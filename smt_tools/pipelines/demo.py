@@ -41,8 +41,8 @@ def run_make_demo_data(
     zlevel: int = 6,
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
+    from smt_tools.atomic import reraise_output_error
     from smt_tools.errors import OutputError
-    from smt_tools.export._atomic import reraise_output_error
 
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise OutputError(f"{out_dir} is a file; give a folder for the demo data")

@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +22,12 @@ import pandas as pd
 
 from smt_tools.config.balanced import BalancedDatasetConfig, EmbeddingsConfig
 from smt_tools.errors import ConfigError, EmbeddingCacheError, EmptySelectionError
-from smt_tools.progress import ProgressFactory
+from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import TileTable
 
 #: Rows per cache chunk; a chunk is also written after :data:`CHUNK_SECONDS` of work.
 CHUNK_ROWS = 4096
 CHUNK_SECONDS = 60.0
-
-
-@contextlib.contextmanager
-def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda _n: None
 
 
 @dataclass
@@ -102,7 +95,7 @@ def ensure_embeddings(
     from smt_tools.embeddings.dataset import resolve_scale
     from smt_tools.embeddings.model import describe_model, make_preprocess
 
-    progress_factory = progress_factory or _no_progress
+    progress_factory = progress_factory or no_progress
     missing_cols = [c for c in _WINDOW_COLUMNS if c not in frame.columns]
     if missing_cols:
         raise ConfigError(f"tile frame lacks columns {', '.join(missing_cols)}")
@@ -285,7 +278,7 @@ def run_embed(
             "embed needs embeddings.parquet_path (the cache file to fill); add it to the config"
         )
     preflight_embed(cfg, config_path)  # the cache is writable and not an input, before any work
-    progress_factory = progress_factory or _no_progress
+    progress_factory = progress_factory or no_progress
     table = load_input_tiles(cfg.input, cfg.exclusion)
     included = tiles_to_embed(cfg, table)
     if len(included) == 0:
@@ -295,7 +288,7 @@ def run_embed(
     _, result = ensure_embeddings(
         included.frame, cfg.embeddings, rebuild=rebuild, progress_factory=progress_factory
     )
-    from smt_tools.pipelines.balanced import _config_for_record
+    from smt_tools.pipelines._config_record import balanced_config_record
 
-    result.config_record = _config_for_record(cfg)
+    result.config_record = balanced_config_record(cfg)
     return result

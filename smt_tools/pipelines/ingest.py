@@ -14,12 +14,10 @@ Order of work (validate, then compute, then write once):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.choices import DEFAULT_EDGE_POLICY
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.geo import pixel_space_note
 from smt_tools.pipelines._ingest_report import (
@@ -39,7 +38,7 @@ from smt_tools.pipelines._ingest_report import (
     summarize,
 )
 from smt_tools.pipelines._tiling_report import TilingReport, skip_small, tiling_report
-from smt_tools.progress import ProgressFactory
+from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.raster import (
     EDGE_POLICIES,
     SCAN_RULES,
@@ -276,11 +275,6 @@ def read_class_names_csv(path: str | os.PathLike[str]) -> dict[int, tuple[str | 
     return out
 
 
-@contextlib.contextmanager
-def _no_progress(_description: str, _total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda _n: None
-
-
 def _validate(
     patch_size: int, stride: int, edge: str, black_tolerance: float, workers: int
 ) -> None:
@@ -336,7 +330,7 @@ def run_ingest(
     catalog: str | None = None,
     patch_size: int = 256,
     stride: int | None = None,
-    edge: str = "drop",
+    edge: str = DEFAULT_EDGE_POLICY,
     nodata_class: int | str | None = None,
     black_tolerance: float = 0.0,
     workers: int = 0,
@@ -374,7 +368,7 @@ def run_ingest(
     names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
     if nodata_class is not None:
         names.pop(int(nodata_class), None)
-    progress_factory = progress_factory or _no_progress
+    progress_factory = progress_factory or no_progress
     target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
     if is_parquet_target(target):
         assert target is not None

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.choices import DEFAULT_AUDIT_KNN_BACKEND
 from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
 from smt_tools.geo import has_crs
@@ -190,7 +191,7 @@ def run_check_leakage(
     buffer_m: float = 0.0,
     near_duplicate_threshold: float = 0.02,
     k_neighbors: int = 10,
-    knn_backend: str = "sklearn",
+    knn_backend: str = DEFAULT_AUDIT_KNN_BACKEND,
     group_column: str = "source_image_id",
     report: Path | None = None,
 ) -> LeakageResult:

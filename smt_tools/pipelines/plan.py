@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smt_tools.choices import mode_signals
 from smt_tools.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -183,14 +184,14 @@ def plan_balanced(
         plan.outputs.append(("output.report_dir", _output(out.report_dir)))
     if cfg.input.uses_postgres and out.write_catalog_run:
         plan.outputs.append(("catalog run", "a run row and one tile_result row per tile"))
-    if cfg.mode != "masks_only":
+    if mode_signals(cfg.mode).uniqueness:
         emb = cfg.embeddings
         cache = emb.parquet_path
         state = "none: computed in memory" if cache is None else _cache_state(cache)
         plan.settings.append(("embeddings", f"{emb.dino_model}, cache {state}"))
         un = cfg.uniqueness
         plan.settings.append(("uniqueness", f"{un.backend}, k_neighbors {un.k_neighbors}"))
-    if cfg.mode != "embeddings_only":
+    if mode_signals(cfg.mode).composition:
         cl = cfg.clustering
         k = f"k {cl.k} (fixed)" if cl.k_selection == "fixed" else f"k {cl.k_min}..{cl.k_max}"
         how = "" if cl.k_selection == "fixed" else f" by {cl.k_selection}"

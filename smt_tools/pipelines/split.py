@@ -20,7 +20,6 @@ with a CRS (one warning line says how many were left out).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,10 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.atomic import StagedOutputs, reraise_output_error
 from smt_tools.config._loader import expand_env_optional
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
-from smt_tools.export._atomic import atomic_path
+from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import fold_qml
 from smt_tools.geo import has_crs
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
@@ -178,28 +178,6 @@ def parse_excluded_folds(values: pd.Series, n_splits: int) -> np.ndarray:
     return out
 
 
-def _counts_from_json(frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(n, C) int64 counts and (C,) class values from ``class_counts_json``."""
-    parsed: list[dict[str, Any]] = []
-    for k, text in enumerate(frame["class_counts_json"].tolist()):
-        try:
-            obj = json.loads(text) if isinstance(text, str) else {}
-        except json.JSONDecodeError:
-            raise InputDataError(
-                f"{source}: class_counts_json of row {k + 2} is not JSON; got {str(text)[:60]!r}"
-            ) from None
-        if not isinstance(obj, dict):
-            raise InputDataError(f"{source}: class_counts_json of row {k + 2} is not an object")
-        parsed.append(obj)
-    keys = sorted({int(key) for obj in parsed for key in obj})
-    pos = {v: i for i, v in enumerate(keys)}
-    counts = np.zeros((len(parsed), len(keys)), dtype=np.int64)
-    for r, obj in enumerate(parsed):
-        for key, value in obj.items():
-            counts[r, pos[int(key)]] = int(value)
-    return counts, np.asarray(keys, dtype=np.int64)
-
-
 def read_split_csv(
     path: str | Path, group_column: str, need_counts: bool
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
@@ -233,7 +211,9 @@ def read_split_csv(
         row = int(np.flatnonzero(frame[group_column].isna().to_numpy())[0]) + 2
         raise InputDataError(f"{p}: column {group_column} is empty in row {row}")
     if need_counts:
-        counts, values = _counts_from_json(frame, str(p))
+        counts, values = parse_class_counts_json(
+            frame["class_counts_json"], str(p), empty_is_zero=True
+        )
         return frame, counts, values
     return frame, None, None
 
@@ -327,13 +307,10 @@ def _fold_summaries(
     return out, report.global_share, report.max_deviation, codes
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path, suffix=".part") as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def _write_map(frame: pd.DataFrame, path: Path, fmt: str | None, n_splits: int) -> str | None:
-    """Write the folds layer with its categorical style (one colour per fold, holdout and
+def _write_map(
+    frame: pd.DataFrame, path: Path, fmt: str | None, n_splits: int, staging: StagedOutputs
+) -> str | None:
+    """Stage the folds layer with its categorical style (one colour per fold, holdout and
     buffer-dropped tiles marked); return the warning line about tiles left out, if any."""
     from smt_tools.export.vector import write_vector
 
@@ -342,8 +319,50 @@ def _write_map(frame: pd.DataFrame, path: Path, fmt: str | None, n_splits: int) 
         for c in ("tile_id", "source_image_id", "group_id", "fold", "buffer_excluded_folds")
         if c in frame.columns
     ]
-    written = write_vector(frame, path, props, fold_qml(n_splits), fmt=fmt)
+    written = write_vector(frame, path, props, fold_qml(n_splits), fmt=fmt, staging=staging)
     return written.note
+
+
+def _write_outputs(
+    cfg: SplitConfig, out: pd.DataFrame, result: SplitResult, engine: Any, started: datetime
+) -> None:
+    """Stage the CSV and the folds layer, record the catalog run, then move the files in
+    together: a failed run leaves every earlier output untouched (like build-balanced-dataset)."""
+    staging = StagedOutputs()
+    try:
+        if cfg.output.csv_path is not None:
+            out.to_csv(staging.file(Path(cfg.output.csv_path)), index=False)
+            result.csv_path = Path(cfg.output.csv_path)
+        if cfg.output.geojson_path is not None:
+            path = Path(cfg.output.geojson_path)
+            note = _write_map(out, path, cfg.output.format, cfg.n_splits, staging)
+            if note:
+                result.warnings.append(note)
+            result.geojson_path = path
+        if engine is not None:
+            from smt_tools.catalog import record_run
+
+            result.run_id = record_run(
+                engine,
+                "split",
+                _config_for_run(cfg),
+                result.summary(),
+                pd.DataFrame(
+                    {
+                        "tile_id": out["tile_id"].to_numpy(np.int64),
+                        "fold": out["fold"].to_numpy(),
+                        "buffer_excluded_folds": out["buffer_excluded_folds"].to_numpy(),
+                    }
+                ),
+                started,
+                datetime.now(timezone.utc),
+                map_style=fold_qml(cfg.n_splits),
+            )
+        staging.commit()
+    except BaseException as exc:
+        staging.cleanup()
+        reraise_output_error(exc)  # disk full etc.: one line naming the output
+        raise
 
 
 def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
@@ -443,33 +462,7 @@ def run_split(
         out = frame.copy()
         out["fold"] = fold
         out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
-        if cfg.output.csv_path is not None:
-            _atomic_csv(out, Path(cfg.output.csv_path))
-            result.csv_path = Path(cfg.output.csv_path)
-        if cfg.output.geojson_path is not None:
-            note = _write_map(out, Path(cfg.output.geojson_path), cfg.output.format, cfg.n_splits)
-            if note:
-                result.warnings.append(note)
-            result.geojson_path = Path(cfg.output.geojson_path)
-        if engine is not None:
-            from smt_tools.catalog import record_run
-
-            result.run_id = record_run(
-                engine,
-                "split",
-                _config_for_run(cfg),
-                result.summary(),
-                pd.DataFrame(
-                    {
-                        "tile_id": frame["tile_id"].to_numpy(np.int64),
-                        "fold": fold,
-                        "buffer_excluded_folds": out["buffer_excluded_folds"].to_numpy(),
-                    }
-                ),
-                started,
-                datetime.now(timezone.utc),
-                map_style=fold_qml(cfg.n_splits),
-            )
+        _write_outputs(cfg, out, result, engine, started)
         result.config_record = _config_for_run(cfg)
         return result
     finally:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from smt_tools.choices import DEFAULT_EDGE_POLICY, EDGE_POLICIES, EdgePolicy
 from smt_tools.errors import InputDataError
-
-EdgePolicy = Literal["drop", "shift", "pad"]
-EDGE_POLICIES: tuple[str, ...] = ("drop", "shift", "pad")
 
 
 def _starts(size: int, patch: int, stride: int, edge: str) -> np.ndarray:
@@ -30,7 +26,7 @@ def tile_windows(
     height: int,
     patch_size: int,
     stride: int | None = None,
-    edge: EdgePolicy | str = "drop",
+    edge: EdgePolicy | str = DEFAULT_EDGE_POLICY,
     source: str = "raster",
 ) -> np.ndarray:
     """Windows covering a ``width`` x ``height`` raster, row-major.

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.choices import KNN_BACKENDS
 from smt_tools.errors import InputDataError
 from smt_tools.splits.distance import (
     DistanceMethod,
@@ -335,6 +336,7 @@ def _near_duplicates(
 
 
 def knn_backend_name(backend: str) -> str:
-    if backend not in {"hnsw", "faiss", "sklearn"}:
-        raise InputDataError(f"knn backend must be hnsw, faiss or sklearn; got {backend!r}")
+    if backend not in KNN_BACKENDS:
+        *first, last = KNN_BACKENDS
+        raise InputDataError(f"knn backend must be {', '.join(first)} or {last}; got {backend!r}")
     return backend

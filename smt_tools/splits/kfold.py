@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smt_tools.choices import SplitStrategy
 from smt_tools.errors import InputDataError
 
 __all__ = [
@@ -138,7 +139,7 @@ def assign_folds(
     n_splits: int,
     *,
     counts: np.ndarray | None = None,
-    strategy: str = "group",
+    strategy: SplitStrategy | str = "group",
     random_state: int | None = 0,
 ) -> np.ndarray:
     """Fold of every row: (n,) int64 in ``[0, n_splits)``; all rows of a group share a fold.

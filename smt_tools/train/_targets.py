@@ -1,88 +1,18 @@
-"""Resolve ``_target_`` class paths (Hydra-style) into objects, with one-line errors.
+"""Build objects from ``_target_`` specs (Hydra-style), with one-line errors.
 
-Class paths of the older tool (``pytorch_segmentation_models_trainer...``) for the datasets
-this package implements are mapped to ours with a warning (see :mod:`smt_tools.config.train`).
+The class paths themselves (syntax, the older tool's paths mapped with a warning, import, keyword
+check) are resolved by :mod:`smt_tools.config._targets`, which the config loader uses too.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from smt_tools.config._targets import check_kwargs, normalize_target, resolve_target
 from smt_tools.errors import ConfigError, missing_dependency
 
-#: optional packages and the extra that installs them
-_EXTRAS = {"albumentations": ("albumentations", "train")}
-
-
-def normalize_target(path: str, where: str) -> str:
-    """Check the syntax of a ``_target_`` and map legacy paths; raise ConfigError if malformed."""
-    from smt_tools.config.train import check_target
-
-    try:
-        return check_target(path)
-    except ValueError as exc:
-        raise ConfigError(f"{where}._target_: {exc}; got {path!r}") from None
-
-
-def resolve_target(path: str, where: str) -> Any:
-    """Import the object named by ``path`` (``package.module.Name``), one-line errors."""
-    path = normalize_target(path, where)
-    parts = path.split(".")
-    obj: Any = None
-    # Try the longest importable module prefix (handles nested attributes like a.b.C.D).
-    last_error: Exception | None = None
-    for cut in range(len(parts) - 1, 0, -1):
-        mod_name = ".".join(parts[:cut])
-        try:
-            obj = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            last_error = exc
-            root = (exc.name or "").split(".")[0]
-            if root in _EXTRAS and root == parts[0]:
-                package, extra = _EXTRAS[root]
-                raise missing_dependency(package, extra, f"{where}._target_ {path}") from None
-            continue
-        try:
-            for name in parts[cut:]:
-                obj = getattr(obj, name)
-        except AttributeError:
-            public = [n for n in dir(obj) if not n.startswith("_")]
-            import difflib
-
-            close = difflib.get_close_matches(parts[cut], public, n=1, cutoff=0.6)
-            hint = f"; did you mean '{mod_name}.{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"{where}._target_: module {mod_name} has no attribute {'.'.join(parts[cut:])!r}"
-                f"{hint}"
-            ) from None
-        return obj
-    raise ConfigError(
-        f"{where}._target_: cannot import {path!r} ({last_error}); check the class path"
-    )
-
-
-def check_kwargs(obj: Any, kwargs: Mapping[str, Any], where: str, skip: int = 0) -> None:
-    """Raise ConfigError if ``kwargs`` has a key ``obj``'s constructor does not accept."""
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return
-    params = list(sig.parameters.values())[skip:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    allowed = [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key in kwargs:
-        if key not in allowed:
-            import difflib
-
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})"
-            raise ConfigError(
-                f"{where}.{key}: unknown parameter of {getattr(obj, '__name__', obj)}{hint}"
-            )
+__all__ = ["build_transforms", "check_kwargs", "instantiate", "normalize_target", "resolve_target"]
 
 
 def instantiate(spec: Mapping[str, Any], where: str, **extra: Any) -> Any:

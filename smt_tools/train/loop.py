@@ -3,10 +3,9 @@ run resumes from, a metrics CSV and a plot. Everything it writes is written atom
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,13 @@ import torch
 from torch import nn
 
 from smt_tools._worker_errors import unwrap_worker_errors
+from smt_tools.atomic import atomic_path
 from smt_tools.errors import InputDataError
-from smt_tools.export._atomic import atomic_path
-from smt_tools.progress import ProgressFactory
+from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.train._base import _WindowDataset
 from smt_tools.train.checkpoint import FORMAT, rng_state, set_rng_state
 from smt_tools.train.datasets import prepare_batch
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
-
-
-@contextlib.contextmanager
-def _no_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    def advance(n: int = 1) -> None:
-        return None
-
-    yield advance
 
 
 @dataclass
@@ -275,7 +266,7 @@ def fit(
     An :class:`~smt_tools.errors.SmtError` raised in a DataLoader worker reaches the caller
     with the worker's own one-line message (not PyTorch's wrapped traceback).
     """
-    progress_factory = progress_factory or _no_progress
+    progress_factory = progress_factory or no_progress
     output_dir.mkdir(parents=True, exist_ok=True)
     names = class_names or [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
