@@ -38,6 +38,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from smt_tools.ingest_params import IngestParams  # noqa: E402
 from smt_tools.raster.info import RasterInfo  # noqa: E402
 from smt_tools.raster.scan import SourceRecord  # noqa: E402
 from smt_tools.tiletable import (  # noqa: E402
@@ -254,10 +255,9 @@ def main() -> None:
         try:
             catalog.apply_migrations(engine)
             t = time.perf_counter()
-            params = {
-                "nodata_class": 0, "patch_size": PATCH, "stride": PATCH,
-                "edge_policy": "drop", "black_tolerance": 0.0,
-            }  # fmt: skip
+            params = IngestParams(
+                patch_size=PATCH, stride=PATCH, edge_policy="drop", nodata_class=0
+            )
             catalog.write_ingest(engine, table, sources, params)
             copy_s = time.perf_counter() - t
         finally:

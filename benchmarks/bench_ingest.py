@@ -187,13 +187,9 @@ def phase_copy(pairs: Path, tiles_parquet: Path, url: str) -> dict[str, Any]:
         table = read_tile_table(tiles_parquet)
         with RasterCache(8) as cache:
             sources = [inspect_pair(p, cache) for p in read_pairs_csv(pairs)]
-        params = {
-            "nodata_class": 0,
-            "patch_size": PATCH,
-            "stride": PATCH,
-            "edge_policy": "drop",
-            "black_tolerance": 0.0,
-        }
+        from smt_tools.ingest_params import IngestParams
+
+        params = IngestParams(patch_size=PATCH, stride=PATCH, edge_policy="drop", nodata_class=0)
         stats = cat.write_ingest(engine, table, sources, params)
         t0 = time.perf_counter()
         loaded = cat.load_tiles(engine)

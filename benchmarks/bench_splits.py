@@ -36,6 +36,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from smt_tools.ingest_params import IngestParams  # noqa: E402
 from smt_tools.tiletable import TILE_COLUMNS, TileTable, source_image_key, tile_keys  # noqa: E402
 
 TILE_PX = 256
@@ -140,13 +141,7 @@ def ingest(url: str, table: TileTable, specs: list[tuple[str, float, float, int,
         )
         mask = RasterInfo(**{**info.__dict__, "path": path.replace(".tif", "_mask.tif")})
         sources.append(SourceRecord(source_image_key(path), info, mask, Path(path).stem))
-    params = {
-        "nodata_class": 0,
-        "patch_size": TILE_PX,
-        "stride": TILE_PX,
-        "edge_policy": "drop",
-        "black_tolerance": 0.0,
-    }
+    params = IngestParams(patch_size=TILE_PX, stride=TILE_PX, edge_policy="drop", nodata_class=0)
     write_ingest(engine, table, sources, params)
     engine.dispose()
 

@@ -11,6 +11,8 @@ or gives NaN rings with ``missing="nan"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -25,12 +27,51 @@ DENSIFY = 4
 
 
 @lru_cache(maxsize=64)
-def _to_lonlat(crs: str) -> Transformer:
+def parse_crs(text: str) -> CRS:
+    """The CRS named by ``text`` (``"EPSG:32631"``, WKT, PROJ string); an unknown one is an
+    :class:`InputDataError` quoting it."""
     try:
-        src = CRS.from_user_input(crs)
+        return CRS.from_user_input(text)
     except Exception as exc:
-        raise InputDataError(f"unknown CRS {crs[:60]!r}: {exc}") from None
-    return Transformer.from_crs(src, CRS.from_epsg(4326), always_xy=True)
+        raise InputDataError(f"unknown CRS {text[:60]!r}: {exc}") from None
+
+
+def is_metric_crs(crs: CRS) -> bool:
+    """True for a projected CRS whose two horizontal axes are in metres."""
+    if not crs.is_projected:
+        return False
+    units = {(ax.unit_name or "").lower() for ax in crs.axis_info[:2]}
+    return units <= {"metre", "meter", "m"}
+
+
+@dataclass(frozen=True)
+class MetricCrs:
+    """The one projected metric CRS a set of tiles shares: ``name`` is ``"EPSG:xxxx"`` (or the
+    tiles' own CRS text when it has no EPSG code, then ``epsg`` is None)."""
+
+    name: str
+    epsg: int | None
+
+
+def shared_metric_crs(values: Sequence[str]) -> MetricCrs | None:
+    """The projected CRS in metres that ALL tiles are in, decided from the distinct ``crs``
+    values of the tiles; None when there are several (or none), or the one is not projected in
+    metres (geographic lon/lat, feet). Distances can then be planar in it: the split buffer and
+    leakage audit (:func:`smt_tools.splits.distance.distance_method`, which also checks its
+    scale error) and :func:`smt_tools.splits.metric_crs` (which falls back to a UTM zone) both
+    start from this decision."""
+    if len(values) != 1:
+        return None
+    crs = parse_crs(str(values[0]))
+    if not is_metric_crs(crs):
+        return None
+    code = crs.to_epsg()
+    return MetricCrs(f"EPSG:{code}" if code is not None else str(values[0]), code)
+
+
+@lru_cache(maxsize=64)
+def _to_lonlat(crs: str) -> Transformer:
+    return Transformer.from_crs(parse_crs(crs), CRS.from_epsg(4326), always_xy=True)
 
 
 def _ring_native(

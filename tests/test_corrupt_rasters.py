@@ -100,8 +100,7 @@ def test_window_reads_name_file_window_and_cause(tmp_path: Path) -> None:
     """The three readers (scan, training datasets, embeddings) give the same one-line error."""
     from smt_tools.embeddings.dataset import TileBatchDataset
     from smt_tools.embeddings.model import Preprocess
-    from smt_tools.raster.scan import _read
-    from smt_tools.train._base import read_window
+    from smt_tools.raster.window import read_pixels, read_window
 
     (img, _), *_ = _scenes(tmp_path, 1)
     garble_blocks(img, 32)
@@ -109,7 +108,7 @@ def test_window_reads_name_file_window_and_cause(tmp_path: Path) -> None:
     try:
         errors = []
         with pytest.raises(RasterReadError) as e1:
-            _read(ds, str(img), Window(0, 32, 32, 32), None)
+            read_pixels(ds, str(img), None, Window(0, 32, 32, 32))
         errors.append(str(e1.value))
         with pytest.raises(RasterReadError) as e2:
             read_window(ds, 32, 0, 32, 32, None, 0)

@@ -85,6 +85,29 @@ def test_distance_method_is_chosen_from_the_tiles() -> None:
     assert m.kind == "geodesic" and m.scale_error > 0.02
 
 
+def test_one_decision_of_the_shared_metric_crs() -> None:
+    """``shared_metric_crs`` is the one decision both distance helpers start from."""
+    from smt_tools.errors import InputDataError
+    from smt_tools.geo import MetricCrs, shared_metric_crs
+
+    assert shared_metric_crs(["EPSG:32631"]) == MetricCrs("EPSG:32631", 32631)
+    assert shared_metric_crs(["epsg:32631"]) == MetricCrs("EPSG:32631", 32631)
+    assert shared_metric_crs(["EPSG:4326"]) is None  # degrees, not metres
+    assert shared_metric_crs(["EPSG:2263"]) is None  # US survey feet
+    assert shared_metric_crs(["EPSG:32631", "EPSG:32632"]) is None
+    assert shared_metric_crs([]) is None
+    custom = "+proj=tmerc +lat_0=0 +lon_0=3.3 +k=1 +x_0=500000 +y_0=0 +ellps=WGS84 +units=m"
+    assert shared_metric_crs([custom]) == MetricCrs(custom, None)
+    # without an EPSG code: metric_crs keeps the CRS, distances are geodesic
+    frame = _boxes([(500_000, 5_000_000, 500_100, 5_000_100)], [custom])
+    assert metric_crs(frame) == custom
+    m = distance_method(frame)
+    assert (m.kind, m.crs) == ("geodesic", "EPSG:4326") and np.isnan(m.scale_error)
+    assert "not a projected metric CRS with an EPSG code" in m.describe()
+    with pytest.raises(InputDataError, match="unknown CRS 'EPSG:1'"):
+        distance_method(_boxes([(0, 0, 1, 1)], ["EPSG:1"]))
+
+
 def test_geodesic_distance_is_edge_to_edge_not_vertex_to_vertex() -> None:
     # a 128 m tile and a 10 m tile 45 m east of the MIDDLE of its east edge, between the
     # densified vertices (every 32 m)

@@ -172,3 +172,81 @@ def test_lru_cache_closes_evicted_handles(tmp_path: Path) -> None:
         assert str(paths[1]) not in cache
         assert not first.closed
     assert first.closed
+
+
+# --- the one windowed reader (smt_tools.raster.window) ------------------------------------
+
+
+def _bands_tif(tmp_path: Path, dtype: str = "uint8") -> tuple[Path, np.ndarray]:
+    """A 3-band 12 x 10 raster whose pixel (b, r, c) holds 100*b + 10*r + c (1-based band)."""
+    b, r, c = np.meshgrid(np.arange(1, 4), np.arange(12), np.arange(10), indexing="ij")
+    data = (100 * (b - 1) + 10 * r + c).astype(dtype)
+    return write_tif(tmp_path / f"bands_{dtype}.tif", data), data
+
+
+def test_read_window_inside_partly_and_fully_outside(tmp_path: Path) -> None:
+    from smt_tools.raster.handles import open_raster
+    from smt_tools.raster.window import inside_part, read_window
+
+    path, data = _bands_tif(tmp_path)
+    with open_raster(path) as ds:
+        # wholly inside: the raster's dtype, no mask, every band when bands is None
+        out, inside = read_window(ds, 2, 3, 4, 5, None, 0)
+        assert inside is None and out.dtype == np.uint8 and out.shape == (3, 4, 5)
+        assert np.array_equal(out, data[:, 2:6, 3:8])
+        # partly outside (top-left and bottom-right), one band as a list
+        out, inside = read_window(ds, -2, 8, 4, 5, [2], 7)
+        assert out.shape == (1, 4, 5) and out.dtype == np.uint8 and inside is not None
+        assert inside.sum() == 2 * 2 and inside[2:, :2].all()
+        assert np.array_equal(out[0, 2:, :2], data[1, 0:2, 8:10])
+        assert (out[0][~inside] == 7).all()
+        # bands in the order asked, past the bottom edge
+        out, inside = read_window(ds, 10, 0, 4, 3, [3, 1], 0)
+        assert np.array_equal(out[:, :2], data[[2, 0], 10:12, 0:3]) and (out[:, 2:] == 0).all()
+        # wholly outside: all fill, an all-False mask (nothing is read)
+        out, inside = read_window(ds, 50, 50, 3, 2, [1], 9)
+        assert out.shape == (1, 3, 2) and (out == 9).all()
+        assert inside is not None and inside.shape == (3, 2) and not inside.any()
+    assert inside_part(-2, 8, 4, 5, 12, 10) == (0, 8, 2, 10)
+    assert inside_part(12, 0, 4, 4, 12, 10) is None
+    assert inside_part(0, -4, 4, 4, 12, 10) is None
+
+
+def test_read_window_fill_dtype_rules(tmp_path: Path) -> None:
+    """Default: the dtype widens to hold the fill; keep_dtype: the raster's dtype with the fill
+    rounded and clamped exactly as a GDAL boundless read stores it."""
+    from rasterio.windows import Window
+
+    from smt_tools.raster.handles import open_raster
+    from smt_tools.raster.window import read_window
+
+    for dtype in ("uint8", "int16", "float32"):
+        path, _ = _bands_tif(tmp_path, dtype)
+        with open_raster(path) as ds:
+            out, _ = read_window(ds, -3, 5, 6, 8, [1], 255)
+            assert out.dtype == np.result_type(np.dtype(dtype), np.uint8)
+            out, _ = read_window(ds, -3, 5, 6, 8, [1], -1)
+            assert out.dtype == {"uint8": np.int16, "int16": np.int16, "float32": np.float32}[dtype]
+            assert out[0, 0, 0] == -1
+            for fill in (0.0, 3.0, 2.5, -0.5, -1.5, 300.0, 1e10, float("nan")):
+                out, inside = read_window(ds, -3, 5, 6, 8, [1, 2], fill, keep_dtype=True)
+                ref = ds.read([1, 2], window=Window(5, -3, 8, 6), boundless=True, fill_value=fill)
+                assert out.dtype == np.dtype(dtype) and inside is not None
+                assert np.array_equal(out, ref, equal_nan=dtype == "float32"), (dtype, fill)
+    with open_raster(path) as ds:  # a window inside is never widened, whatever the fill
+        assert read_window(ds, 0, 0, 2, 2, [1], -1)[0].dtype == np.float32
+
+
+def test_read_pixels_names_the_window_asked_for(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from smt_tools.errors import RasterReadError
+    from smt_tools.raster.handles import open_raster
+    from smt_tools.raster.window import read_pixels
+
+    path, data = _bands_tif(tmp_path)
+    with open_raster(path) as ds:
+        assert np.array_equal(read_pixels(ds, str(path), 2, Window(1, 2, 3, 4)), data[1, 2:6, 1:4])
+        # a band the file does not have: one line naming the file, the window asked for, the cause
+        with pytest.raises(RasterReadError, match=r"row_off=-1 col_off=0 size=5x3 \(GDAL: band"):
+            read_pixels(ds, str(path), [9], Window(0, 0, 3, 4), (-1, 0, 5, 3))

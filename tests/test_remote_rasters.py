@@ -44,7 +44,7 @@ from smt_tools.raster.paths import (
     resolve_path,
 )
 from smt_tools.tiletable import TileTable, canonical_path, source_image_key, tile_keys
-from smt_tools.train._base import _resolve_paths
+from smt_tools.train._table import _resolve_paths
 
 runner = CliRunner()
 

@@ -12,6 +12,7 @@ import pytest
 
 from smt_tools.errors import InputDataError
 from smt_tools.export import tiletable_io as tio
+from smt_tools.ingest_params import IngestParams
 from smt_tools.raster import PairSpec, inspect_pair, scan, tile_windows
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 from tests.catalog_data import HAND_COUNTS, hand_pair
@@ -23,7 +24,7 @@ def _scanned(folder: Path) -> tuple[TileTable, list]:
     return scan([rec], [tile_windows(8, 8, 4)], nodata_class=0, workers=1), [rec]
 
 
-PARAMS = {"patch_size": 4, "stride": 4, "edge_policy": "drop", "black_tolerance": 0.0}
+PARAMS = IngestParams(patch_size=4, stride=4, edge_policy="drop", black_tolerance=0.0)
 
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from smt_tools.catalog.engine import db_failure, engine_label, is_db_error
 from smt_tools.errors import CatalogError, InputDataError, SmtError
 from smt_tools.geo import footprints_lonlat, has_crs, rings_to_wkt
+from smt_tools.ingest_params import IngestParams
 from smt_tools.raster.maskcheck import first_mask_with, new_classes_message
-from smt_tools.raster.scan import SCAN_RULES, SourceRecord
+from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TileTable
 
 _INGEST_LOCK_KEY = 0x5A7_7002
@@ -221,7 +222,7 @@ def _tile_copy_chunks(
 
 
 def _source_rows(
-    sources: Sequence[SourceRecord], tile_counts: Mapping[int, int], params: Mapping[str, Any]
+    sources: Sequence[SourceRecord], tile_counts: Mapping[int, int], params: IngestParams
 ) -> list[tuple[Any, ...]]:
     frame = pd.DataFrame(
         {
@@ -241,6 +242,7 @@ def _source_rows(
             idx, rings_to_wkt(footprints_lonlat(frame.iloc[idx], densify=16)), strict=True
         ):
             wkt[k] = "SRID=4326;" + text_
+    fp = params.fingerprint()
     rows = []
     for s, w in zip(sources, wkt, strict=True):
         rows.append(
@@ -257,11 +259,11 @@ def _source_rows(
                 s.image.dtype,
                 s.image.nodata,
                 s.mask.dtype,
-                params.get("nodata_class"),
-                int(params["patch_size"]),
-                int(params["stride"]),
-                str(params["edge_policy"]),
-                float(params["black_tolerance"]),
+                fp["nodata_class"],
+                fp["patch_size"],
+                fp["stride"],
+                fp["edge_policy"],
+                fp["black_tolerance"],
                 s.image.file_size,
                 s.image.file_mtime,
                 s.mask.file_size,
@@ -269,7 +271,7 @@ def _source_rows(
                 int(tile_counts.get(s.source_image_id, 0)),
                 w,
                 int(s.mask_band),
-                int(params.get("scan_rules", SCAN_RULES)),
+                fp["scan_rules"],
             )
         )
     return rows
@@ -349,7 +351,7 @@ def write_ingest(
     engine: Engine,
     table: TileTable | None,
     sources: Sequence[SourceRecord],
-    params: Mapping[str, Any],
+    params: IngestParams,
     replace_ids: Sequence[int] = (),
     class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
     allow_new_classes: bool = False,
@@ -364,14 +366,14 @@ def write_ingest(
     source image, the class list is rebuilt (sorted, names kept, the nodata class left out) and
     any class is accepted.
 
-    params: ``nodata_class, patch_size, stride, edge_policy, black_tolerance`` of the scan.
+    params: the ingest's settings (stored with each source image as its fingerprint).
     class_names: class value -> (name, colour), either may be None.
     """
     import time
 
     start = time.perf_counter()
     names = dict(class_names or {})
-    nodata = params.get("nodata_class")
+    nodata = params.nodata_class
     written_ids = [int(s.source_image_id) for s in sources]
     delete_ids = sorted(set(int(i) for i in replace_ids) | set(written_ids))
     if table is None:

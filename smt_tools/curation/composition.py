@@ -1,4 +1,4 @@
-"""Semantic composition: CLR transform, KMeans with a chosen k, comp = 1 / cluster size.
+"""Semantic composition: CLR transform, KMeans with a chosen k, freq_cluster_weight = 1 / cluster size.
 
 docs/algorithms.md §6. KMeans runs on the DISTINCT CLR rows with their multiplicities as sample
 weights: the objective (and so the inertia used by the elbow) is exactly that of KMeans on
@@ -60,13 +60,13 @@ class CompositionResult:
 
     labels: (n,) int64 cluster id per row, numbered by first appearance among the sorted
     distinct CLR rows (so ids do not depend on input row order).
-    sizes: (n,) int64 size of each row's cluster; comp: (n,) float64 = 1 / sizes.
+    sizes: (n,) int64 size of each row's cluster; freq_cluster_weight: (n,) float64 = 1 / sizes.
     k: chosen number of clusters; k_scores: {k: inertia (elbow) or silhouette}.
     """
 
     labels: np.ndarray
     sizes: np.ndarray
-    comp: np.ndarray
+    freq_cluster_weight: np.ndarray
     k: int
     k_selection: str
     k_scores: dict[int, float] = field(default_factory=dict)
@@ -81,9 +81,9 @@ class CompositionResult:
 
 
 def cluster_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sizes, comp) for cluster ids (n,): size of each row's cluster and comp = 1 / size.
+    """(sizes, freq_cluster_weight) for cluster ids (n,): size of each row's cluster and 1 / size.
 
-    Cluster ids [0,0,1,1,1,2] -> comp [.5,.5,1/3,1/3,1/3,1].
+    Cluster ids [0,0,1,1,1,2] -> freq_cluster_weight [.5,.5,1/3,1/3,1/3,1].
     """
     labels = np.asarray(labels)
     if labels.size == 0:
@@ -166,8 +166,10 @@ def cluster_compositions(
     weights = mult.astype(np.float64)
     if n_distinct < 2:
         labels = np.zeros(n, np.int64)
-        sizes, comp = cluster_weights(labels)
-        return CompositionResult(labels, sizes, comp, 1, k_selection, {}, (1, 1), n_distinct)
+        sizes, freq_cluster_weight = cluster_weights(labels)
+        return CompositionResult(
+            labels, sizes, freq_cluster_weight, 1, k_selection, {}, (1, 1), n_distinct
+        )
     hi = min(k_max, n_distinct - 1)
     lo = min(k_min, hi)
     rng = np.random.default_rng(random_state)
@@ -221,6 +223,8 @@ def cluster_compositions(
         if k_selection == "fixed":
             scores[chosen] = float(model.inertia_)
     labels = _relabel(distinct_labels)[inverse]
-    sizes, comp = cluster_weights(labels)
+    sizes, freq_cluster_weight = cluster_weights(labels)
     k_eff = int(np.unique(labels).size)
-    return CompositionResult(labels, sizes, comp, k_eff, k_selection, scores, (lo, hi), n_distinct)
+    return CompositionResult(
+        labels, sizes, freq_cluster_weight, k_eff, k_selection, scores, (lo, hi), n_distinct
+    )

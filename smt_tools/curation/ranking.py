@@ -57,40 +57,45 @@ class Combined:
     fallback: str | None = None
 
 
-def combine(method: str, comp: np.ndarray | None, uniq: np.ndarray | None) -> Combined:
-    """Score per included tile from comp (n,) and/or uniq (n,) float64 (None = signal absent).
+def combine(
+    method: str, freq_cluster_weight: np.ndarray | None, uniq: np.ndarray | None
+) -> Combined:
+    """Score per included tile from freq_cluster_weight (n,) and/or uniq (n,) float64
+    (None = signal absent).
 
     With only one signal present, the four two-signal methods reduce to that signal's rank
     (``composition_only`` / ``uniqueness_only``) and ``fallback`` says so. Asking for a signal
     that is absent (``uniqueness_only`` without uniqueness) is a :class:`ConfigError`. The
     rule is :func:`smt_tools.choices.resolve_sampling_method`, the one the config checks.
     """
-    signals = Signals(composition=comp is not None, uniqueness=uniq is not None)
+    signals = Signals(composition=freq_cluster_weight is not None, uniqueness=uniq is not None)
     try:  # an unknown method is reported first, even with no signal at all
         effective, fallback = resolve_sampling_method(
             method, signals if any(signals) else Signals(True, True)
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if comp is None and uniq is None:
+    if freq_cluster_weight is None and uniq is None:
         raise ValueError("combine needs at least one signal")
-    n = (comp if comp is not None else uniq).shape[0]  # type: ignore[union-attr]
-    if comp is not None and uniq is not None and uniq.shape[0] != n:
-        raise ValueError(f"comp has {n} rows but uniq has {uniq.shape[0]}")
-    return Combined(_score(effective, comp, uniq), effective, fallback)
+    n = (freq_cluster_weight if freq_cluster_weight is not None else uniq).shape[0]  # type: ignore[union-attr]
+    if freq_cluster_weight is not None and uniq is not None and uniq.shape[0] != n:
+        raise ValueError(f"freq_cluster_weight has {n} rows but uniq has {uniq.shape[0]}")
+    return Combined(_score(effective, freq_cluster_weight, uniq), effective, fallback)
 
 
-def _score(method: str, comp: np.ndarray | None, uniq: np.ndarray | None) -> np.ndarray:
+def _score(
+    method: str, freq_cluster_weight: np.ndarray | None, uniq: np.ndarray | None
+) -> np.ndarray:
     if method == "composition_only":
-        assert comp is not None
-        return average_rank(comp)
+        assert freq_cluster_weight is not None
+        return average_rank(freq_cluster_weight)
     if method == "uniqueness_only":
         assert uniq is not None
         return average_rank(uniq)
-    assert comp is not None and uniq is not None
+    assert freq_cluster_weight is not None and uniq is not None
     if method == "multiplicative":
-        return minmax(comp, constant=1.0) * minmax(uniq, constant=1.0)
-    rc, ru = average_rank(comp), average_rank(uniq)
+        return minmax(freq_cluster_weight, constant=1.0) * minmax(uniq, constant=1.0)
+    rc, ru = average_rank(freq_cluster_weight), average_rank(uniq)
     if method == "rank_max":
         return np.maximum(rc, ru)
     if method == "rank_multiply":

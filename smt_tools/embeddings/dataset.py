@@ -20,7 +20,8 @@ import pandas as pd
 
 from smt_tools.embeddings.model import Preprocess
 from smt_tools.errors import ConfigError
-from smt_tools.raster.handles import RasterCache, read_error
+from smt_tools.raster.handles import RasterCache
+from smt_tools.raster.window import read_window
 
 _CACHE = RasterCache(maxsize=32)
 
@@ -117,7 +118,7 @@ class TileBatchDataset:
     """Map-style dataset whose item ``i`` is batch ``i``: ``(tile_ids int64 (b,), pixels)``.
 
     frame: tile rows with tile_id, image_path, row_off, col_off, height, width.
-    Windows that extend past the raster are read boundless (filled with ``scale[0]``).
+    Windows that extend past the raster are filled with ``scale[0]`` outside it.
     """
 
     def __init__(self, frame: pd.DataFrame, spec: Preprocess, batch_size: int) -> None:
@@ -131,35 +132,30 @@ class TileBatchDataset:
     def __len__(self) -> int:
         return (len(self.tile_id) + self.batch_size - 1) // self.batch_size
 
-    def read_window(self, i: int) -> np.ndarray:
-        """(bands, h, w) raw pixels of tile row ``i``."""
-        from rasterio.windows import Window
-
+    def read_tile(self, i: int) -> np.ndarray:
+        """(bands, h, w) raw pixels of tile row ``i``, in the raster's dtype (``scale[0]``
+        outside the raster)."""
         r, c, h, w = (int(v) for v in self.window[i])
-        path = self.image_path[i]
-        ds = self.cache.get(path)
-        win = Window(c, r, w, h)
-        inside = r >= 0 and c >= 0 and r + h <= ds.height and c + w <= ds.width
-        try:
-            if inside:
-                return np.asarray(ds.read(list(self.spec.bands), window=win))
-            return np.asarray(
-                ds.read(
-                    list(self.spec.bands),
-                    window=win,
-                    boundless=True,
-                    fill_value=self.spec.scale[0],
-                )
-            )
-        except (OSError, ValueError) as exc:  # RasterioIOError is an OSError
-            raise read_error(str(path), exc, r, c, h, w) from None
+        path = str(self.image_path[i])
+        data, _ = read_window(
+            self.cache.get(path),
+            r,
+            c,
+            h,
+            w,
+            self.spec.bands,
+            self.spec.scale[0],
+            path=path,
+            keep_dtype=True,
+        )
+        return data
 
     def __getitem__(self, b: int) -> tuple[Any, Any]:
         import torch
 
         start = b * self.batch_size
         stop = min(start + self.batch_size, len(self.tile_id))
-        raws = [self.read_window(i) for i in range(start, stop)]
+        raws = [self.read_tile(i) for i in range(start, stop)]
         shapes = {a.shape for a in raws}
         if len(shapes) == 1:
             pixels = preprocess_batch(torch.from_numpy(np.stack(raws)), self.spec)

@@ -147,13 +147,13 @@ def balanced_frame(
     excluded: np.ndarray,
     labels: np.ndarray,
     sizes: np.ndarray,
-    cluster_weight: np.ndarray,
+    freq_cluster_weight: np.ndarray,
     weights: np.ndarray,
     uniq: np.ndarray | None,
 ) -> pd.DataFrame:
     """The balanced CSV's rows: one per tile of ``table`` (frame with TILE_COLUMNS and
     ``patch_size``; ``mask_band`` when the frame has it, else band 1), in table order. All arrays are (n,): excluded bool, labels int64
-    (freq_cluster_id, -1 = none), sizes int64, cluster_weight float64 (1 / size, 0 = none),
+    (freq_cluster_id, -1 = none), sizes int64, freq_cluster_weight float64 (1 / size, 0 = none),
     weights float64 (sampler_weight), uniq float64 or None (adds ``uniqueness_score``)."""
     f = table.frame
     out = pd.DataFrame(
@@ -186,7 +186,7 @@ def balanced_frame(
             "excluded": excluded,
             "freq_cluster_id": labels,
             "freq_cluster_size": sizes,
-            "freq_cluster_weight": cluster_weight,
+            "freq_cluster_weight": freq_cluster_weight,
             "sampler_weight": weights,
         }
     )

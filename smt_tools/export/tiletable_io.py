@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from smt_tools.atomic import atomic_path, file_lock
 from smt_tools.errors import InputDataError
-from smt_tools.raster.scan import SCAN_RULES, SourceRecord
+from smt_tools.ingest_params import IngestParams
+from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 
 FORMAT_VERSION = 1
@@ -58,10 +59,10 @@ _SOURCE_DTYPES: dict[str, str] = {
 
 
 def attach_sources(
-    table: TileTable, sources: Sequence[SourceRecord], params: Mapping[str, Any]
+    table: TileTable, sources: Sequence[SourceRecord], params: IngestParams
 ) -> TileTable:
-    """``table`` with the :data:`SOURCE_COLUMNS` filled from ``sources`` and the scan ``params``
-    (``patch_size, stride, edge_policy, black_tolerance``)."""
+    """``table`` with the :data:`SOURCE_COLUMNS` filled from ``sources`` and the ingest's
+    ``params`` (its fingerprint: patch size, stride, edge policy, black tolerance, scan rules)."""
     frame = table.frame.copy()
     by_id = {int(s.source_image_id): s for s in sources}
     ids = frame["source_image_id"].to_numpy(np.int64)
@@ -73,13 +74,13 @@ def attach_sources(
     frame["image_mtime"] = pd.array([r.image.file_mtime for r in recs], dtype="Float64")
     frame["mask_size"] = pd.array([r.mask.file_size for r in recs], dtype="Int64")
     frame["mask_mtime"] = pd.array([r.mask.file_mtime for r in recs], dtype="Float64")
-    n = len(frame)
-    frame["patch_size"] = pd.array([int(params["patch_size"])] * n, dtype="Int64")
-    frame["stride"] = pd.array([int(params["stride"])] * n, dtype="Int64")
-    frame["edge_policy"] = pd.array([str(params["edge_policy"])] * n, dtype="string")
-    frame["black_tolerance"] = pd.array([float(params["black_tolerance"])] * n, dtype="Float64")
+    n, fp = len(frame), params.fingerprint()
+    frame["patch_size"] = pd.array([fp["patch_size"]] * n, dtype="Int64")
+    frame["stride"] = pd.array([fp["stride"]] * n, dtype="Int64")
+    frame["edge_policy"] = pd.array([fp["edge_policy"]] * n, dtype="string")
+    frame["black_tolerance"] = pd.array([fp["black_tolerance"]] * n, dtype="Float64")
     frame["mask_band"] = pd.array([int(r.mask_band) for r in recs], dtype="Int64")
-    frame["scan_rules"] = pd.array([int(params.get("scan_rules", SCAN_RULES))] * n, dtype="Int64")
+    frame["scan_rules"] = pd.array([fp["scan_rules"]] * n, dtype="Int64")
     return TileTable(frame, table.counts, table.class_values, table.nodata_class)
 
 
@@ -88,7 +89,7 @@ def write_tile_table(
     path: str | os.PathLike[str],
     sources: list[SourceRecord] | None = None,
     *,
-    params: Mapping[str, Any] | None = None,
+    params: IngestParams | None = None,
     class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
 ) -> None:
     """Write ``table`` to ``path`` (Parquet, atomic).
@@ -103,7 +104,7 @@ def write_tile_table(
         table = attach_sources(
             table,
             sources,
-            params or {"patch_size": 0, "stride": 0, "edge_policy": "", "black_tolerance": 0.0},
+            params or IngestParams(patch_size=0, stride=0, edge_policy=""),
         )
     frame = table.frame.copy()
     for col, dtype in _SOURCE_DTYPES.items():

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.ingest_params import IngestParams
+from smt_tools.pipelines._tiling_report import TilingReport
 from smt_tools.raster import SourceRecord
 from smt_tools.raster.maskcheck import (
     MAX_CLASS_VALUE,
@@ -203,7 +206,7 @@ def check_catalog_nodata(
     existing: pd.DataFrame,
     records: list[SourceRecord],
     todo: list[int],
-    params: dict[str, Any],
+    params: IngestParams,
 ) -> None:
     """Before scanning: the source images that stay in the catalog must share the nodata class
     of this ingest (the write checks it again under the lock)."""
@@ -212,10 +215,86 @@ def check_catalog_nodata(
     replaced = {int(records[i].source_image_id) for i in todo}
     stay = existing[~existing["source_image_id"].astype("int64").isin(list(replaced))]
     found = sorted({nodata_text(v) for v in stay["nodata_class"]})
-    want = nodata_text(params["nodata_class"])
+    want = nodata_text(params.nodata_class)
     if found and found != [want]:
         raise InputDataError(
             f"catalog {label} holds tiles ingested with nodata class {', '.join(found)}; got "
             f"--nodata-class {want}: use the same nodata class, re-ingest all of its source "
             "images in one run, or use a separate catalog"
         )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What an ingest did (printed as the closing summary)."""
+
+    target: str  # redacted URL or Parquet path
+    kind: str  # "postgis" or "parquet"
+    images_total: int
+    images_new: int
+    images_replaced: int
+    images_skipped: int
+    tiles_written: int
+    tiles_in_catalog: int
+    sources_in_catalog: int
+    scan_seconds: float
+    write_seconds: float
+    elapsed_seconds: float
+    #: One line each, printed as ``warning: ...`` after the summary (data the user should check).
+    warnings: list[str] = field(default_factory=list)
+    #: The mask value treated as nodata (None: every mask value is a class).
+    nodata_class: int | None = None
+    #: Pixel totals and class shares of the tiles written by this ingest.
+    scanned: ScanSummary = field(default_factory=ScanSummary)
+    #: Images skipped as smaller than the patch, low --edge drop coverage, padded tiles.
+    tiling: TilingReport = field(default_factory=TilingReport)
+
+    @property
+    def images_scanned(self) -> int:
+        return self.images_new + self.images_replaced
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles_written / self.scan_seconds if self.scan_seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The printed numbers, JSON-ready (``--json``, ``run.json``)."""
+        s, t = self.scanned, self.tiling
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "images_total": self.images_total,
+            "images_scanned": self.images_scanned,
+            "images_new": self.images_new,
+            "images_replaced": self.images_replaced,
+            "images_skipped": self.images_skipped,
+            "tiles_written": self.tiles_written,
+            "tiles_in_catalog": self.tiles_in_catalog,
+            "sources_in_catalog": self.sources_in_catalog,
+            "tiles_per_second": self.tiles_per_second,
+            "nodata_class": self.nodata_class,
+            "nodata_share": s.nodata_share,
+            "mask_pixels": s.mask_pixels,
+            "nodata_pixels": s.nodata_pixels,
+            "classes": [
+                {"class_value": c.class_value, "name": c.name, "pixels": c.pixels, "share": c.share}
+                for c in s.classes
+            ],
+            "skipped_small_images": [p for p, _, _ in t.skipped_small],
+            "low_coverage_images": [{"image": p, "coverage": c} for p, c in t.low_coverage],
+            "padded_tiles": t.padded_tiles,
+            "warnings": list(self.warnings),
+            "timings_s": {
+                "scan": self.scan_seconds,
+                "write": self.write_seconds,
+                "total": self.elapsed_seconds,
+            },
+        }
+
+    def run_json_path(self) -> Path | None:
+        """A local tile table gets its run record beside it; a PostGIS catalog none."""
+        if self.kind != "parquet":
+            return None
+        from smt_tools.export.run_record import run_json_path
+
+        return run_json_path(self.target)

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from smt_tools.errors import InputDataError
+from smt_tools.ingest_params import IngestParams
 from smt_tools.raster import SourceRecord
 from smt_tools.raster.padding import padded_tiles
 from smt_tools.raster.tiling import fits, grid_coverage, outside_pixels
@@ -115,15 +115,13 @@ def tiling_report(
     records: Sequence[SourceRecord],
     windows: Sequence[np.ndarray],
     skipped: Sequence[tuple[str, int, int]],
-    params: Mapping[str, Any],
+    params: IngestParams,
 ) -> TilingReport:
     """The report for the ``records`` kept (with their ``windows``) and the ``skipped`` images.
 
     Raises :class:`InputDataError` when every listed image was skipped (nothing to ingest).
     """
-    patch = int(params["patch_size"])
-    stride = int(params["stride"])
-    edge = str(params["edge_policy"])
+    patch, stride, edge = int(params.patch_size), int(params.stride), str(params.edge_policy)
     if skipped and not records:
         n = len(skipped)
         side = min(min(w, h) for _, w, h in skipped)

@@ -1,10 +1,11 @@
-"""select-coreset: balanced CSV or catalog run -> scores -> selection -> weights -> outputs.
+"""select-coreset: load -> features -> select -> weigh -> diagnose -> write.
 
 The math lives in :mod:`smt_tools.coreset` (docs/algorithms.md §10); this module reads the input
 table and the embedding cache, calls it, and writes the outputs: the full input table plus
 ``coreset_score``, ``coreset_selected`` and a recomputed ``sampler_weight`` (0 for tiles not
 selected), an optional GeoJSON + QGIS style, and a catalog run when the input is the catalog.
 Outputs are staged and moved into place together, so a failed run leaves earlier files as they were.
+The readers live in :mod:`smt_tools.pipelines._coreset_input`.
 """
 
 from __future__ import annotations
@@ -14,30 +15,50 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from smt_tools.config._loader import expand_env_optional
 from smt_tools.config.coreset import CoresetConfig
 from smt_tools.coreset import (
     EMBEDDING_METHODS,
     CoresetParams,
+    CoresetSelection,
     coreset_sampler_weights,
     select_coreset,
 )
 from smt_tools.curation.diagnostics import effective_sample_size
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
-from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
+from smt_tools.pipelines._coreset_input import (
+    BOUNDS_COLUMNS,
+    REQUIRED_COLUMNS,
+    CoresetInput,
+    load_embeddings,
+    projected_centroids,
+    read_balanced_csv,
+    read_catalog_run,
+)
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import entropy_from_counts
 
-#: Columns a balanced CSV must have for select-coreset.
-REQUIRED_COLUMNS: tuple[str, ...] = ("tile_id", "class_counts_json", "excluded")
-#: Columns needed for the spatial block and the GeoJSON.
-BOUNDS_COLUMNS: tuple[str, ...] = ("minx", "miny", "maxx", "maxy", "crs")
+if TYPE_CHECKING:
+    from smt_tools.atomic import StagedOutputs
+
+__all__ = [
+    "BOUNDS_COLUMNS",
+    "GEOJSON_PROPERTIES",
+    "REQUIRED_COLUMNS",
+    "CoresetInput",
+    "CoresetResult",
+    "load_embeddings",
+    "projected_centroids",
+    "read_balanced_csv",
+    "read_catalog_run",
+    "run_coreset",
+]
+
 #: GeoJSON feature properties (those present in the table).
 GEOJSON_PROPERTIES: tuple[str, ...] = (
     "tile_id",
@@ -52,22 +73,6 @@ GEOJSON_PROPERTIES: tuple[str, ...] = (
     "excluded",
 )
 STEPS = 5
-
-
-@dataclass
-class CoresetInput:
-    """The tile table select-coreset works on (rows in input order).
-
-    frame: the input table (all its columns); counts: (n, C) int64 class pixel counts;
-    class_values: (C,) int64; excluded: (n,) bool; source: a label for messages.
-    """
-
-    frame: pd.DataFrame
-    counts: np.ndarray
-    class_values: np.ndarray
-    excluded: np.ndarray
-    source: str
-    engine: Any = None
 
 
 @dataclass
@@ -125,159 +130,6 @@ class CoresetResult:
         return run_json_path(self.outputs[0])
 
 
-# ----------------------------------------------------------------------------- input
-
-
-def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
-    if col.dtype == bool:
-        return col.to_numpy()
-    text = col.astype(str).str.strip().str.lower()
-    ok = text.isin(["true", "false", "1", "0", "t", "f"])
-    if not ok.all():
-        bad = col[~ok].iloc[0]
-        raise InputDataError(f"{source}: column {name} must be true/false; got {bad!r}")
-    return text.isin(["true", "1", "t"]).to_numpy()
-
-
-def read_balanced_csv(path: Path) -> CoresetInput:
-    """Read a balanced CSV (docs/algorithms.md §15); missing columns are one clear line."""
-    source = str(path)
-    if not path.is_file():
-        raise InputDataError(
-            f"{source}: balanced CSV not found; create it with "
-            "`pytorch-smt-tools build-balanced-dataset CONFIG` or fix coreset.input_csv_path"
-        )
-    try:
-        frame = pd.read_csv(path, dtype={"class_counts_json": str, "class_dist_json": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputDataError(
-            f"{source}: missing column(s) {', '.join(missing)}; expected a balanced CSV "
-            "written by build-balanced-dataset (needs tile_id, class_counts_json, excluded)"
-        )
-    if frame.empty:
-        raise EmptySelectionError(f"{source}: the CSV has no rows")
-    if frame["tile_id"].isna().any():
-        raise InputDataError(f"{source}: tile_id has empty values")
-    frame["tile_id"] = frame["tile_id"].astype(np.int64)
-    dup = frame["tile_id"].duplicated()
-    if dup.any():
-        raise InputDataError(
-            f"{source}: tile_id {int(frame.loc[dup, 'tile_id'].iloc[0])} appears twice"
-        )
-    counts, class_values = parse_class_counts_json(
-        frame["class_counts_json"], source, empty_is_zero=False
-    )
-    excluded = _bool_column(frame["excluded"], "excluded", source)
-    return CoresetInput(frame, counts, class_values, excluded, source)
-
-
-def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
-    """Tiles and results of build-balanced-dataset run ``catalog_run_id`` from the catalog."""
-    from smt_tools import catalog
-    from smt_tools.catalog.runs import load_run_results
-    from smt_tools.export.csv_out import class_counts_json, class_dist_json
-
-    assert cfg.catalog_run_id is not None
-    run_id = int(cfg.catalog_run_id)
-    engine = catalog.connect(
-        catalog.resolve_url(expand_env_optional(cfg.catalog_url, "coreset.catalog_url"))
-    )
-    command, results = load_run_results(engine, run_id)
-    tiles = catalog.load_tiles(
-        engine,
-        "tile",
-        statement_timeout_s=cfg.statement_timeout_s,
-        run_id=run_id,
-    )
-    frame = tiles.frame.copy()
-    frame.insert(5, "patch_size", frame["height"])
-    frame["class_dist_json"] = class_dist_json(tiles.counts, tiles.class_values).to_numpy()
-    frame["class_counts_json"] = class_counts_json(tiles.counts, tiles.class_values).to_numpy()
-    split_cols = ("coreset_score", "coreset_selected", "fold", "buffer_excluded_folds")
-    keep = [c for c in results.columns if c not in split_cols]
-    frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
-    excl = frame["excluded"]
-    excluded = excl.fillna(False).astype(bool).to_numpy()
-    frame["excluded"] = excluded
-    label = f"catalog {catalog.engine_label(engine)} run {run_id} ({command})"
-    return CoresetInput(frame, tiles.counts, tiles.class_values, excluded, label, engine)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:
-    """Tile centres in metres: (n, 2) float64.
-
-    One projected CRS for all tiles: its native coordinates. Otherwise every centre goes to
-    lon/lat and then to an azimuthal equidistant projection centred on the mean position.
-    """
-    from pyproj import CRS, Transformer
-
-    missing = [c for c in BOUNDS_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputDataError(
-            f"{source}: spatial_weight > 0 needs column(s) {', '.join(missing)} (tile bounds)"
-        )
-    from smt_tools.geo import has_crs, no_crs_message
-
-    if not has_crs(frame).all():  # pixel-space tiles (slide scans) have no place on the Earth
-        raise InputDataError(
-            f"{source}: "
-            + no_crs_message(
-                frame,
-                "coreset.spatial_weight > 0 needs every tile's position; set spatial_weight: 0",
-            )
-        )
-    cx = ((frame["minx"] + frame["maxx"]) / 2).to_numpy(dtype=np.float64)
-    cy = ((frame["miny"] + frame["maxy"]) / 2).to_numpy(dtype=np.float64)
-    crs_values = frame["crs"].astype(str).to_numpy()
-    distinct = sorted(set(crs_values.tolist()))
-    if len(distinct) == 1 and CRS.from_user_input(distinct[0]).is_projected:
-        return np.column_stack([cx, cy])
-    lon = np.empty_like(cx)
-    lat = np.empty_like(cy)
-    for crs in distinct:
-        rows = crs_values == crs
-        tr = Transformer.from_crs(CRS.from_user_input(crs), "EPSG:4326", always_xy=True)
-        lon[rows], lat[rows] = tr.transform(cx[rows], cy[rows])
-    aeqd = CRS.from_proj4(
-        f"+proj=aeqd +lat_0={float(np.mean(lat))} +lon_0={float(np.mean(lon))} +units=m"
-    )
-    x, y = Transformer.from_crs("EPSG:4326", aeqd, always_xy=True).transform(lon, lat)
-    return np.column_stack([np.asarray(x), np.asarray(y)])
-
-
-def load_embeddings(cfg: CoresetConfig, tile_ids: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Embeddings for every row (NaN where missing); missing ones among the included tiles are
-    an error that names the count and the `embed` command."""
-    from smt_tools.embeddings.cache import cache_files, read_embeddings
-
-    if cfg.parquet_path is None:
-        raise ConfigError(
-            f"coreset.method {cfg.method} needs tile embeddings: set coreset.parquet_path to the "
-            "embedding cache (fill it with `pytorch-smt-tools embed CONFIG`)"
-        )
-    if not cache_files(cfg.parquet_path):
-        raise InputDataError(
-            f"all {int(eligible.sum())} included tiles have no embedding: there is no embedding "
-            f"cache at {cfg.parquet_path}; compute them with `pytorch-smt-tools embed CONFIG` "
-            "(the balanced-dataset config that produced the input)"
-        )
-    emb, found = read_embeddings(cfg.parquet_path, tile_ids, model_id=cfg.model_id)
-    missing = int((eligible & ~found).sum())
-    if missing:
-        raise InputDataError(
-            f"{missing} of {int(eligible.sum())} included tiles have no embedding in "
-            f"{cfg.parquet_path}; compute them with `pytorch-smt-tools embed CONFIG` "
-            "(the balanced-dataset config that produced the input)"
-        )
-    return emb
-
-
 def _shares(counts: np.ndarray) -> list[float]:
     tot = counts.sum(axis=0).astype(np.float64)
     s = float(tot.sum())
@@ -327,6 +179,191 @@ def _config_for_record(cfg: CoresetConfig) -> dict[str, Any]:
     return {"coreset": data}
 
 
+# ----------------------------------------------------------------------------- steps
+
+
+@dataclass
+class CoresetRun:
+    """One run's state, step by step (rows in input order): the input, the candidates
+    (``eligible`` (n,) bool: not excluded), the selection, the sampler weights (n,) float64
+    (0 for tiles not selected), the output table and the run's numbers."""
+
+    cfg: CoresetConfig
+    data: CoresetInput
+    eligible: np.ndarray
+    started: datetime
+    timings: dict[str, float]
+    selection: CoresetSelection | None = None
+    weights: np.ndarray | None = None
+    out: pd.DataFrame | None = None
+    result: CoresetResult | None = None
+
+
+def _load(cfg: CoresetConfig) -> CoresetInput:
+    """The input table: a catalog run or a balanced CSV; one clear line when nothing is left."""
+    data = (
+        read_catalog_run(cfg)
+        if cfg.catalog_run_id is not None
+        else read_balanced_csv(Path(cfg.input_csv_path or ""))
+    )
+    if not (~data.excluded).any():
+        raise EmptySelectionError(f"{data.source}: every tile is excluded; nothing to select from")
+    return data
+
+
+def _features(run: CoresetRun) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(embeddings (n, D) or None, tile centres in metres (n, 2) or None) the method needs."""
+    cfg, frame = run.cfg, run.data.frame
+    embeddings = None
+    if cfg.method in EMBEDDING_METHODS:
+        tile_ids = frame["tile_id"].to_numpy(dtype=np.int64)
+        embeddings = load_embeddings(cfg, tile_ids, run.eligible)
+    centroids = projected_centroids(frame, run.data.source) if cfg.spatial_weight > 0 else None
+    return embeddings, centroids
+
+
+def _select(
+    run: CoresetRun, device: str, embeddings: np.ndarray | None, centroids: np.ndarray | None
+) -> CoresetSelection:
+    """§10: score and select; a ValueError of the math is one config line naming the input."""
+    data = run.data
+    try:
+        return select_coreset(
+            _params(run.cfg, device),
+            tile_ids=data.frame["tile_id"].to_numpy(dtype=np.int64),
+            eligible=run.eligible,
+            counts=data.counts,
+            class_entropy=entropy_from_counts(data.counts),
+            embeddings=embeddings,
+            centroids_xy=centroids,
+        )
+    except ValueError as exc:
+        if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
+            raise
+        raise ConfigError(f"{data.source}: coreset: {exc}") from None
+
+
+def _weigh(run: CoresetRun) -> None:
+    """Sampler weights of the selected tiles; the output table (input + score columns)."""
+    assert run.selection is not None
+    sel, data = run.selection, run.data
+    valid = data.counts.sum(axis=1, keepdims=True).astype(np.float64)
+    p = np.where(valid > 0, data.counts / np.where(valid > 0, valid, 1.0), 0.0)
+    run.weights = coreset_sampler_weights(
+        p, sel.selected, run.cfg.sampler_weights.formula, run.cfg.sampler_weights.cap
+    )
+    out = data.frame.copy()
+    out["coreset_score"] = sel.scores
+    out["coreset_selected"] = sel.selected
+    out["sampler_weight"] = run.weights
+    run.out = out
+
+
+def _diagnose(run: CoresetRun, device: str) -> CoresetResult:
+    """Summary numbers: the selected subset against the pool of included tiles."""
+    assert run.selection is not None and run.weights is not None
+    sel, data, weights, eligible = run.selection, run.data, run.weights, run.eligible
+    frame = data.frame
+    uniq = (
+        pd.to_numeric(frame["uniqueness_score"], errors="coerce").to_numpy(dtype=np.float64)
+        if "uniqueness_score" in frame.columns
+        else np.full(len(frame), np.nan)
+    )
+    src = frame["source_image_id"].to_numpy() if "source_image_id" in frame.columns else None
+    valid = data.counts.sum(axis=1).astype(np.float64)
+    wsum = float((weights * valid).sum())
+    weighted = (weights[:, None] * data.counts).sum(axis=0) / wsum if wsum > 0 else None
+    return CoresetResult(
+        method=run.cfg.method,
+        device=device,
+        n_tiles=len(frame),
+        n_included=int(eligible.sum()),
+        budget=sel.budget,
+        class_values=[int(v) for v in data.class_values],
+        pool_class_shares=_shares(data.counts[eligible]),
+        selected_class_shares=_shares(data.counts[sel.selected]),
+        weighted_class_shares=[float(v) for v in weighted] if weighted is not None else [],
+        pool_source_images=int(np.unique(src[eligible]).size) if src is not None else None,
+        selected_source_images=int(np.unique(src[sel.selected]).size) if src is not None else None,
+        pool_mean_uniqueness=_mean_or_none(uniq[eligible]),
+        selected_mean_uniqueness=_mean_or_none(uniq[sel.selected]),
+        ess=effective_sample_size(weights),
+        info=sel.info,
+        timings=run.timings,
+    )
+
+
+def _write(run: CoresetRun, config_record: dict[str, Any]) -> None:
+    """Stage the CSV, GeoJSON + style and catalog run; move them in together."""
+    from smt_tools.atomic import StagedOutputs, reraise_output_error
+
+    assert run.selection is not None and run.out is not None and run.result is not None
+    cfg, sel, out = run.cfg, run.selection, run.out
+    t = time.perf_counter()
+    staging = StagedOutputs()
+    # selected tiles coloured by score class (quantiles of the selected scores)
+    map_style = coreset_qml(score_breaks(sel.scores[sel.selected]))
+    try:
+        _write_csv(out, staging.file(Path(cfg.output.csv_path)))
+        if cfg.output.geojson_path is not None:
+            _stage_vector(run, staging, map_style)
+        if run.data.engine is not None and cfg.output.write_catalog_run:
+            run.timings["write"] = time.perf_counter() - t
+            run.result.run_id = _record_run(run, config_record, map_style)
+        run.result.outputs = staging.commit()
+    except BaseException as exc:
+        staging.cleanup()
+        reraise_output_error(exc)  # disk full etc.: one line naming the output
+        raise
+    run.timings["write"] = time.perf_counter() - t
+
+
+def _stage_vector(run: CoresetRun, staging: StagedOutputs, map_style: str) -> None:
+    from smt_tools.export.vector import write_vector
+
+    assert run.out is not None and run.cfg.output.geojson_path is not None
+    out = run.out
+    missing = [c for c in BOUNDS_COLUMNS if c not in out.columns]
+    if missing:
+        raise InputDataError(
+            f"{run.data.source}: output.geojson_path needs column(s) {', '.join(missing)}"
+        )
+    props = [c for c in GEOJSON_PROPERTIES if c in out.columns]
+    write_vector(
+        out,
+        Path(run.cfg.output.geojson_path),
+        props,
+        map_style,
+        fmt=run.cfg.output.format,
+        staging=staging,
+    )
+
+
+def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) -> int:
+    from smt_tools import catalog
+
+    assert run.selection is not None and run.result is not None
+    results = pd.DataFrame(
+        {
+            "tile_id": run.data.frame["tile_id"].to_numpy(dtype=np.int64),
+            "sampler_weight": run.weights,
+            "excluded": run.data.excluded,
+            "coreset_score": run.selection.scores,
+            "coreset_selected": run.selection.selected,
+        }
+    )
+    return catalog.record_run(
+        run.data.engine,
+        "select-coreset",
+        config_record,
+        run.result.summary(),
+        results,
+        run.started,
+        datetime.now(timezone.utc),
+        map_style=map_style,
+    )
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 
@@ -339,7 +376,6 @@ def run_coreset(
     """Run select-coreset for ``cfg`` (the ``coreset:`` section) and write its outputs.
 
     ``config_path`` (the YAML file) is checked not to be an output."""
-    from smt_tools.atomic import StagedOutputs, reraise_output_error
     from smt_tools.coreset.gpu import resolve_device
     from smt_tools.pipelines._preflight import preflight_coreset
 
@@ -349,148 +385,36 @@ def run_coreset(
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     device = resolve_device(cfg.device)
+    config_record = config_dump or _config_for_record(cfg)
     with factory(f"select-coreset ({cfg.method})", STEPS) as advance:
         t = time.perf_counter()
-        data = (
-            read_catalog_run(cfg)
-            if cfg.catalog_run_id is not None
-            else read_balanced_csv(Path(cfg.input_csv_path or ""))
-        )
-        frame = data.frame
-        tile_ids = frame["tile_id"].to_numpy(dtype=np.int64)
-        eligible = ~data.excluded
-        n_ok = int(eligible.sum())
-        if n_ok == 0:
-            raise EmptySelectionError(
-                f"{data.source}: every tile is excluded; nothing to select from"
-            )
+        data = _load(cfg)
+        run = CoresetRun(cfg, data, ~data.excluded, started, timings)
         timings["load"] = time.perf_counter() - t
         advance(1)
-
-        t = time.perf_counter()
-        embeddings = None
-        if cfg.method in EMBEDDING_METHODS:
-            embeddings = load_embeddings(cfg, tile_ids, eligible)
-        centroids = projected_centroids(frame, data.source) if cfg.spatial_weight > 0 else None
-        timings["embeddings"] = time.perf_counter() - t
-        advance(1)
-
-        t = time.perf_counter()
         try:
-            sel = select_coreset(
-                _params(cfg, device),
-                tile_ids=tile_ids,
-                eligible=eligible,
-                counts=data.counts,
-                class_entropy=entropy_from_counts(data.counts),
-                embeddings=embeddings,
-                centroids_xy=centroids,
-            )
-        except ValueError as exc:
-            if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
-                raise
-            raise ConfigError(f"{data.source}: coreset: {exc}") from None
-        timings["select"] = time.perf_counter() - t
-        advance(1)
+            t = time.perf_counter()
+            embeddings, centroids = _features(run)
+            timings["embeddings"] = time.perf_counter() - t
+            advance(1)
 
-        t = time.perf_counter()
-        valid = data.counts.sum(axis=1, keepdims=True).astype(np.float64)
-        p = np.where(valid > 0, data.counts / np.where(valid > 0, valid, 1.0), 0.0)
-        weights = coreset_sampler_weights(
-            p, sel.selected, cfg.sampler_weights.formula, cfg.sampler_weights.cap
-        )
-        out = frame.copy()
-        out["coreset_score"] = sel.scores
-        out["coreset_selected"] = sel.selected
-        out["sampler_weight"] = weights
-        timings["weights"] = time.perf_counter() - t
-        advance(1)
+            t = time.perf_counter()
+            run.selection = _select(run, device, embeddings, centroids)
+            timings["select"] = time.perf_counter() - t
+            advance(1)
 
-        # Summary numbers: selected subset vs the pool of included tiles.
-        uniq = (
-            pd.to_numeric(frame["uniqueness_score"], errors="coerce").to_numpy(dtype=np.float64)
-            if "uniqueness_score" in frame.columns
-            else np.full(len(frame), np.nan)
-        )
-        has_src = "source_image_id" in frame.columns
-        src = frame["source_image_id"].to_numpy() if has_src else None
-        wsum = float((weights * valid[:, 0]).sum())
-        weighted = (weights[:, None] * data.counts).sum(axis=0) / wsum if wsum > 0 else None
-        result = CoresetResult(
-            method=cfg.method,
-            device=device,
-            n_tiles=len(frame),
-            n_included=n_ok,
-            budget=sel.budget,
-            class_values=[int(v) for v in data.class_values],
-            pool_class_shares=_shares(data.counts[eligible]),
-            selected_class_shares=_shares(data.counts[sel.selected]),
-            weighted_class_shares=[float(v) for v in weighted] if weighted is not None else [],
-            pool_source_images=int(np.unique(src[eligible]).size) if src is not None else None,
-            selected_source_images=int(np.unique(src[sel.selected]).size)
-            if src is not None
-            else None,
-            pool_mean_uniqueness=_mean_or_none(uniq[eligible]),
-            selected_mean_uniqueness=_mean_or_none(uniq[sel.selected]),
-            ess=effective_sample_size(weights),
-            info=sel.info,
-            timings=timings,
-        )
+            t = time.perf_counter()
+            _weigh(run)
+            timings["weights"] = time.perf_counter() - t
+            advance(1)
 
-        t = time.perf_counter()
-        staging = StagedOutputs()
-        # selected tiles coloured by score class (quantiles of the selected scores)
-        map_style = coreset_qml(score_breaks(sel.scores[sel.selected]))
-        try:
-            _write_csv(out, staging.file(Path(cfg.output.csv_path)))
-            if cfg.output.geojson_path is not None:
-                from smt_tools.export.vector import write_vector
-
-                missing = [c for c in BOUNDS_COLUMNS if c not in out.columns]
-                if missing:
-                    raise InputDataError(
-                        f"{data.source}: output.geojson_path needs column(s) {', '.join(missing)}"
-                    )
-                props = [c for c in GEOJSON_PROPERTIES if c in out.columns]
-                write_vector(
-                    out,
-                    Path(cfg.output.geojson_path),
-                    props,
-                    map_style,
-                    fmt=cfg.output.format,
-                    staging=staging,
-                )
-            if data.engine is not None and cfg.output.write_catalog_run:
-                from smt_tools import catalog
-
-                results = pd.DataFrame(
-                    {
-                        "tile_id": tile_ids,
-                        "sampler_weight": weights,
-                        "excluded": data.excluded,
-                        "coreset_score": sel.scores,
-                        "coreset_selected": sel.selected,
-                    }
-                )
-                timings["write"] = time.perf_counter() - t
-                result.run_id = catalog.record_run(
-                    data.engine,
-                    "select-coreset",
-                    config_dump or _config_for_record(cfg),
-                    result.summary(),
-                    results,
-                    started,
-                    datetime.now(timezone.utc),
-                    map_style=map_style,
-                )
-            result.outputs = staging.commit()
-        except BaseException as exc:
-            staging.cleanup()
-            reraise_output_error(exc)  # disk full etc.: one line naming the output
-            raise
-        timings["write"] = time.perf_counter() - t
-        advance(1)
+            run.result = result = _diagnose(run, device)
+            _write(run, config_record)
+            advance(1)
+        finally:
+            if data.engine is not None:  # the catalog connection read_catalog_run opened
+                data.engine.dispose()
     if not math.isfinite(result.ess):
         result.ess = 0.0
-    result.config_record = config_dump or _config_for_record(cfg)
+    result.config_record = config_record
     return result

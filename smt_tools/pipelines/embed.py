@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from smt_tools.config.balanced import BalancedDatasetConfig, EmbeddingsConfig
 from smt_tools.errors import ConfigError, EmbeddingCacheError, EmptySelectionError
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import TileTable
+
+if TYPE_CHECKING:
+    from smt_tools.embeddings.model import LoadedModel, Preprocess
 
 #: Rows per cache chunk; a chunk is also written after :data:`CHUNK_SECONDS` of work.
 CHUNK_ROWS = 4096
@@ -91,16 +94,12 @@ def ensure_embeddings(
     only missing tiles are computed and appended (chunks of ``chunk_rows``); a cache of another
     model or preprocessing is refused unless ``rebuild``. Without it, nothing is cached.
     """
-    from smt_tools.embeddings.cache import check_cache, compact, lookup, row_count, write_chunk
+    from smt_tools.embeddings.cache import compact, row_count
     from smt_tools.embeddings.dataset import resolve_scale
     from smt_tools.embeddings.model import describe_model, make_preprocess
 
     progress_factory = progress_factory or no_progress
-    missing_cols = [c for c in _WINDOW_COLUMNS if c not in frame.columns]
-    if missing_cols:
-        raise ConfigError(f"tile frame lacks columns {', '.join(missing_cols)}")
-    if len(frame) == 0:
-        raise EmptySelectionError("no tiles to embed")
+    _check_frame(frame)
     t_start = time.perf_counter()
     tile_ids = frame["tile_id"].to_numpy(np.int64)
     model_id, geometry = describe_model(ecfg.dino_model)
@@ -109,13 +108,8 @@ def ensure_embeddings(
     phash = spec.hash
     path = ecfg.parquet_path
 
-    if path is not None:
-        check_cache(path, model_id, phash, rebuild=rebuild)
-        emb, found, dim = lookup(path, tile_ids, model_id, phash)
-    else:
-        emb, found, dim = np.zeros((len(frame), 0), np.float32), np.zeros(len(frame), bool), None
-
-    todo = (
+    emb, found, dim = _lookup(path, tile_ids, model_id, phash, rebuild)
+    todo = (  # the windows still to embed, each tile once, by tile_id
         frame.loc[~found, list(_WINDOW_COLUMNS)]
         .drop_duplicates("tile_id")
         .sort_values("tile_id", kind="stable")
@@ -124,7 +118,7 @@ def ensure_embeddings(
     images_per_s = 0.0
     device = "-"
     if len(todo):
-        from smt_tools.embeddings.extract import ExtractStats, iter_embeddings, pick_device
+        from smt_tools.embeddings.extract import pick_device
         from smt_tools.embeddings.model import load_model
 
         device = pick_device(ecfg.use_gpu)
@@ -137,49 +131,10 @@ def ensure_embeddings(
         dim = loaded.dim
         if emb.shape[1] != dim:
             emb = np.full((len(frame), dim), np.nan, np.float32)
-        stats = ExtractStats()
-        new_ids: list[np.ndarray] = []
-        new_emb: list[np.ndarray] = []
-        buf_ids: list[np.ndarray] = []
-        buf_emb: list[np.ndarray] = []
-        last_flush = time.perf_counter()
-
-        def flush() -> None:
-            nonlocal buf_ids, buf_emb, last_flush
-            if path is not None and buf_ids:
-                write_chunk(path, np.concatenate(buf_ids), np.concatenate(buf_emb), model_id, phash)
-            buf_ids, buf_emb = [], []
-            last_flush = time.perf_counter()
-
-        with progress_factory("Embedding tiles", len(todo)) as advance:
-            for b_ids, b_emb in iter_embeddings(
-                todo,
-                loaded,
-                spec,
-                batch_size=ecfg.batch_size,
-                num_workers=ecfg.num_workers,
-                device=device,
-                stats=stats,
-            ):
-                if not np.isfinite(b_emb).all():
-                    raise EmbeddingCacheError(
-                        f"the model returned NaN/inf embeddings for tiles {b_ids[:3].tolist()}; "
-                        "check embeddings.scale and the image values"
-                    )
-                new_ids.append(b_ids)
-                new_emb.append(b_emb)
-                buf_ids.append(b_ids)
-                buf_emb.append(b_emb)
-                if (
-                    sum(len(a) for a in buf_ids) >= chunk_rows
-                    or time.perf_counter() - last_flush >= CHUNK_SECONDS
-                ):
-                    flush()
-                advance(len(b_ids))
-        flush()
-        images_per_s = stats.images_per_s
-        ids_new = np.concatenate(new_ids)
-        emb_new = np.concatenate(new_emb)
+        writer = _ChunkWriter(path, model_id, phash, chunk_rows)
+        ids_new, emb_new, images_per_s = _embed_missing(
+            todo, ecfg, loaded, spec, device, writer, progress_factory
+        )
         order = np.argsort(ids_new, kind="stable")
         ids_new, emb_new = ids_new[order], emb_new[order]
         rows = np.flatnonzero(~found)
@@ -204,6 +159,96 @@ def ensure_embeddings(
         cache_path=Path(path) if path is not None else None,
         cache_rows=cache_rows,
     )
+
+
+def _check_frame(frame: pd.DataFrame) -> None:
+    missing_cols = [c for c in _WINDOW_COLUMNS if c not in frame.columns]
+    if missing_cols:
+        raise ConfigError(f"tile frame lacks columns {', '.join(missing_cols)}")
+    if len(frame) == 0:
+        raise EmptySelectionError("no tiles to embed")
+
+
+def _lookup(
+    path: Path | None, tile_ids: np.ndarray, model_id: str, phash: str, rebuild: bool
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(embeddings (n, d) float32, found (n,) bool, d or None) from the cache, if any."""
+    from smt_tools.embeddings.cache import check_cache, lookup
+
+    n = len(tile_ids)
+    if path is None:
+        return np.zeros((n, 0), np.float32), np.zeros(n, bool), None
+    check_cache(path, model_id, phash, rebuild=rebuild)
+    return lookup(path, tile_ids, model_id, phash)
+
+
+class _ChunkWriter:
+    """Appends new embeddings to the cache every ``chunk_rows`` rows or CHUNK_SECONDS, so an
+    interrupted run keeps what it computed (nothing is written without a cache path)."""
+
+    def __init__(self, path: Path | None, model_id: str, phash: str, chunk_rows: int) -> None:
+        self.path, self.model_id, self.phash, self.chunk_rows = path, model_id, phash, chunk_rows
+        self.ids: list[np.ndarray] = []
+        self.emb: list[np.ndarray] = []
+        self.last_flush = time.perf_counter()
+
+    def add(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        self.ids.append(ids)
+        self.emb.append(emb)
+        if (
+            sum(len(a) for a in self.ids) >= self.chunk_rows
+            or time.perf_counter() - self.last_flush >= CHUNK_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        from smt_tools.embeddings.cache import write_chunk
+
+        if self.path is not None and self.ids:
+            write_chunk(
+                self.path, np.concatenate(self.ids), np.concatenate(self.emb), self.model_id,
+                self.phash,
+            )  # fmt: skip
+        self.ids, self.emb = [], []
+        self.last_flush = time.perf_counter()
+
+
+def _embed_missing(
+    todo: pd.DataFrame,
+    ecfg: EmbeddingsConfig,
+    loaded: LoadedModel,
+    spec: Preprocess,
+    device: str,
+    writer: _ChunkWriter,
+    progress_factory: ProgressFactory,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Embed the ``todo`` tiles: (tile ids (m,) int64, embeddings (m, d) float32, images/s)."""
+    from smt_tools.embeddings.extract import ExtractStats, iter_embeddings
+
+    stats = ExtractStats()
+    new_ids: list[np.ndarray] = []
+    new_emb: list[np.ndarray] = []
+    with progress_factory("Embedding tiles", len(todo)) as advance:
+        for b_ids, b_emb in iter_embeddings(
+            todo,
+            loaded,
+            spec,
+            batch_size=ecfg.batch_size,
+            num_workers=ecfg.num_workers,
+            device=device,
+            stats=stats,
+        ):
+            if not np.isfinite(b_emb).all():
+                raise EmbeddingCacheError(
+                    f"the model returned NaN/inf embeddings for tiles {b_ids[:3].tolist()}; "
+                    "check embeddings.scale and the image values"
+                )
+            new_ids.append(b_ids)
+            new_emb.append(b_emb)
+            writer.add(b_ids, b_emb)
+            advance(len(b_ids))
+    writer.flush()
+    return np.concatenate(new_ids), np.concatenate(new_emb), stats.images_per_s
 
 
 def uniqueness_for_tiles(

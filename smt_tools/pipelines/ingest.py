@@ -14,11 +14,11 @@ Order of work (validate, then compute, then write once):
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ import pandas as pd
 from smt_tools.choices import DEFAULT_EDGE_POLICY
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.geo import pixel_space_note
+from smt_tools.ingest_params import IngestParams
+from smt_tools.pipelines._ingest_inputs import read_class_names_csv, read_pairs_csv
 from smt_tools.pipelines._ingest_report import (
-    ScanSummary,
+    IngestResult,
     check_catalog_nodata,
     check_new_classes,
     nodata_text,
@@ -52,12 +54,18 @@ from smt_tools.raster import (
 from smt_tools.raster.paths import (
     UNKNOWN,
     clear_remote_cache,
-    is_gdal_path,
-    path_identity,
-    redact,
-    resolve_path,
 )
 from smt_tools.tiletable import TileTable
+
+__all__ = [
+    "IngestParams",
+    "IngestResult",
+    "is_parquet_target",
+    "parse_nodata_class",
+    "read_class_names_csv",
+    "read_pairs_csv",
+    "run_ingest",
+]
 
 #: Columns compared to decide whether a catalogued source image is unchanged.
 _COMPARED = (
@@ -75,204 +83,6 @@ _COMPARED = (
     "mask_band",
     "scan_rules",
 )
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What an ingest did (printed as the closing summary)."""
-
-    target: str  # redacted URL or Parquet path
-    kind: str  # "postgis" or "parquet"
-    images_total: int
-    images_new: int
-    images_replaced: int
-    images_skipped: int
-    tiles_written: int
-    tiles_in_catalog: int
-    sources_in_catalog: int
-    scan_seconds: float
-    write_seconds: float
-    elapsed_seconds: float
-    #: One line each, printed as ``warning: ...`` after the summary (data the user should check).
-    warnings: list[str] = field(default_factory=list)
-    #: The mask value treated as nodata (None: every mask value is a class).
-    nodata_class: int | None = None
-    #: Pixel totals and class shares of the tiles written by this ingest.
-    scanned: ScanSummary = field(default_factory=ScanSummary)
-    #: Images skipped as smaller than the patch, low --edge drop coverage, padded tiles.
-    tiling: TilingReport = field(default_factory=TilingReport)
-
-    @property
-    def images_scanned(self) -> int:
-        return self.images_new + self.images_replaced
-
-    @property
-    def tiles_per_second(self) -> float:
-        return self.tiles_written / self.scan_seconds if self.scan_seconds > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """The printed numbers, JSON-ready (``--json``, ``run.json``)."""
-        s, t = self.scanned, self.tiling
-        return {
-            "target": self.target,
-            "kind": self.kind,
-            "images_total": self.images_total,
-            "images_scanned": self.images_scanned,
-            "images_new": self.images_new,
-            "images_replaced": self.images_replaced,
-            "images_skipped": self.images_skipped,
-            "tiles_written": self.tiles_written,
-            "tiles_in_catalog": self.tiles_in_catalog,
-            "sources_in_catalog": self.sources_in_catalog,
-            "tiles_per_second": self.tiles_per_second,
-            "nodata_class": self.nodata_class,
-            "nodata_share": s.nodata_share,
-            "mask_pixels": s.mask_pixels,
-            "nodata_pixels": s.nodata_pixels,
-            "classes": [
-                {"class_value": c.class_value, "name": c.name, "pixels": c.pixels, "share": c.share}
-                for c in s.classes
-            ],
-            "skipped_small_images": [p for p, _, _ in t.skipped_small],
-            "low_coverage_images": [{"image": p, "coverage": c} for p, c in t.low_coverage],
-            "padded_tiles": t.padded_tiles,
-            "warnings": list(self.warnings),
-            "timings_s": {
-                "scan": self.scan_seconds,
-                "write": self.write_seconds,
-                "total": self.elapsed_seconds,
-            },
-        }
-
-    def run_json_path(self) -> Path | None:
-        """A local tile table gets its run record beside it; a PostGIS catalog none."""
-        if self.kind != "parquet":
-            return None
-        from smt_tools.export.run_record import run_json_path
-
-        return run_json_path(self.target)
-
-
-def read_pairs_csv(path: str | os.PathLike[str], check_exists: bool = True) -> list[PairSpec]:
-    """Pairs from a CSV with columns ``image``, ``mask`` and optional ``group``.
-
-    Relative paths are resolved against the CSV's folder; GDAL paths (``s3://``, ``https://``,
-    ``/vsicurl/`` …) are kept as written and checked by opening them through rasterio
-    (:mod:`smt_tools.raster.paths`). Errors name the file, row and column (URLs redacted).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(
-            f"{p}: pairs CSV not found; give a CSV with columns image, mask[, group]"
-        )
-    base = p.resolve().parent
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputDataError(
-            f"{p}: not a readable CSV ({exc}); expected columns image, mask[, group]"
-        ) from None
-    if not header:
-        raise InputDataError(f"{p}: pairs CSV is empty; expected a header row image, mask[, group]")
-    names = [h.strip().lower() for h in header]
-    missing = [c for c in ("image", "mask") if c not in names]
-    if missing:
-        raise InputDataError(
-            f"{p}: pairs CSV lacks column(s) {', '.join(missing)}; expected columns image, mask[, group]; "
-            f"found: {', '.join(h.strip() for h in header) or 'none'}"
-        )
-    ii, mi = names.index("image"), names.index("mask")
-    gi = names.index("group") if "group" in names else None
-    pairs: list[PairSpec] = []
-    seen: dict[str, int] = {}
-    for line, row in enumerate(rows, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        cells = {
-            c: (row[i].strip() if i < len(row) else "") for c, i in (("image", ii), ("mask", mi))
-        }
-        for col, value in cells.items():
-            if not value:
-                raise InputDataError(
-                    f"{p}: line {line}: empty '{col}' value; every row needs an image and a mask path"
-                )
-        image = resolve_path(cells["image"], base)
-        mask = resolve_path(cells["mask"], base)
-        if check_exists:
-            for col, full in (("image", image), ("mask", mask)):
-                _check_raster(p, line, col, full, base)
-        key = path_identity(image)
-        if key in seen:
-            raise InputDataError(
-                f"{p}: line {line}: image {redact(image)} is already listed on line {seen[key]}; "
-                "list each image once"
-            )
-        seen[key] = line
-        group = row[gi].strip() if gi is not None and gi < len(row) and row[gi].strip() else None
-        pairs.append(PairSpec(image, mask, group))
-    if not pairs:
-        raise InputDataError(
-            f"{p}: pairs CSV has a header but no rows; add one row per image/mask pair"
-        )
-    return pairs
-
-
-def _check_raster(csv_path: Path, line: int, col: str, path: str, base: Path) -> None:
-    """A local file must exist; a GDAL path must open (one line with GDAL's cause if not)."""
-    if not is_gdal_path(path):
-        if not Path(path).is_file():
-            raise InputDataError(
-                f"{csv_path}: line {line}: {col} file {path} not found "
-                f"(relative paths are resolved against {base})"
-            )
-        return
-    from smt_tools.errors import RasterOpenError
-    from smt_tools.raster.handles import probe_raster
-
-    try:
-        probe_raster(path)
-    except RasterOpenError as exc:
-        raise InputDataError(f"{csv_path}: line {line}: {col} {exc}") from None
-
-
-def read_class_names_csv(path: str | os.PathLike[str]) -> dict[int, tuple[str | None, str | None]]:
-    """Class value -> (name, colour) from a CSV with columns ``class_value, name[, colour]``."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(
-            f"{p}: class names CSV not found; expected columns class_value, name[, colour]"
-        )
-    with p.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip().lower() for h in next(reader, [])]
-        rows = list(reader)
-    if "color" in header and "colour" not in header:
-        header[header.index("color")] = "colour"
-    missing = [c for c in ("class_value", "name") if c not in header]
-    if missing:
-        raise InputDataError(
-            f"{p}: class names CSV lacks column(s) {', '.join(missing)}; expected class_value, name[, colour]"
-        )
-    vi, ni = header.index("class_value"), header.index("name")
-    ci = header.index("colour") if "colour" in header else None
-    out: dict[int, tuple[str | None, str | None]] = {}
-    for line, row in enumerate(rows, start=2):
-        if not any(c.strip() for c in row):
-            continue
-        raw = row[vi].strip() if vi < len(row) else ""
-        try:
-            value = int(raw)
-        except ValueError:
-            raise InputDataError(
-                f"{p}: line {line}: class_value must be an integer; got {raw!r}"
-            ) from None
-        name = row[ni].strip() if ni < len(row) and row[ni].strip() else None
-        colour = row[ci].strip() if ci is not None and ci < len(row) and row[ci].strip() else None
-        out[value] = (name, colour)
-    return out
 
 
 def _validate(
@@ -294,7 +104,7 @@ def is_parquet_target(target: str | None) -> bool:
     return bool(target) and str(target).lower().endswith(".parquet")
 
 
-def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> bool:
+def _unchanged(rec: SourceRecord, old: pd.Series, params: IngestParams) -> bool:
     known = (rec.image.file_size, rec.image.file_mtime, rec.mask.file_size, rec.mask.file_mtime)
     if any(v == UNKNOWN for v in known):
         return False  # a remote object without size / Last-Modified: always re-scanned
@@ -305,7 +115,7 @@ def _unchanged(rec: SourceRecord, old: pd.Series, params: dict[str, Any]) -> boo
         "image_mtime": rec.image.file_mtime,
         "mask_size": rec.mask.file_size,
         "mask_mtime": rec.mask.file_mtime,
-        **params,
+        **params.fingerprint(),
         "mask_band": rec.mask_band,
     }
     return all(_same(old.get(col), now[col]) for col in _COMPARED)
@@ -322,6 +132,43 @@ def _same(stored: object, current: object) -> bool:
     if isinstance(current, int | float) and not isinstance(current, bool):
         return float(stored) == float(current)  # type: ignore[arg-type]
     return str(stored) == str(current)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One ingest as the backends see it: the pairs, class names and settings, the scan's
+    worker count and chunk size, the progress factory and the start time (perf_counter)."""
+
+    pairs: list[PairSpec]
+    names: dict[int, tuple[str | None, str | None]]
+    params: IngestParams
+    workers: int
+    chunk_size: int
+    progress_factory: ProgressFactory
+    start: float
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The inspected pairs (``records`` with their ``windows``; images too small for a patch
+    left out and named in ``tiling``) and the indexes of records that are new / changed /
+    unchanged against the target."""
+
+    records: list[SourceRecord]
+    windows: list[np.ndarray]
+    tiling: TilingReport
+    new: list[int]
+    changed: list[int]
+    same: list[int]
+
+    @property
+    def todo(self) -> list[int]:
+        """Indexes of the records to scan (new or changed), in order."""
+        return sorted(self.new + self.changed)
+
+    @property
+    def scanned(self) -> list[SourceRecord]:
+        return [self.records[i] for i in self.todo]
 
 
 def run_ingest(
@@ -353,22 +200,22 @@ def run_ingest(
     nodata_class = parse_nodata_class(nodata_class)
     if mask_band is not None and mask_band < 1:
         raise ConfigError(f"--mask-band is 1-based; got {mask_band}")
-    params: dict[str, Any] = {
-        "mask_band": mask_band,
-        "allow_new_classes": bool(allow_new_classes),
-        "nodata_class": nodata_class,
-        "patch_size": int(patch_size),
-        "stride": int(stride),
-        "edge_policy": str(edge),
-        "black_tolerance": float(black_tolerance),
-        "scan_rules": SCAN_RULES,
-    }
+    params = IngestParams(
+        patch_size=int(patch_size),
+        stride=int(stride),
+        edge_policy=str(edge),
+        black_tolerance=float(black_tolerance),
+        nodata_class=nodata_class,
+        mask_band=mask_band,
+        allow_new_classes=bool(allow_new_classes),
+        scan_rules=SCAN_RULES,
+    )
     clear_remote_cache()  # remote objects may have changed since GDAL cached them here
     pairs = read_pairs_csv(pairs_csv)
     names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
     if nodata_class is not None:
         names.pop(int(nodata_class), None)
-    progress_factory = progress_factory or no_progress
+    job = _Job(pairs, names, params, workers, chunk_size, progress_factory or no_progress, start)
     target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
     if is_parquet_target(target):
         assert target is not None
@@ -378,16 +225,12 @@ def run_ingest(
             [("--catalog", target)],
             [("the pairs CSV", pairs_csv), ("--class-names", class_names_csv)],
         )
-        return _ingest_parquet(
-            Path(target), pairs, names, params, workers, chunk_size, progress_factory, start
-        )
-    return _ingest_postgis(
-        target, pairs, names, params, workers, chunk_size, progress_factory, start
-    )
+        return _ingest_parquet(Path(target), job)
+    return _ingest_postgis(target, job)
 
 
 def _inspect(
-    pairs: list[PairSpec], params: dict[str, Any]
+    pairs: list[PairSpec], params: IngestParams
 ) -> tuple[list[SourceRecord], list[np.ndarray], TilingReport]:
     """Check every pair and grid it. Images smaller than the patch (edge drop/shift) are left
     out of the records (so they are never recorded as sources) and named in the report; if
@@ -397,8 +240,8 @@ def _inspect(
     skipped: list[tuple[str, int, int]] = []
     with RasterCache(maxsize=8) as cache:
         for pair in pairs:
-            rec = inspect_pair(pair, cache, params["mask_band"])
-            small = skip_small(rec, params["patch_size"], params["edge_policy"])
+            rec = inspect_pair(pair, cache, params.mask_band)
+            small = skip_small(rec, params.patch_size, params.edge_policy)
             if small is not None:
                 skipped.append(small)
                 continue
@@ -406,9 +249,9 @@ def _inspect(
                 tile_windows(
                     rec.image.width,
                     rec.image.height,
-                    params["patch_size"],
-                    params["stride"],
-                    params["edge_policy"],
+                    params.patch_size,
+                    params.stride,
+                    params.edge_policy,
                     source=rec.image.path,
                 )
             )
@@ -417,9 +260,12 @@ def _inspect(
 
 
 def _plan(
-    records: list[SourceRecord], existing: pd.DataFrame, params: dict[str, Any]
-) -> tuple[list[int], list[int], list[int]]:
-    """Indexes of records that are new / changed / unchanged."""
+    inspected: tuple[list[SourceRecord], list[np.ndarray], TilingReport],
+    existing: pd.DataFrame,
+    params: IngestParams,
+) -> _Plan:
+    """Sort the inspected records into new / changed / unchanged against ``existing``."""
+    records, windows, tiling = inspected
     by_id = {int(r["source_image_id"]): r for _, r in existing.iterrows()} if len(existing) else {}
     new, changed, same = [], [], []
     for i, rec in enumerate(records):
@@ -430,113 +276,112 @@ def _plan(
             same.append(i)
         else:
             changed.append(i)
-    return new, changed, same
+    return _Plan(records, windows, tiling, new, changed, same)
 
 
-def _scan(
-    records: list[SourceRecord],
-    windows: list[np.ndarray],
-    todo: list[int],
-    params: dict[str, Any],
-    workers: int,
-    chunk_size: int,
-    progress_factory: ProgressFactory,
-) -> tuple[TileTable | None, float]:
+def _scan(job: _Job, plan: _Plan) -> tuple[TileTable | None, float]:
+    """Scan the new and changed images: (their tiles or None when there are none, seconds)."""
+    todo = plan.todo
     if not todo:
         return None, 0.0
     from smt_tools.raster.scan import close_cached_handles
 
     close_cached_handles()  # files may have been rewritten since this process opened them
     t0 = time.perf_counter()
-    total = int(sum(windows[i].shape[0] for i in todo))
-    with progress_factory("Scanning tiles", total) as advance:
+    total = int(sum(plan.windows[i].shape[0] for i in todo))
+    with job.progress_factory("Scanning tiles", total) as advance:
         table = scan(
-            [records[i] for i in todo],
-            [windows[i] for i in todo],
-            nodata_class=params["nodata_class"],
-            black_tolerance=params["black_tolerance"],
+            plan.scanned,
+            [plan.windows[i] for i in todo],
+            nodata_class=job.params.nodata_class,
+            black_tolerance=job.params.black_tolerance,
             read_image=True,
-            workers=workers,
-            chunk_size=chunk_size,
+            workers=job.workers,
+            chunk_size=job.chunk_size,
             progress=advance,
         )
     return table, time.perf_counter() - t0
 
 
-def _ingest_postgis(
-    target: str | None,
-    pairs: list[PairSpec],
-    names: dict[int, tuple[str | None, str | None]],
-    params: dict[str, Any],
-    workers: int,
-    chunk_size: int,
-    progress_factory: ProgressFactory,
-    start: float,
+def _result(
+    job: _Job,
+    plan: _Plan,
+    table: TileTable | None,
+    *,
+    target: str,
+    kind: str,
+    seconds: tuple[float, float],
+    in_catalog: tuple[int, int],
+    all_names: Mapping[int, tuple[str | None, str | None] | str | None],
 ) -> IngestResult:
+    """The closing summary; ``seconds`` = (scan, write), ``in_catalog`` = (tiles, sources)."""
+    scanned = plan.scanned
+    summary = summarize(table, scanned, all_names)
+    return IngestResult(
+        target=target,
+        kind=kind,
+        images_total=len(job.pairs),
+        images_new=len(plan.new),
+        images_replaced=len(plan.changed),
+        images_skipped=len(plan.same),
+        tiles_written=0 if table is None else len(table),
+        tiles_in_catalog=in_catalog[0],
+        sources_in_catalog=in_catalog[1],
+        scan_seconds=seconds[0],
+        write_seconds=seconds[1],
+        elapsed_seconds=time.perf_counter() - job.start,
+        warnings=nodata_warnings(table, scanned, job.params.nodata_class, summary)
+        + pixel_space_note([r.image.path for r in scanned if not r.image.crs], len(scanned)),
+        nodata_class=job.params.nodata_class,
+        scanned=summary,
+        tiling=plan.tiling,
+    )
+
+
+def _ingest_postgis(target: str | None, job: _Job) -> IngestResult:
     from smt_tools import catalog as cat
 
     url = cat.resolve_url(target)
     engine = cat.connect(url)
     try:
         cat.require_schema(engine)
-        records, windows, tiling = _inspect(pairs, params)
+        inspected = _inspect(job.pairs, job.params)
         existing = cat.source_fingerprints(engine)
-        new, changed, same = _plan(records, existing, params)
-        todo = sorted(new + changed)
-        check_catalog_nodata(cat.engine_label(engine), existing, records, todo, params)
-        table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
+        plan = _plan(inspected, existing, job.params)
+        check_catalog_nodata(
+            cat.engine_label(engine), existing, plan.records, plan.todo, job.params
+        )
+        table, scan_s = _scan(job, plan)
         write_s = 0.0
-        if table is not None or names:
+        if table is not None or job.names:
             stats = cat.write_ingest(
                 engine,
                 table,
-                [records[i] for i in todo],
-                params,
-                replace_ids=[records[i].source_image_id for i in changed],
-                class_names=names,
-                allow_new_classes=params["allow_new_classes"],
+                plan.scanned,
+                job.params,
+                replace_ids=[plan.records[i].source_image_id for i in plan.changed],
+                class_names=job.names,
+                allow_new_classes=job.params.allow_new_classes,
             )
             write_s = stats.seconds
-        n_tiles, n_sources = cat.count_rows(engine)
+        in_catalog = cat.count_rows(engine)
         label = cat.engine_label(engine)
-        all_names = {**cat.class_names(engine), **{k: v[0] for k, v in names.items()}}
+        all_names = {**cat.class_names(engine), **{k: v[0] for k, v in job.names.items()}}
     finally:
         engine.dispose()
-    scanned_sources = [records[i] for i in todo]
-    summary = summarize(table, scanned_sources, all_names)
-    return IngestResult(
+    return _result(
+        job,
+        plan,
+        table,
         target=label,
         kind="postgis",
-        images_total=len(pairs),
-        images_new=len(new),
-        images_replaced=len(changed),
-        images_skipped=len(same),
-        tiles_written=0 if table is None else len(table),
-        tiles_in_catalog=n_tiles,
-        sources_in_catalog=n_sources,
-        scan_seconds=scan_s,
-        write_seconds=write_s,
-        elapsed_seconds=time.perf_counter() - start,
-        warnings=nodata_warnings(table, scanned_sources, params["nodata_class"], summary)
-        + pixel_space_note(
-            [r.image.path for r in scanned_sources if not r.image.crs], len(scanned_sources)
-        ),
-        nodata_class=params["nodata_class"],
-        scanned=summary,
-        tiling=tiling,
+        seconds=(scan_s, write_s),
+        in_catalog=in_catalog,
+        all_names=all_names,
     )
 
 
-def _ingest_parquet(
-    path: Path,
-    pairs: list[PairSpec],
-    names: dict[int, tuple[str | None, str | None]],
-    params: dict[str, Any],
-    workers: int,
-    chunk_size: int,
-    progress_factory: ProgressFactory,
-    start: float,
-) -> IngestResult:
+def _ingest_parquet(path: Path, job: _Job) -> IngestResult:
     """Read-merge-write of the local table under an exclusive lock (``<table>.parquet.lock``),
     held from before the existing table is read until after the atomic replace: a concurrent
     ingest into the same file waits, then merges onto this one's result (nothing is lost)."""
@@ -545,21 +390,26 @@ def _ingest_parquet(
     if not path.parent.is_dir():
         raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
     with tile_table_lock(path, "ingest into"):
-        return _ingest_parquet_locked(
-            path, pairs, names, params, workers, chunk_size, progress_factory, start
+        return _ingest_parquet_locked(path, job)
+
+
+def _kept_tiles(path: Path, old: TileTable, plan: _Plan, params: IngestParams) -> TileTable:
+    """The tiles of ``old`` whose source images this ingest does not rescan; they must share
+    its nodata class."""
+    drop = {int(r.source_image_id) for r in plan.scanned}
+    keep_idx = np.flatnonzero(~old.frame["source_image_id"].isin(list(drop)).to_numpy())
+    kept = old.take(keep_idx)
+    if len(kept) and kept.nodata_class != params.nodata_class:
+        raise InputDataError(
+            f"{path}: tile table was built with nodata class "
+            f"{nodata_text(kept.nodata_class)}; got --nodata-class "
+            f"{nodata_text(params.nodata_class)}: use the same one, re-ingest all of its "
+            "source images in one run, or write a new file"
         )
+    return kept
 
 
-def _ingest_parquet_locked(
-    path: Path,
-    pairs: list[PairSpec],
-    names: dict[int, tuple[str | None, str | None]],
-    params: dict[str, Any],
-    workers: int,
-    chunk_size: int,
-    progress_factory: ProgressFactory,
-    start: float,
-) -> IngestResult:
+def _ingest_parquet_locked(path: Path, job: _Job) -> IngestResult:
     from smt_tools.export import tiletable_io as tio
 
     old: TileTable | None = None
@@ -569,33 +419,22 @@ def _ingest_parquet_locked(
         old_names = tio.read_class_names(path)
     elif not path.parent.is_dir():
         raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
-    records, windows, tiling = _inspect(pairs, params)
+    params = job.params
+    inspected = _inspect(job.pairs, params)
     existing = tio.source_fingerprints(old) if old is not None else pd.DataFrame()
-    new, changed, same = _plan(records, existing, params)
-    todo = sorted(new + changed)
-    all_names = {**old_names, **names}
-    kept: TileTable | None = None
-    if old is not None:
-        drop = {int(records[i].source_image_id) for i in todo}
-        keep_idx = np.flatnonzero(~old.frame["source_image_id"].isin(list(drop)).to_numpy())
-        kept = old.take(keep_idx)
-        if len(kept) and kept.nodata_class != params["nodata_class"]:
-            raise InputDataError(
-                f"{path}: tile table was built with nodata class "
-                f"{nodata_text(kept.nodata_class)}; got --nodata-class "
-                f"{nodata_text(params['nodata_class'])}: use the same one, re-ingest all of its "
-                "source images in one run, or write a new file"
-            )
-    table, scan_s = _scan(records, windows, todo, params, workers, chunk_size, progress_factory)
+    plan = _plan(inspected, existing, params)
+    all_names = {**old_names, **job.names}
+    kept = _kept_tiles(path, old, plan, params) if old is not None else None
+    table, scan_s = _scan(job, plan)
     known = kept.class_values.tolist() if kept is not None and len(kept) else []
-    check_new_classes(str(path), known, table, params["allow_new_classes"])
+    check_new_classes(str(path), known, table, params.allow_new_classes)
     write_s = 0.0
     merged: TileTable | None = kept
     if table is not None:
-        fresh = tio.attach_sources(table, [records[i] for i in todo], params)
+        fresh = tio.attach_sources(table, plan.scanned, params)
         merged = TileTable.concat([kept, fresh]) if kept is not None and len(kept) else fresh
-        merged.nodata_class = params["nodata_class"]
-    if table is not None or (names and all_names != old_names) or old is None:
+        merged.nodata_class = params.nodata_class
+    if table is not None or (job.names and all_names != old_names) or old is None:
         if merged is None:
             raise InputDataError(f"{path}: nothing to write")
         t0 = time.perf_counter()
@@ -603,26 +442,13 @@ def _ingest_parquet_locked(
         write_s = time.perf_counter() - t0
     n_tiles = 0 if merged is None else len(merged)
     n_sources = 0 if merged is None else int(merged.frame["source_image_id"].nunique())
-    scanned_sources = [records[i] for i in todo]
-    summary = summarize(table, scanned_sources, all_names)
-    return IngestResult(
+    return _result(
+        job,
+        plan,
+        table,
         target=str(path),
         kind="parquet",
-        images_total=len(pairs),
-        images_new=len(new),
-        images_replaced=len(changed),
-        images_skipped=len(same),
-        tiles_written=0 if table is None else len(table),
-        tiles_in_catalog=n_tiles,
-        sources_in_catalog=n_sources,
-        scan_seconds=scan_s,
-        write_seconds=write_s,
-        elapsed_seconds=time.perf_counter() - start,
-        warnings=nodata_warnings(table, scanned_sources, params["nodata_class"], summary)
-        + pixel_space_note(
-            [r.image.path for r in scanned_sources if not r.image.crs], len(scanned_sources)
-        ),
-        nodata_class=params["nodata_class"],
-        scanned=summary,
-        tiling=tiling,
+        seconds=(scan_s, write_s),
+        in_catalog=(n_tiles, n_sources),
+        all_names=all_names,
     )

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from smt_tools.geo import has_crs
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
 from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
 from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = [
     "FoldSummary",
@@ -374,6 +377,51 @@ def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
     return data
 
 
+def _read_catalog(
+    cfg: SplitConfig, engine: Engine
+) -> tuple[
+    pd.DataFrame,
+    np.ndarray | None,
+    np.ndarray | None,
+    Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray],
+]:
+    """The catalog's tiles (frame, counts, class values) and the PostGIS buffer exclusion."""
+    from smt_tools.catalog import load_tiles
+    from smt_tools.catalog.spatial import buffer_exclusions_postgis
+
+    assert cfg.catalog is not None
+    table = load_tiles(  # the user's filter is checked; the run filter is bound
+        engine,
+        cfg.catalog.table,
+        cfg.catalog.where_clause,
+        cfg.catalog.statement_timeout_s,
+        run_id=cfg.catalog.run_id,
+        run_included_only=True,
+    )
+    frame = table.frame.copy()
+    if cfg.group_column not in frame.columns:
+        raise InputDataError(
+            f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
+            f"use one of {', '.join(frame.columns[:8])}, ..."
+        )
+    tile_ids = frame["tile_id"].to_numpy(np.int64)
+    cat_table = cfg.catalog.table
+
+    def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray:
+        return buffer_exclusions_postgis(
+            engine,
+            tile_ids[rows],
+            fold,
+            cfg.buffer_m,
+            cfg.n_splits,
+            method.crs,
+            table=cat_table,
+            geodesic=method.kind == "geodesic",
+        )
+
+    return frame, table.counts, table.class_values, buffer_fn
+
+
 def run_split(
     cfg: SplitConfig,
     progress: Callable[[str], None] | None = None,
@@ -398,40 +446,10 @@ def run_split(
             backend = "shapely"
         else:
             assert cfg.catalog is not None
-            from smt_tools.catalog import connect, load_tiles, resolve_url
-            from smt_tools.catalog.spatial import buffer_exclusions_postgis
+            from smt_tools.catalog import connect, resolve_url
 
             engine = connect(resolve_url(expand_env_optional(cfg.catalog.url, "split.catalog.url")))
-            table = load_tiles(  # the user's filter is checked; the run filter is bound
-                engine,
-                cfg.catalog.table,
-                cfg.catalog.where_clause,
-                cfg.catalog.statement_timeout_s,
-                run_id=cfg.catalog.run_id,
-                run_included_only=True,
-            )
-            frame, counts, class_values = table.frame.copy(), table.counts, table.class_values
-            if cfg.group_column not in frame.columns:
-                raise InputDataError(
-                    f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
-                    f"use one of {', '.join(frame.columns[:8])}, ..."
-                )
-            tile_ids = frame["tile_id"].to_numpy(np.int64)
-            eng = engine
-            cat_table = cfg.catalog.table
-
-            def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray:
-                return buffer_exclusions_postgis(
-                    eng,
-                    tile_ids[rows],
-                    fold,
-                    cfg.buffer_m,
-                    cfg.n_splits,
-                    method.crs,
-                    table=cat_table,
-                    geodesic=method.kind == "geodesic",
-                )
-
+            frame, counts, class_values, buffer_fn = _read_catalog(cfg, engine)
             backend = "postgis"
         if counts is not None and "excluded" in frame.columns:
             # excluded tiles are never sampled: balance the pixels that will actually be used

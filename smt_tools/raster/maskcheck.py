@@ -19,11 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from smt_tools.errors import InputDataError
-from smt_tools.raster.handles import read_error
+from smt_tools.raster.window import read_pixels
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -191,12 +190,7 @@ def read_sample(ds: DatasetReader, path: str, band: int) -> np.ndarray:
     """The pixels of :func:`sample_windows` of ``band``, flattened."""
     parts = []
     for win in sample_windows(ds, band):
-        try:
-            parts.append(ds.read(band, window=win).reshape(-1))
-        except (RasterioError, OSError, ValueError) as exc:
-            raise read_error(
-                path, exc, int(win.row_off), int(win.col_off), int(win.height), int(win.width)
-            ) from None
+        parts.append(read_pixels(ds, path, band, win).reshape(-1))
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
 
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from smt_tools.errors import InputDataError
-from smt_tools.raster.handles import RasterCache, read_error
+from smt_tools.raster.handles import RasterCache
 from smt_tools.raster.info import RasterInfo, check_pair, info_from_dataset
 from smt_tools.raster.maskcheck import (
     MAX_DISTINCT_VALUES,
@@ -32,6 +31,7 @@ from smt_tools.raster.maskcheck import (
 )
 from smt_tools.raster.paths import path_stem
 from smt_tools.raster.stats import image_black_border, ring
+from smt_tools.raster.window import inside_part, read_pixels
 from smt_tools.tiletable import (
     TileTable,
     canonical_path,
@@ -130,20 +130,6 @@ class _ChunkResult:
     black_border: np.ndarray  # (n,) bool
 
 
-def _read(ds: object, path: str, window: Window, bands: int | None) -> np.ndarray:
-    try:
-        return ds.read(bands, window=window) if bands is not None else ds.read(window=window)  # type: ignore[attr-defined]
-    except (RasterioError, OSError, ValueError) as exc:
-        raise read_error(
-            path,
-            exc,
-            int(window.row_off),
-            int(window.col_off),
-            int(window.height),
-            int(window.width),
-        ) from None
-
-
 def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult:
     cache = cache if cache is not None else _CACHE  # an empty cache is falsy (len 0)
     mds = cache.get(chunk.mask_path)
@@ -158,16 +144,16 @@ def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult
     tol = chunk.black_tolerance
     for i in range(n):
         r, c, h, w = (int(x) for x in chunk.windows[i])
-        r0, c0 = max(r, 0), max(c, 0)
-        r1, c1 = min(r + h, chunk.height), min(c + w, chunk.width)
-        if r1 <= r0 or c1 <= c0:
+        part = inside_part(r, c, h, w, chunk.height, chunk.width)
+        if part is None:
             raise InputDataError(
                 f"{chunk.mask_path}: window row_off={r} col_off={c} size {h}x{w} lies outside the "
                 f"raster ({chunk.width}x{chunk.height} px); fix the patch record"
             )
+        r0, c0, r1, c1 = part
         win = Window(c0, r0, c1 - c0, r1 - r0)
         outside = h * w - (r1 - r0) * (c1 - c0)
-        mask = _read(mds, chunk.mask_path, win, chunk.mask_band)
+        mask = read_pixels(mds, chunk.mask_path, chunk.mask_band, win)
         if mask.dtype.kind not in "ui":
             raise InputDataError(
                 f"{chunk.mask_path}: mask dtype is {mask.dtype}; masks must hold integer class values"
@@ -190,7 +176,7 @@ def _scan_chunk(chunk: _Chunk, cache: RasterCache | None = None) -> _ChunkResult
             mask_border[i] = False
         nodata_pixels[i] = nd_count + outside
         if ids is not None:
-            image = _read(ids, chunk.image_path, win, None)
+            image = read_pixels(ids, chunk.image_path, None, win)
             black_border[i] = image_black_border(image, tol, chunk.image_nodata)
     present = np.unique(np.concatenate(row_values)) if row_values else np.zeros(0, np.int64)
     if present.size > MAX_DISTINCT_VALUES:

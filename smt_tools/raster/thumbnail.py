@@ -3,7 +3,8 @@
 A thumbnail read asks GDAL for the window at the thumbnail's size (``out_shape``), so a 1024 px
 tile costs about as much as a 128 px one (GDAL uses overviews when the file has them). Windows
 that reach past the raster edge (``--edge pad`` tiles) are read for their inside part only; the
-outside part is reported by the returned ``inside`` mask. Rasters without a CRS read the same.
+outside part is reported by the returned ``inside`` mask (the clipping and the read are
+:mod:`smt_tools.raster.window`'s). Rasters without a CRS read the same.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from smt_tools.raster.handles import read_error
+from smt_tools.raster.window import inside_part, read_pixels
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -50,25 +50,24 @@ def read_thumbnail(
     th, tw = thumbnail_shape(height, width, size)
     data = np.zeros((len(indexes), th, tw), dtype=np.dtype(ds.dtypes[indexes[0] - 1]))
     inside = np.zeros((th, tw), dtype=bool)
-    r0, c0 = max(row_off, 0), max(col_off, 0)
-    r1, c1 = min(row_off + height, ds.height), min(col_off + width, ds.width)
-    if r1 <= r0 or c1 <= c0:
+    part = inside_part(row_off, col_off, height, width, ds.height, ds.width)
+    if part is None:
         return data, inside
+    r0, c0, r1, c1 = part
     # the inside part's place on the thumbnail grid (same scale as the whole window)
     sy, sx = th / height, tw / width
     y0, y1 = round((r0 - row_off) * sy), round((r1 - row_off) * sy)
     x0, x1 = round((c0 - col_off) * sx), round((c1 - col_off) * sx)
     if y1 <= y0 or x1 <= x0:
         return data, inside
-    try:
-        part = ds.read(
-            indexes,
-            window=Window(c0, r0, c1 - c0, r1 - r0),
-            out_shape=(len(indexes), y1 - y0, x1 - x0),
-            resampling=resampling,
-        )
-    except (RasterioError, OSError, ValueError) as exc:
-        raise read_error(path, exc, row_off, col_off, height, width) from None
-    data[:, y0:y1, x0:x1] = part
+    data[:, y0:y1, x0:x1] = read_pixels(
+        ds,
+        path,
+        indexes,
+        Window(c0, r0, c1 - c0, r1 - r0),
+        (row_off, col_off, height, width),
+        out_shape=(len(indexes), y1 - y0, x1 - x0),
+        resampling=resampling,
+    )
     inside[y0:y1, x0:x1] = True
     return data, inside

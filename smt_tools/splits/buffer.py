@@ -22,8 +22,8 @@ import shapely
 from pyproj import CRS, Transformer
 
 from smt_tools.errors import InputDataError
-from smt_tools.geo import crs_strings, footprints_lonlat
-from smt_tools.splits.distance import TileFootprints, _crs, _is_metric, measure_pairs
+from smt_tools.geo import crs_strings, footprints_lonlat, parse_crs, shared_metric_crs
+from smt_tools.splits.distance import TileFootprints, measure_pairs
 
 __all__ = [
     "TEST_FOLD",
@@ -40,16 +40,17 @@ TEST_FOLD = -1
 
 
 def metric_crs(frame: pd.DataFrame) -> str:
-    """The CRS distances are measured in: ``"EPSG:xxxx"`` (or WKT) of a projected metric CRS.
+    """The CRS distances are measured in: ``"EPSG:xxxx"`` (or WKT) of a projected metric CRS:
+    the tiles' own when they share one (:func:`smt_tools.geo.shared_metric_crs`), else the UTM
+    zone of their median centre.
 
     ``frame`` needs ``crs`` (and ``minx..maxy`` when several CRSs are mixed).
     """
     if len(frame) == 0:
         raise InputDataError("no tiles: cannot choose a CRS for distances")
-    values = pd.unique(frame["crs"].astype(str))
-    if len(values) == 1 and _is_metric(_crs(str(values[0]))):
-        code = _crs(str(values[0])).to_epsg()
-        return f"EPSG:{code}" if code is not None else str(values[0])
+    shared = shared_metric_crs([str(v) for v in pd.unique(frame["crs"].astype(str))])
+    if shared is not None:
+        return shared.name
     rings = footprints_lonlat(frame, densify=1)
     lon = float(np.median(rings[:, :4, 0]))
     lat = float(np.median(rings[:, :4, 1]))
@@ -72,9 +73,9 @@ def metric_footprints(frame: pd.DataFrame, target_crs: str | None = None) -> np.
         raise InputDataError("tile bounds must have minx <= maxx and miny <= maxy")
     out = shapely.box(minx, miny, maxx, maxy)
     crs = frame["crs"].astype(str).to_numpy()
-    target_crs_obj = _crs(target)
+    target_crs_obj = parse_crs(target)
     for value in pd.unique(crs):
-        if value == target or _crs(str(value)) == target_crs_obj:
+        if value == target or parse_crs(str(value)) == target_crs_obj:
             continue
         idx = np.flatnonzero(crs == value)
         sub = frame.iloc[idx]

@@ -1,6 +1,7 @@
 """How far apart two tile footprints are, measured correctly whatever their CRSs (docs/algorithms.md §12).
 
-One method per run, chosen from the tiles (:func:`distance_method`):
+One method per run, chosen from the tiles (:func:`distance_method`, which starts from
+:func:`smt_tools.geo.shared_metric_crs` like :func:`smt_tools.splits.metric_crs`):
 
 - ``planar``: every tile is in ONE projected metric CRS with an EPSG code whose scale error is at
   most :data:`PLANAR_SCALE_TOLERANCE` (0.1 %) at every tile centre (a UTM zone over its own
@@ -24,7 +25,6 @@ check-leakage pipelines for what they do instead).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ import shapely
 from pyproj import CRS, Proj, Transformer
 
 from smt_tools.errors import InputDataError
-from smt_tools.geo import DENSIFY, crs_strings, footprints_lonlat
+from smt_tools.geo import DENSIFY, crs_strings, footprints_lonlat, parse_crs, shared_metric_crs
 
 __all__ = [
     "PLANAR_SCALE_TOLERANCE",
@@ -51,21 +51,6 @@ _WGS84_F = 1.0 / 298.257223563
 _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
 #: pairs measured per chunk in the geodesic path (bounds memory: ~1 KB per pair)
 _CHUNK = 100_000
-
-
-@lru_cache(maxsize=64)
-def _crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except Exception as exc:
-        raise InputDataError(f"unknown CRS {text[:60]!r}: {exc}") from None
-
-
-def _is_metric(crs: CRS) -> bool:
-    if not crs.is_projected:
-        return False
-    units = {(ax.unit_name or "").lower() for ax in crs.axis_info[:2]}
-    return units <= {"metre", "meter", "m"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +113,7 @@ def _image_codes(frame: pd.DataFrame) -> np.ndarray:
 def _centres_lonlat(frame: pd.DataFrame, crs: str) -> tuple[np.ndarray, np.ndarray]:
     x = (frame["minx"].to_numpy(np.float64) + frame["maxx"].to_numpy(np.float64)) / 2
     y = (frame["miny"].to_numpy(np.float64) + frame["maxy"].to_numpy(np.float64)) / 2
-    tr = Transformer.from_crs(_crs(crs), CRS.from_epsg(4326), always_xy=True)
+    tr = Transformer.from_crs(parse_crs(crs), CRS.from_epsg(4326), always_xy=True)
     lon, lat = tr.transform(x, y)
     return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
 
@@ -139,7 +124,7 @@ def _scale_error(frame: pd.DataFrame, crs: str) -> float:
     ok = np.isfinite(lon) & np.isfinite(lat)
     if not ok.any():
         return float("inf")
-    factors = Proj(_crs(crs)).get_factors(lon[ok], lat[ok])
+    factors = Proj(parse_crs(crs)).get_factors(lon[ok], lat[ok])
     h = np.asarray(factors.meridional_scale, np.float64)
     k = np.asarray(factors.parallel_scale, np.float64)
     err = np.maximum(np.abs(h - 1.0), np.abs(k - 1.0))
@@ -159,16 +144,12 @@ def distance_method(frame: pd.DataFrame) -> DistanceMethod:
     values = tuple(sorted({str(c) for c in crs[georef]}))
     if not values:
         return DistanceMethod("none", "", (), float("nan"), n_without, images_without)
-    if len(values) == 1:
-        obj = _crs(values[0])
-        code = obj.to_epsg()
-        if code is not None and _is_metric(obj):
-            err = _scale_error(frame.iloc[np.flatnonzero(georef)], values[0])
-            if err <= PLANAR_SCALE_TOLERANCE:
-                return DistanceMethod(
-                    "planar", f"EPSG:{code}", values, err, n_without, images_without
-                )
-            return DistanceMethod("geodesic", "EPSG:4326", values, err, n_without, images_without)
+    shared = shared_metric_crs(values)
+    if shared is not None and shared.epsg is not None:
+        err = _scale_error(frame.iloc[np.flatnonzero(georef)], values[0])
+        if err <= PLANAR_SCALE_TOLERANCE:
+            return DistanceMethod("planar", shared.name, values, err, n_without, images_without)
+        return DistanceMethod("geodesic", "EPSG:4326", values, err, n_without, images_without)
     return DistanceMethod("geodesic", "EPSG:4326", values, float("nan"), n_without, images_without)
 
 

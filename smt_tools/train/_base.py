@@ -1,4 +1,5 @@
-"""Shared machinery of the datasets: windowed reads past the edge, per-raster locks, scaling,
+"""Shared machinery of the datasets: windowed reads past the edge (through
+:func:`smt_tools.raster.window.read_window`), per-raster locks, scaling,
 class remapping, augmentation and output format. See :mod:`smt_tools.train.datasets`."""
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ import os
 import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.raster import RasterCache, open_raster
-from smt_tools.raster.handles import read_error
+from smt_tools.raster.window import read_window
 from smt_tools.train._targets import build_transforms
 
 if TYPE_CHECKING:
@@ -33,51 +32,9 @@ _TORCH_DTYPES = {
     np.dtype(np.int32): torch.int32,
     np.dtype(np.int64): torch.int64,
 }
-_TRUE = {"true", "1", "yes", "t", "y"}
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def read_window(
-    ds: DatasetReader,
-    row_off: int,
-    col_off: int,
-    height: int,
-    width: int,
-    bands: Sequence[int] | None,
-    fill: float,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a window that may run past the raster edge.
-
-    Returns (data (len(bands), height, width) in the raster's dtype, inside): ``inside`` is
-    None when the whole window lies inside the raster, else a (height, width) bool array (True
-    = pixel inside).
-    Pixels outside are ``fill``.
-    """
-    from rasterio.windows import Window
-
-    idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
-    r0, c0 = max(row_off, 0), max(col_off, 0)
-    r1, c1 = min(row_off + height, ds.height), min(col_off + width, ds.width)
-    full = (r0, c0, r1, c1) == (row_off, col_off, row_off + height, col_off + width)
-    data = None
-    if r1 > r0 and c1 > c0:
-        try:
-            data = ds.read(idx, window=Window(c0, r0, c1 - c0, r1 - r0))
-        except Exception as exc:  # rasterio raises several types for corrupt blocks
-            raise read_error(ds.name, exc, row_off, col_off, height, width) from None
-    if full and data is not None:
-        return data, None
-    dtype = np.dtype(ds.dtypes[idx[0] - 1])
-    out = np.full(
-        (len(idx), height, width), fill, dtype=np.result_type(dtype, np.min_scalar_type(fill))
-    )
-    inside = np.zeros((height, width), dtype=bool)
-    if data is not None:
-        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = data
-        inside[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = True
-    return out, inside
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[float, float] | None:
@@ -439,119 +396,3 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
     def close(self) -> None:
         """Close every open raster handle of this process."""
         self.cache.close()
-
-
-def _read_csv(path: str | os.PathLike[str], n_rows: int | None, name: str) -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(f"{name}: input_csv_path {p} not found; check the path")
-    try:
-        frame = pd.read_csv(p, nrows=n_rows)
-    except Exception as exc:
-        raise InputDataError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    if frame.empty:
-        raise InputDataError(f"{p}: the CSV has no rows")
-    return frame
-
-
-def _resolve_paths(series: pd.Series, base: Path) -> list[str]:
-    """Local paths resolved against ``base``; GDAL paths (``s3://``, ``/vsicurl/`` …) as written."""
-    from smt_tools.raster.paths import is_gdal_path, normalize_path
-
-    out = []
-    for v in series.astype(str):
-        if is_gdal_path(v):
-            out.append(normalize_path(v))
-            continue
-        q = Path(v).expanduser()
-        out.append(str(q if q.is_absolute() else base / q))
-    return out
-
-
-def _mask_bands(
-    frame: pd.DataFrame, column: str, default: int | None, src: str, name: str
-) -> np.ndarray:
-    """The 1-based mask band of each row (int64; 0 = not given: the mask must have one band).
-
-    The ``column`` (the balanced CSV's ``mask_band``, written from ``catalog ingest
-    --mask-band``) wins over the dataset's ``mask_band`` key ``default``.
-    """
-    if default is not None and default < 1:
-        raise ConfigError(f"{name}: mask_band must be >= 1 (1-based band number); got {default}")
-    if column not in frame.columns:
-        return np.full(len(frame), 0 if default is None else int(default), np.int64)
-    values = pd.to_numeric(frame[column], errors="coerce")
-    if default is not None:
-        values = values.fillna(default)
-    bad = values.isna() | (values != values.round()) | (values < 1)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputDataError(
-            f"{src}: row {row + 2}: {column} must be a band number >= 1; got "
-            f"{frame[column].iloc[row]!r}"
-        )
-    return values.to_numpy(np.int64)
-
-
-def _as_bool(series: pd.Series) -> np.ndarray:
-    if series.dtype == bool:
-        return series.to_numpy()
-    return series.astype(str).str.strip().str.lower().isin(_TRUE).to_numpy()
-
-
-#: column written by `split`: ';'-separated folds whose training set must not use the tile
-BUFFER_COLUMN = "buffer_excluded_folds"
-
-
-def _fold_label(value: Any) -> str:
-    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
-        return ""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))  # a fold column with empty cells is read as float: 1.0 -> "1"
-    return str(value).strip()
-
-
-def _fold_text(series: pd.Series) -> pd.Series:
-    """Fold labels as text, whatever dtype pandas gave the CSV column: 1, 1.0 and "1" are all
-    "1", an empty cell is "" (a column of single folds with gaps is read as float64)."""
-    return series.map(_fold_label).astype(str)
-
-
-def _select_folds(
-    frame: pd.DataFrame,
-    folds: Sequence[int | str] | None,
-    exclude_folds: Sequence[int | str] | None,
-    fold_column: str,
-    source: str,
-) -> pd.DataFrame:
-    """Rows whose ``fold_column`` value is in ``folds`` and not in ``exclude_folds`` (compared
-    as text, so integer folds and group names both work)."""
-    if folds is None and exclude_folds is None:
-        return frame
-    if fold_column not in frame.columns:
-        raise InputDataError(
-            f"{source}: selecting rows by '{fold_column}' needs that column; run "
-            "`pytorch-smt-tools split` first (fold) or remove val_fold / val_groups / folds"
-        )
-    f = _fold_text(frame[fold_column])
-    keep = np.ones(len(frame), dtype=bool)
-    if folds is not None:
-        keep &= f.isin([str(x) for x in folds]).to_numpy()
-    if exclude_folds is not None:
-        excluded = {str(x) for x in exclude_folds}
-        keep &= ~f.isin(excluded).to_numpy()
-        if fold_column == "fold" and BUFFER_COLUMN in frame.columns:
-            # `split` lists, per tile, the folds whose training set must not use it (the tile
-            # lies within buffer_m of one of their validation tiles); "-1" is the holdout test
-            # set, which counts only when it is the held-out set (final training, no val fold).
-            held_out = excluded - {"-1"} or excluded
-            listed = _fold_text(frame[BUFFER_COLUMN]).str.split(";")
-            near = listed.map(lambda items: any(i.strip() in held_out for i in items))
-            keep &= ~near.to_numpy(bool)
-    out = frame.loc[keep].reset_index(drop=True)
-    if out.empty:
-        raise InputDataError(
-            f"{source}: no rows left after selecting {fold_column} in {list(folds or [])} "
-            f"and not in {list(exclude_folds or [])}; check val_fold / val_groups"
-        )
-    return out
