@@ -385,19 +385,7 @@ def write_ingest(
     try:
         with engine.begin() as conn:
             conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _INGEST_LOCK_KEY})
-            other = conn.execute(
-                text("select distinct nodata_class from source_image where not (id = any(:ids))"),
-                {"ids": delete_ids},
-            ).all()
-            others = {r[0] for r in other}
-            if others and others != {nodata}:
-                found = ", ".join("none" if v is None else str(v) for v in sorted(others, key=str))
-                raise CatalogError(
-                    f"catalog {engine_label(engine)} holds tiles ingested with nodata class {found}; "
-                    f"got --nodata-class {'none' if nodata is None else nodata}: use the same "
-                    "nodata class, re-ingest all of its source images in one run, or use a "
-                    "separate catalog"
-                )
+            others = _other_nodata_classes(conn, engine, delete_ids, nodata)
             deleted = conn.execute(
                 text("delete from source_image where id = any(:ids)"), {"ids": delete_ids}
             ).rowcount
@@ -416,18 +404,7 @@ def write_ingest(
                     f"catalog {engine_label(engine)} lists class {nodata} as a class; it cannot also "
                     "be the nodata class: use the nodata class the catalog was built with"
                 )
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            n_pos = max(pos.values(), default=0)
-            with raw.cursor() as cur:
-                if sources:
-                    with cur.copy(_SOURCE_COPY) as cp:
-                        for row in _source_rows(sources, tile_counts, params):
-                            cp.write_row(row)
-                if len(table):
-                    with cur.copy(_TILE_COPY) as cp:
-                        for chunk in _tile_copy_chunks(table, pos, n_pos):
-                            cp.write(chunk)
+            _copy_rows(conn, sources, table, tile_counts, params, pos)
     except SmtError:
         raise
     except Exception as exc:
@@ -441,3 +418,48 @@ def write_ingest(
         classes_added=added,
         seconds=time.perf_counter() - start,
     )
+
+
+def _other_nodata_classes(
+    conn: Connection, engine: Engine, delete_ids: Sequence[int], nodata: int | None
+) -> set[Any]:
+    """The nodata classes of the source images this write keeps; CatalogError when they
+    differ from ``nodata`` (the caller's transaction rolls back)."""
+    other = conn.execute(
+        text("select distinct nodata_class from source_image where not (id = any(:ids))"),
+        {"ids": delete_ids},
+    ).all()
+    others = {r[0] for r in other}
+    if others and others != {nodata}:
+        found = ", ".join("none" if v is None else str(v) for v in sorted(others, key=str))
+        raise CatalogError(
+            f"catalog {engine_label(engine)} holds tiles ingested with nodata class {found}; "
+            f"got --nodata-class {'none' if nodata is None else nodata}: use the same "
+            "nodata class, re-ingest all of its source images in one run, or use a "
+            "separate catalog"
+        )
+    return others
+
+
+def _copy_rows(
+    conn: Connection,
+    sources: Sequence[SourceRecord],
+    table: TileTable,
+    tile_counts: Mapping[int, int],
+    params: IngestParams,
+    pos: Mapping[int, int],
+) -> None:
+    """COPY the source image rows, then the tile rows (class counts at ``pos``), on ``conn``'s
+    own connection: inside the caller's transaction."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    n_pos = max(pos.values(), default=0)
+    with raw.cursor() as cur:
+        if sources:
+            with cur.copy(_SOURCE_COPY) as cp:
+                for row in _source_rows(sources, tile_counts, params):
+                    cp.write_row(row)
+        if len(table):
+            with cur.copy(_TILE_COPY) as cp:
+                for chunk in _tile_copy_chunks(table, pos, n_pos):
+                    cp.write(chunk)

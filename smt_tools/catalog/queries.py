@@ -71,6 +71,34 @@ def load_tiles(
     if where_clause is not None:
         check_where_clause(where_clause)  # before any round trip
     require_schema(engine)
+    probe_sql, tile_sql, params = _tile_queries(table, where_clause, run_id, run_included_only)
+    try:
+        classes, sources, rows = _read_tile_rows(
+            engine, probe_sql, tile_sql, params, statement_timeout_s
+        )
+    except (DBAPIError, psycopg.Error) as exc:
+        raise _load_error(exc, label, where_clause, statement_timeout_s) from None
+    except SQLAlchemyError as exc:
+        raise db_failure(exc, label, "loading tiles") from None
+    if not rows:
+        what = f"where {where_clause!r}" if where_clause is not None else "(no tiles ingested)"
+        raise EmptySelectionError(
+            f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
+        )
+    return _to_tiletable(rows, sources, classes, label)
+
+
+_SOURCE_SQL = (
+    "select id, group_id, image_path, mask_path, transform, crs, nodata_class, mask_band "
+    "from source_image"
+)
+
+
+def _tile_queries(
+    table: str, where_clause: str | None, run_id: int | None, run_included_only: bool
+) -> tuple[str, str, dict[str, int]]:
+    """(probe SQL, tile SQL, bound parameters) of :func:`load_tiles`: the filter and the run
+    condition as the WHERE of ``table``; the probe reads nothing (the server checks the filter)."""
     ident = quote_identifier(table)
     conds: list[str] = []
     if where_clause is not None:
@@ -90,53 +118,57 @@ def load_tiles(
         f"from (select * from {ident}{where}) t order by t.id"
     )
     probe_sql = f"select 1 from {ident}{where} limit 0"
-    src_sql = (
-        "select id, group_id, image_path, mask_path, transform, crs, nodata_class, mask_band "
-        "from source_image"
-    )
+    return probe_sql, tile_sql, params
+
+
+def _read_tile_rows(
+    engine: Engine,
+    probe_sql: str,
+    tile_sql: str,
+    params: Mapping[str, Any],
+    statement_timeout_s: float,
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """(catalog classes, source images, tile rows) read in ONE read-only transaction with a
+    statement timeout; the probe runs first so a bad filter fails before anything is read."""
     timeout_ms = max(1, int(statement_timeout_s * 1000))
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("set transaction read only")
-            conn.exec_driver_sql(f"set local statement_timeout = {timeout_ms}")
-            # strings are tokenized as check_where_clause did ('\' is no escape character)
-            conn.exec_driver_sql("set local standard_conforming_strings = on")
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            with raw.cursor() as cur:  # the server checks the filter is boolean, reads nothing
-                cur.execute(probe_sql, params)
-            classes = conn.execute(
-                text("select position, class_value from catalog_class order by position")
-            ).all()
-            sources = conn.execute(text(src_sql)).all()
-            with raw.cursor() as cur:  # plain tuples: ~5x faster than ORM rows at 155k tiles
-                cur.execute(tile_sql, params)
-                rows = cur.fetchall()
-            conn.rollback()
-    except (DBAPIError, psycopg.Error) as exc:
-        state = db_sqlstate(exc)
-        if state == "57014":
-            raise CatalogError(
-                f"catalog {label}: loading tiles took longer than {statement_timeout_s:g} s "
-                "(statement timeout); narrow the where clause or raise the timeout"
-            ) from None
-        if where_clause is not None and (state.startswith(("42", "22")) or state == "25006"):
-            raise UnsafeQueryError(
-                f"where clause {where_clause!r} rejected by the database: {safe_db_message(exc)}"
-            ) from None
-        if where_clause is not None:  # the filter ran: its error may carry data values
-            raise CatalogError(
-                f"catalog {label}: loading tiles failed: {safe_db_message(exc)}"
-            ) from None
-        raise db_failure(exc, label, "loading tiles") from None
-    except SQLAlchemyError as exc:
-        raise db_failure(exc, label, "loading tiles") from None
-    if not rows:
-        what = f"where {where_clause!r}" if where_clause is not None else "(no tiles ingested)"
-        raise EmptySelectionError(
-            f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
+    with engine.connect() as conn:
+        conn.exec_driver_sql("set transaction read only")
+        conn.exec_driver_sql(f"set local statement_timeout = {timeout_ms}")
+        # strings are tokenized as check_where_clause did ('\' is no escape character)
+        conn.exec_driver_sql("set local standard_conforming_strings = on")
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:  # the server checks the filter is boolean, reads nothing
+            cur.execute(probe_sql, params)
+        classes = conn.execute(
+            text("select position, class_value from catalog_class order by position")
+        ).all()
+        sources = conn.execute(text(_SOURCE_SQL)).all()
+        with raw.cursor() as cur:  # plain tuples: ~5x faster than ORM rows at 155k tiles
+            cur.execute(tile_sql, params)
+            rows = cur.fetchall()
+        conn.rollback()
+    return list(classes), list(sources), list(rows)
+
+
+def _load_error(
+    exc: BaseException, label: str, where_clause: str | None, statement_timeout_s: float
+) -> SmtError:
+    """The one-line error of a failed :func:`load_tiles` read: timeout, a filter the database
+    rejected, a failure while the filter ran (no data values echoed), or a plain db failure."""
+    state = db_sqlstate(exc)
+    if state == "57014":
+        return CatalogError(
+            f"catalog {label}: loading tiles took longer than {statement_timeout_s:g} s "
+            "(statement timeout); narrow the where clause or raise the timeout"
         )
-    return _to_tiletable(rows, sources, classes, label)
+    if where_clause is not None and (state.startswith(("42", "22")) or state == "25006"):
+        return UnsafeQueryError(
+            f"where clause {where_clause!r} rejected by the database: {safe_db_message(exc)}"
+        )
+    if where_clause is not None:  # the filter ran: its error may carry data values
+        return CatalogError(f"catalog {label}: loading tiles failed: {safe_db_message(exc)}")
+    return db_failure(exc, label, "loading tiles")
 
 
 def _rows(engine: Engine, sql: str, what: str) -> list[Any]:

@@ -18,6 +18,8 @@ answer on the same tiles. Tiles without a CRS (NULL footprint) must not be passe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pyproj import CRS
@@ -199,65 +201,92 @@ def buffer_exclusions_postgis(
         with engine.begin() as conn:
             # JIT compilation costs more than these short queries gain from it
             conn.execute(text("set local jit = off"))
-            conn.execute(
-                text(
-                    "create temp table smt_split_fold (tile_id bigint primary key, "
-                    "fold integer not null, pos integer not null) on commit drop"
-                )
-            )
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            with (
-                raw.cursor() as cur,
-                cur.copy("COPY smt_split_fold (tile_id, fold, pos) FROM STDIN") as cp,
-            ):
-                cp.write(payload)
-            if geodesic:
-                conn.execute(text(_GEOM_GEODESIC_SQL.format(table=quote_identifier(table))))
-            else:
-                conn.execute(
-                    text(_GEOM_SQL.format(table=quote_identifier(table))),
-                    {"native": metric_crs, "srid": srid},
-                )
-            found = int(conn.execute(text("select count(*) from smt_split_geom")).scalar_one())
-            if found != len(ids):
-                raise CatalogError(
-                    f"catalog {label}: {len(ids) - found} of {len(ids)} tiles are not in table "
-                    f"{table!r}; re-run the split on the current catalog"
-                )
-            nulls = int(
-                conn.execute(
-                    text("select count(*) from smt_split_geom where g is null")
-                ).scalar_one()
-            )
-            if nulls:
-                raise CatalogError(
-                    f"catalog {label}: {nulls} tiles have no footprint (their source raster has no "
-                    "CRS); they cannot be measured in metres"
-                )
-            params: dict[str, float] = {"buffer": float(buffer_m), "reach": float(buffer_m)}
-            images_sql, pairs_sql = _IMAGES_SQL, _PAIRS_SQL
-            if geodesic:
-                deg = _lonlat_radius(conn, float(buffer_m))
-                if deg is not None:  # fast: geometry pre-filters, spheroid on the survivors
-                    images_sql, pairs_sql = _IMAGES_LONLAT_SQL, _PAIRS_LONLAT_SQL
-                    params["deg"] = deg
-                else:
-                    images_sql = _IMAGES_GEODESIC_SQL
-                    params["reach"] = float(buffer_m) + _SLACK_M
-            index_col = "gm" if "deg" in params else "g"
-            conn.execute(text(f"create index on smt_split_geom using gist ({index_col})"))
-            conn.execute(text("analyze smt_split_geom"))
-            conn.execute(text(images_sql))
-            conn.execute(text("analyze smt_split_img"))
-            rows = conn.execute(text(pairs_sql), params).all()
+            _load_folds(conn, payload)
+            _build_geometries(conn, table, geodesic, metric_crs, srid)
+            _check_geometries(conn, label, table, len(ids))
+            rows = _near_pairs(conn, float(buffer_m), geodesic)
     except SmtError:
         raise
     except Exception as exc:
         if not is_db_error(exc):
             raise
         raise db_failure(exc, label, "spatial buffer query") from None
-    out = np.zeros((len(ids), n_splits + 1), dtype=bool)
+    return _exclusions(rows, len(ids), n_splits)
+
+
+def _load_folds(conn: Connection, payload: bytes) -> None:
+    """Temporary table ``smt_split_fold`` (tile_id, fold, pos) filled by COPY from ``payload``."""
+    conn.execute(
+        text(
+            "create temp table smt_split_fold (tile_id bigint primary key, "
+            "fold integer not null, pos integer not null) on commit drop"
+        )
+    )
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cur,
+        cur.copy("COPY smt_split_fold (tile_id, fold, pos) FROM STDIN") as cp,
+    ):
+        cp.write(payload)
+
+
+def _build_geometries(
+    conn: Connection, table: str, geodesic: bool, metric_crs: str, srid: int
+) -> None:
+    """Temporary table ``smt_split_geom``: each tile's geometry in the distance space."""
+    if geodesic:
+        conn.execute(text(_GEOM_GEODESIC_SQL.format(table=quote_identifier(table))))
+    else:
+        conn.execute(
+            text(_GEOM_SQL.format(table=quote_identifier(table))),
+            {"native": metric_crs, "srid": srid},
+        )
+
+
+def _check_geometries(conn: Connection, label: str, table: str, n: int) -> None:
+    """CatalogError when a tile is missing from ``table`` or has no footprint."""
+    found = int(conn.execute(text("select count(*) from smt_split_geom")).scalar_one())
+    if found != n:
+        raise CatalogError(
+            f"catalog {label}: {n - found} of {n} tiles are not in table "
+            f"{table!r}; re-run the split on the current catalog"
+        )
+    nulls = int(
+        conn.execute(text("select count(*) from smt_split_geom where g is null")).scalar_one()
+    )
+    if nulls:
+        raise CatalogError(
+            f"catalog {label}: {nulls} tiles have no footprint (their source raster has no "
+            "CRS); they cannot be measured in metres"
+        )
+
+
+def _near_pairs(conn: Connection, buffer_m: float, geodesic: bool) -> list[Any]:
+    """(pos, other fold) rows: tile ``pos`` lies within ``buffer_m`` of a tile of fold
+    ``other``. Picks the planar, fast geodesic or general geodesic queries, indexes the
+    geometry table, builds the per-image envelopes and runs the pair query."""
+    params: dict[str, float] = {"buffer": buffer_m, "reach": buffer_m}
+    images_sql, pairs_sql = _IMAGES_SQL, _PAIRS_SQL
+    if geodesic:
+        deg = _lonlat_radius(conn, buffer_m)
+        if deg is not None:  # fast: geometry pre-filters, spheroid on the survivors
+            images_sql, pairs_sql = _IMAGES_LONLAT_SQL, _PAIRS_LONLAT_SQL
+            params["deg"] = deg
+        else:
+            images_sql = _IMAGES_GEODESIC_SQL
+            params["reach"] = buffer_m + _SLACK_M
+    index_col = "gm" if "deg" in params else "g"
+    conn.execute(text(f"create index on smt_split_geom using gist ({index_col})"))
+    conn.execute(text("analyze smt_split_geom"))
+    conn.execute(text(images_sql))
+    conn.execute(text("analyze smt_split_img"))
+    return list(conn.execute(text(pairs_sql), params).all())
+
+
+def _exclusions(rows: Sequence[Any], n: int, n_splits: int) -> np.ndarray:
+    """(n, n_splits + 1) bool exclusions from the pair rows (column n_splits: holdout test)."""
+    out = np.zeros((n, n_splits + 1), dtype=bool)
     if rows:
         pos = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         other = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))

@@ -191,6 +191,30 @@ def select_coreset(
     ids_all = np.asarray(tile_ids, dtype=np.int64)
     n_all = ids_all.size
     elig = np.asarray(eligible, dtype=bool)
+    _check_inputs(params, ids_all, elig, embeddings)
+    # Canonical candidate order: ascending tile_id.
+    cand = np.flatnonzero(elig)
+    cand = cand[np.argsort(ids_all[cand], kind="stable")]
+    b = budget_size(cand.size, params.budget, params.budget_mode)
+    c = _Candidates(params, cand, ids_all[cand], counts, class_entropy, embeddings, centroids_xy)
+    info: dict[str, Any] = {"method": params.method, "device": params.device}
+    s = _method_scores(c, b, info)
+    top = scorers.order_by_score(s, c.ids)[:b]
+    scores = np.full(n_all, np.nan, dtype=np.float64)
+    scores[cand] = s
+    selected = np.zeros(n_all, dtype=bool)
+    selected[cand[top]] = True
+    return CoresetSelection(
+        scores=scores, selected=selected, pick_order=cand[top], budget=b, info=info
+    )
+
+
+def _check_inputs(
+    params: CoresetParams, ids_all: np.ndarray, elig: np.ndarray, embeddings: np.ndarray | None
+) -> None:
+    """ValueError for misshapen or duplicate inputs, an unknown method, missing embeddings, or
+    a spatial weight on a method that has no feature space."""
+    n_all = ids_all.size
     if elig.shape != (n_all,):
         raise ValueError(f"eligible has shape {elig.shape}, expected ({n_all},)")
     if np.unique(ids_all).size != n_all:
@@ -206,89 +230,100 @@ def select_coreset(
             f"spatial_weight applies to {', '.join(sorted(SPATIAL_METHODS))}; got method "
             f"{params.method}"
         )
-    # Canonical candidate order: ascending tile_id.
-    cand = np.flatnonzero(elig)
-    cand = cand[np.argsort(ids_all[cand], kind="stable")]
-    n = cand.size
-    b = budget_size(n, params.budget, params.budget_mode)
-    ids = ids_all[cand]
-    info: dict[str, Any] = {"method": params.method, "device": params.device}
 
-    def emb() -> np.ndarray:
-        assert embeddings is not None
-        e = np.asarray(embeddings)[cand]
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The candidate rows (``cand``: positions in tile_id order, ``ids``: their tile ids) and
+    the inputs the scorers read, taken at those rows on demand."""
+
+    params: CoresetParams
+    cand: np.ndarray
+    ids: np.ndarray
+    counts: np.ndarray
+    class_entropy: np.ndarray
+    embeddings: np.ndarray | None
+    centroids_xy: np.ndarray | None
+
+    def emb(self) -> np.ndarray:
+        assert self.embeddings is not None
+        e = np.asarray(self.embeddings)[self.cand]
         if not np.isfinite(e).all():
             raise ValueError("embeddings contain NaN/inf for candidate tiles")
         return e
 
-    def space() -> np.ndarray:
-        xy = None if centroids_xy is None else np.asarray(centroids_xy)[cand]
-        return feature_space(emb(), xy, params.spatial_weight, params.pca_dim, params.random_state)
+    def space(self) -> np.ndarray:
+        p = self.params
+        xy = None if self.centroids_xy is None else np.asarray(self.centroids_xy)[self.cand]
+        return feature_space(self.emb(), xy, p.spatial_weight, p.pca_dim, p.random_state)
 
-    def fd() -> np.ndarray:
+    def fd(self, info: dict[str, Any]) -> np.ndarray:
+        p = self.params
         kw: dict[str, Any] = {
-            "k": params.fd_k,
-            "k_min": params.fd_k_min,
-            "k_max": params.fd_k_max,
-            "sample_size": params.fd_sample_size,
-            "random_state": params.random_state,
+            "k": p.fd_k,
+            "k_min": p.fd_k_min,
+            "k_max": p.fd_k_max,
+            "sample_size": p.fd_sample_size,
+            "random_state": p.random_state,
         }
-        if params.device == "cuda":
+        if p.device == "cuda":
             from smt_tools.coreset import gpu
 
-            order, _labels, k = gpu.fd_order_torch(space(), ids, **kw)
+            order, _labels, k = gpu.fd_order_torch(self.space(), self.ids, **kw)
         else:
-            order, _labels, k = scorers.fd_order(space(), ids, **kw)
+            order, _labels, k = scorers.fd_order(self.space(), self.ids, **kw)
         info["fd_k"] = k
         return order
 
-    def cb() -> np.ndarray:
-        c = np.asarray(counts)[cand]
-        if params.device == "cuda":
+    def cb(self) -> np.ndarray:
+        c = np.asarray(self.counts)[self.cand]
+        growth = self.params.cb_growth
+        if self.params.device == "cuda":
             from smt_tools.coreset import gpu
 
-            return scorers.order_to_scores(gpu.cb_order_torch(c, ids, params.cb_growth))
-        return scorers.order_to_scores(scorers.cb_order(c, ids, params.cb_growth))
+            return scorers.order_to_scores(gpu.cb_order_torch(c, self.ids, growth))
+        return scorers.order_to_scores(scorers.cb_order(c, self.ids, growth))
 
-    def lc() -> np.ndarray:
-        return scorers.lc_scores(np.asarray(class_entropy)[cand], np.asarray(counts).shape[1])
+    def lc(self) -> np.ndarray:
+        h = np.asarray(self.class_entropy)[self.cand]
+        return scorers.lc_scores(h, np.asarray(self.counts).shape[1])
 
+    def kcenter(self, b: int) -> np.ndarray:
+        x = self.space()
+        n_cand = self.params.kcenter_candidates
+        if self.params.device == "cuda":
+            from smt_tools.coreset import gpu
+
+            order = gpu.kcenter_order_torch(x, self.ids, b, n_cand)
+        else:
+            order = scorers.kcenter_order(x, self.ids, b, n_cand)
+        return scorers.order_to_scores(order)
+
+
+def _method_scores(c: _Candidates, b: int, info: dict[str, Any]) -> np.ndarray:
+    """(n candidates,) float64 scores of ``c.params.method``; method details go into ``info``."""
+    params = c.params
     method = params.method
     if method == "lc":
-        s = lc()
-    elif method == "cb":
-        s = cb()
-    elif method == "fa":
-        s = scorers.fa_scores(emb())
-    elif method == "fd":
-        s = scorers.order_to_scores(fd())
-    elif method == "lc_fd":
+        return c.lc()
+    if method == "cb":
+        return c.cb()
+    if method == "fa":
+        return scorers.fa_scores(c.emb())
+    if method == "fd":
+        return scorers.order_to_scores(c.fd(info))
+    if method == "lc_fd":
         m = lc_fd_cutoff(params.lc_fd_cutoff_m, b)
         info["lc_fd_m"] = m
-        s = scorers.order_to_scores(scorers.lc_fd_order(fd(), lc(), ids, m))
-    elif method == "fa_cb":
+        return scorers.order_to_scores(scorers.lc_fd_order(c.fd(info), c.lc(), c.ids, m))
+    if method == "fa_cb":
+        n = c.cand.size
         lam = params.fa_cb_lambda
         if not 0 <= lam <= 1:
             raise ValueError(f"fa_cb_lambda must be in [0, 1]; got {lam}")
-        s_fa = scorers.fa_scores(emb()) if lam > 0 else np.zeros(n)
-        s_cb = cb() if lam < 1 else np.zeros(n)
-        s = lam * s_fa + (1.0 - lam) * s_cb
-    elif method == "kcenter":
-        x = space()
-        if params.device == "cuda":
-            from smt_tools.coreset import gpu
-
-            order = gpu.kcenter_order_torch(x, ids, b, params.kcenter_candidates)
-        else:
-            order = scorers.kcenter_order(x, ids, b, params.kcenter_candidates)
-        s = scorers.order_to_scores(order)
-    else:  # random
-        s = scorers.random_scores(ids, params.random_state)
-    top = scorers.order_by_score(s, ids)[:b]
-    scores = np.full(n_all, np.nan, dtype=np.float64)
-    scores[cand] = s
-    selected = np.zeros(n_all, dtype=bool)
-    selected[cand[top]] = True
-    return CoresetSelection(
-        scores=scores, selected=selected, pick_order=cand[top], budget=b, info=info
-    )
+        s_fa = scorers.fa_scores(c.emb()) if lam > 0 else np.zeros(n)
+        s_cb = c.cb() if lam < 1 else np.zeros(n)
+        return lam * s_fa + (1.0 - lam) * s_cb
+    if method == "kcenter":
+        return c.kcenter(b)
+    return scorers.random_scores(c.ids, params.random_state)  # random

@@ -151,14 +151,7 @@ def cluster_compositions(
     """
     p = np.asarray(p, dtype=np.float64)
     n = p.shape[0]
-    if n == 0:
-        raise ValueError("cluster_compositions needs at least one row")
-    if k_min < 1 or k_max < k_min:
-        raise ValueError(f"need 1 <= k_min <= k_max; got k_min={k_min}, k_max={k_max}")
-    if k_selection == "fixed" and (k is None or k < 1):
-        raise ValueError("k_selection 'fixed' needs k >= 1")
-    if k_selection not in K_SELECTIONS:
-        raise ValueError(f"unknown k_selection {k_selection!r}")
+    _check_args(n, k_min, k_max, k_selection, k)
     x = clr(p, pseudocount)
     distinct, inverse, mult = np.unique(x, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
@@ -186,45 +179,105 @@ def cluster_compositions(
         assert k is not None
         chosen = min(k, n_distinct)
     elif k_selection == "elbow":
-        for kk in range(lo, hi + 1):
-            models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
-            scores[kk] = float(models[kk].inertia_)
-        ks = np.array(sorted(scores))
-        chosen = elbow_k(ks, np.array([scores[int(v)] for v in ks]))
+        chosen = _choose_k_elbow(sel_x, sel_w, lo, hi, random_state, scores, models)
     else:
-        from sklearn.metrics import silhouette_score
-
-        m = int(sel_w.sum())
-        sil_ids, sil_counts = (
-            _sample(sel_w.astype(np.int64), silhouette_sample_size, rng)
-            if m > silhouette_sample_size
-            else (np.arange(sel_x.shape[0]), sel_w)
+        chosen = _choose_k_silhouette(
+            sel_x, sel_w, lo, hi, random_state, silhouette_sample_size, rng, scores, models
         )
-        sil_rows = np.repeat(sel_x[sil_ids], sil_counts.astype(np.int64), axis=0)
-        best_k, best = lo, -np.inf
-        for kk in range(max(lo, 2), hi + 1):
-            models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
-            lab = models[kk].predict(sil_rows)
-            if not 2 <= np.unique(lab).size < sil_rows.shape[0]:
-                continue
-            score = float(silhouette_score(sil_rows, lab))
-            scores[kk] = score
-            if score > best:
-                best_k, best = kk, score
-        chosen = best_k
-    if chosen <= 1:
-        distinct_labels = np.zeros(n_distinct, np.int64)
-    elif chosen in models and not sampled:
-        distinct_labels = models[chosen].labels_.astype(np.int64)
-    else:
-        init = models[chosen].cluster_centers_ if chosen in models else None
-        model = _kmeans(distinct, weights, chosen, random_state, init=init)
-        distinct_labels = model.labels_.astype(np.int64)
-        if k_selection == "fixed":
-            scores[chosen] = float(model.inertia_)
+    distinct_labels = _distinct_labels(
+        distinct, weights, chosen, models, sampled, k_selection, random_state, scores
+    )
     labels = _relabel(distinct_labels)[inverse]
     sizes, freq_cluster_weight = cluster_weights(labels)
     k_eff = int(np.unique(labels).size)
     return CompositionResult(
         labels, sizes, freq_cluster_weight, k_eff, k_selection, scores, (lo, hi), n_distinct
     )
+
+
+def _check_args(n: int, k_min: int, k_max: int, k_selection: str, k: int | None) -> None:
+    """ValueError for no rows, a bad k range, ``fixed`` without k, or an unknown selection."""
+    if n == 0:
+        raise ValueError("cluster_compositions needs at least one row")
+    if k_min < 1 or k_max < k_min:
+        raise ValueError(f"need 1 <= k_min <= k_max; got k_min={k_min}, k_max={k_max}")
+    if k_selection == "fixed" and (k is None or k < 1):
+        raise ValueError("k_selection 'fixed' needs k >= 1")
+    if k_selection not in K_SELECTIONS:
+        raise ValueError(f"unknown k_selection {k_selection!r}")
+
+
+def _choose_k_elbow(
+    sel_x: np.ndarray,
+    sel_w: np.ndarray,
+    lo: int,
+    hi: int,
+    random_state: int,
+    scores: dict[int, float],
+    models: dict[int, Any],
+) -> int:
+    """Fit every k in [lo, hi] (filling ``models`` and ``scores`` with inertias); elbow k."""
+    for kk in range(lo, hi + 1):
+        models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
+        scores[kk] = float(models[kk].inertia_)
+    ks = np.array(sorted(scores))
+    return elbow_k(ks, np.array([scores[int(v)] for v in ks]))
+
+
+def _choose_k_silhouette(
+    sel_x: np.ndarray,
+    sel_w: np.ndarray,
+    lo: int,
+    hi: int,
+    random_state: int,
+    silhouette_sample_size: int,
+    rng: np.random.Generator,
+    scores: dict[int, float],
+    models: dict[int, Any],
+) -> int:
+    """Fit every k in [max(lo, 2), hi] (filling ``models`` and ``scores`` with silhouettes on
+    a seeded sample of at most ``silhouette_sample_size`` rows); the best k (ties: smaller)."""
+    from sklearn.metrics import silhouette_score
+
+    m = int(sel_w.sum())
+    sil_ids, sil_counts = (
+        _sample(sel_w.astype(np.int64), silhouette_sample_size, rng)
+        if m > silhouette_sample_size
+        else (np.arange(sel_x.shape[0]), sel_w)
+    )
+    sil_rows = np.repeat(sel_x[sil_ids], sil_counts.astype(np.int64), axis=0)
+    best_k, best = lo, -np.inf
+    for kk in range(max(lo, 2), hi + 1):
+        models[kk] = _kmeans(sel_x, sel_w, kk, random_state)
+        lab = models[kk].predict(sil_rows)
+        if not 2 <= np.unique(lab).size < sil_rows.shape[0]:
+            continue
+        score = float(silhouette_score(sil_rows, lab))
+        scores[kk] = score
+        if score > best:
+            best_k, best = kk, score
+    return best_k
+
+
+def _distinct_labels(
+    distinct: np.ndarray,
+    weights: np.ndarray,
+    chosen: int,
+    models: dict[int, Any],
+    sampled: bool,
+    k_selection: str,
+    random_state: int,
+    scores: dict[int, float],
+) -> np.ndarray:
+    """Cluster id per distinct row for the chosen k: the k-choosing fit's labels when it ran
+    on all rows, else a fit on all rows (initialised from the sample fit's centroids; for
+    ``fixed`` its inertia goes into ``scores``)."""
+    if chosen <= 1:
+        return np.zeros(distinct.shape[0], np.int64)
+    if chosen in models and not sampled:
+        return np.asarray(models[chosen].labels_.astype(np.int64))
+    init = models[chosen].cluster_centers_ if chosen in models else None
+    model = _kmeans(distinct, weights, chosen, random_state, init=init)
+    if k_selection == "fixed":
+        scores[chosen] = float(model.inertia_)
+    return np.asarray(model.labels_.astype(np.int64))

@@ -149,26 +149,43 @@ def write_report(report_dir: str | os.PathLike[str], data: ReportData) -> list[P
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
 
     out = Path(report_dir)
     written: list[Path] = []
     included = ~np.asarray(data.excluded, dtype=bool)
     w = np.asarray(data.weights, dtype=np.float64)
+    steps: list[tuple[str, Any]] = [
+        ("class_share.png", lambda: class_share_figure(data)),
+        ("weight_hist.png", lambda: _weight_hist_figure(w, included)),
+        ("weight_map.png", lambda: _weight_map_figure(data, w, included)),
+    ]
+    if data.uniqueness is not None:
+        u = np.asarray(data.uniqueness, dtype=np.float64)
+        steps.append(("uniqueness.png", lambda: _uniqueness_figure(u, w, included)))
+    for name, make in steps:
+        fig = make()
+        _save(fig, out / name)
+        written.append(out / name)
+        plt.close(fig)
+    return written
 
-    fig = class_share_figure(data)
-    _save(fig, out / "class_share.png")
-    written.append(out / "class_share.png")
-    plt.close(fig)
+
+def _weight_hist_figure(w: np.ndarray, included: np.ndarray) -> Any:
+    """Histogram of sampler_weight over the included tiles."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(w[included], bins=40, color="#21918c")
     ax.set_xlabel("sampler_weight")
     ax.set_ylabel("tiles")
     ax.set_title(f"sampler_weight of {int(included.sum())} included tiles")
-    _save(fig, out / "weight_hist.png")
-    written.append(out / "weight_hist.png")
-    plt.close(fig)
+    return fig
+
+
+def _weight_map_figure(data: ReportData, w: np.ndarray, included: np.ndarray) -> Any:
+    """Tiles (lon/lat) coloured by sampler_weight, excluded tiles grey hatched."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 7))
     # tiles of rasters without a CRS (pixel space) cannot be placed in lon/lat: left off the map
@@ -177,28 +194,10 @@ def write_report(report_dir: str | os.PathLike[str], data: ReportData) -> list[P
     unmapped = len(georef) - n
     if n:
         rings = footprints_lonlat(data.footprints.iloc[np.flatnonzero(georef)], densify=1)
-        inc_m, w_m = included[georef], w[georef]
-        if n <= MAP_POLYGON_LIMIT:
-            ex = PolyCollection(
-                list(rings[~inc_m]), facecolor="#bdbdbd", edgecolor="#757575", hatch="///"
-            )
-            inc = PolyCollection(list(rings[inc_m]), array=w_m[inc_m], cmap="viridis")
-            inc.set_clim(0.0, 1.0)
-            ax.add_collection(ex)
-            ax.add_collection(inc)
-            fig.colorbar(inc, ax=ax, label="sampler_weight", shrink=0.7)
-            ax.autoscale_view()
-        else:
-            centre = rings[:, :4, :].mean(axis=1)
-            ax.scatter(centre[~inc_m, 0], centre[~inc_m, 1], s=1, c="#bdbdbd")
-            sc = ax.scatter(centre[inc_m, 0], centre[inc_m, 1], s=1, c=w_m[inc_m], cmap="viridis")
-            fig.colorbar(sc, ax=ax, label="sampler_weight", shrink=0.7)
-        ax.set_aspect(1.0 / max(np.cos(np.deg2rad(float(rings[..., 1].mean()))), 1e-6))
+        _draw_tiles(fig, ax, rings, included[georef], w[georef])
     elif unmapped:
         ax.text(0.5, 0.5, "no tile has a CRS (pixel space):\nnothing to place on a map",
                 ha="center", va="center", transform=ax.transAxes)  # fmt: skip
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
@@ -206,21 +205,42 @@ def write_report(report_dir: str | os.PathLike[str], data: ReportData) -> list[P
     if unmapped:
         title += f"\n{unmapped} of {len(georef)} tiles have no CRS (pixel space): not drawn"
     ax.set_title(title)
-    _save(fig, out / "weight_map.png")
-    written.append(out / "weight_map.png")
-    plt.close(fig)
+    return fig
 
-    if data.uniqueness is not None:
-        u = np.asarray(data.uniqueness, dtype=np.float64)
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        a1.hist(u[included], bins=40, color="#5ec962")
-        a1.set_xlabel("uniqueness_score (mean cosine distance to k nearest)")
-        a1.set_ylabel("tiles")
-        a2.scatter(u[included], w[included], s=3, alpha=0.5)
-        a2.set_xlabel("uniqueness_score")
-        a2.set_ylabel("sampler_weight")
-        fig.suptitle("visual uniqueness")
-        _save(fig, out / "uniqueness.png")
-        written.append(out / "uniqueness.png")
-        plt.close(fig)
-    return written
+
+def _draw_tiles(fig: Any, ax: Any, rings: np.ndarray, inc_m: np.ndarray, w_m: np.ndarray) -> None:
+    """The georeferenced tiles on ``ax``: polygons up to :data:`MAP_POLYGON_LIMIT`, else
+    centroids; a colour bar of sampler_weight; aspect set for the mean latitude."""
+    from matplotlib.collections import PolyCollection
+
+    if len(rings) <= MAP_POLYGON_LIMIT:
+        ex = PolyCollection(
+            list(rings[~inc_m]), facecolor="#bdbdbd", edgecolor="#757575", hatch="///"
+        )
+        inc = PolyCollection(list(rings[inc_m]), array=w_m[inc_m], cmap="viridis")
+        inc.set_clim(0.0, 1.0)
+        ax.add_collection(ex)
+        ax.add_collection(inc)
+        fig.colorbar(inc, ax=ax, label="sampler_weight", shrink=0.7)
+        ax.autoscale_view()
+    else:
+        centre = rings[:, :4, :].mean(axis=1)
+        ax.scatter(centre[~inc_m, 0], centre[~inc_m, 1], s=1, c="#bdbdbd")
+        sc = ax.scatter(centre[inc_m, 0], centre[inc_m, 1], s=1, c=w_m[inc_m], cmap="viridis")
+        fig.colorbar(sc, ax=ax, label="sampler_weight", shrink=0.7)
+    ax.set_aspect(1.0 / max(np.cos(np.deg2rad(float(rings[..., 1].mean()))), 1e-6))
+
+
+def _uniqueness_figure(u: np.ndarray, w: np.ndarray, included: np.ndarray) -> Any:
+    """Histogram of uniqueness_score and uniqueness vs sampler_weight (included tiles)."""
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.hist(u[included], bins=40, color="#5ec962")
+    a1.set_xlabel("uniqueness_score (mean cosine distance to k nearest)")
+    a1.set_ylabel("tiles")
+    a2.scatter(u[included], w[included], s=3, alpha=0.5)
+    a2.set_xlabel("uniqueness_score")
+    a2.set_ylabel("sampler_weight")
+    fig.suptitle("visual uniqueness")
+    return fig
