@@ -62,6 +62,141 @@ def print_ingest_report(result: IngestResult) -> None:
         )
 
 
+@guard
+def init(
+    catalog: str | None = typer.Option(
+        None, "--catalog", help="postgresql:// URL (default: $SMT_DATABASE_URL)."
+    ),
+) -> object:
+    """Create or upgrade the catalog schema (idempotent; records applied migrations)."""
+    from smt_tools.pipelines.catalog_init import run_catalog_init
+
+    result = run_catalog_init(catalog)
+    for name in result.already_applied:
+        console.print(f"already applied  {name}", soft_wrap=True)
+    for name in result.applied:
+        console.print(f"applied          {name}", soft_wrap=True)
+    state = "up to date" if not result.applied else f"{len(result.applied)} migration(s) applied"
+    console.print(f"Catalog {result.target}: {state}", soft_wrap=True)
+    return result
+
+
+@guard
+def ingest(
+    pairs_csv: Path = typer.Argument(
+        ..., help="CSV with columns image, mask[, group] (paths relative to the CSV)."
+    ),
+    patch_size: int = typer.Option(256, "--patch-size", min=1, help="Tile size in pixels."),
+    stride: int | None = typer.Option(
+        None, "--stride", min=1, help="Step between tiles (default: the patch size)."
+    ),
+    edge: EdgePolicy = typer.Option(
+        DEFAULT_EDGE_POLICY,
+        "--edge",
+        help="Partial tiles at the right/bottom edge: drop, shift or pad.",
+    ),
+    nodata_class: str | None = typer.Option(
+        None,
+        "--nodata-class",
+        help="Mask value that means nodata (default none: every mask value, 0 included, "
+        "is a class; -1 = none).",
+    ),
+    mask_band: int | None = typer.Option(
+        None, "--mask-band", min=1, help="1-based band of multi-band masks holding the classes."
+    ),
+    allow_new_classes: bool = typer.Option(
+        False,
+        "--allow-new-classes",
+        help="Accept class values the catalog does not list yet (refused by default).",
+    ),
+    black_tolerance: float = typer.Option(
+        0.0, "--black-tolerance", min=0.0, help="Image value <= this (all bands) is black."
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="Scan processes; 0 = one per core."),
+    class_names: Path | None = typer.Option(
+        None, "--class-names", help="CSV class_value,name[,colour] for catalog_class."
+    ),
+    catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+) -> object:
+    """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
+    from smt_tools.errors import ConfigError
+    from smt_tools.pipelines.ingest import parse_nodata_class, run_ingest
+
+    try:
+        nodata = parse_nodata_class(nodata_class)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--nodata-class'") from None
+    result = run_ingest(
+        pairs_csv,
+        catalog=catalog,
+        patch_size=patch_size,
+        stride=stride,
+        edge=edge,
+        nodata_class=nodata,
+        mask_band=mask_band,
+        allow_new_classes=allow_new_classes,
+        black_tolerance=black_tolerance,
+        workers=workers,
+        class_names_csv=class_names,
+        progress_factory=lambda desc, total: progress_bar(desc, total, "tiles"),
+    )
+    _print_ingest_summary(result)
+    return result
+
+
+@guard
+def stats(
+    catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+) -> object:
+    """Tiles, source images and class pixel shares."""
+    from smt_tools.pipelines.catalog_stats import run_catalog_stats
+
+    s = run_catalog_stats(catalog)
+    runs = "" if s.runs is None else f", {s.runs} runs"
+    console.print(
+        f"{s.target}: {s.tiles} tiles, {s.source_images} source images, {s.groups} groups{runs}; "
+        f"nodata {100 * s.nodata_share:.2f} % of window pixels",
+        soft_wrap=True,
+    )
+    print_class_table(  # names move to a legend when they would not fit 80 columns
+        console,
+        None,
+        [c.class_value for c in s.classes],
+        {c.class_value: c.name for c in s.classes if c.name},
+        ["pixels", "share"],
+        [[f"{c.pixels:,}", f"{100 * c.share:.2f} %"] for c in s.classes],
+    )
+    return s
+
+
+def _print_ingest_summary(result: IngestResult) -> None:
+    """Images and tiles counted, speed, the class-share report, then info and warning lines."""
+    console.print(
+        f"Images: {result.images_total} listed, {result.images_scanned} scanned "
+        f"({result.images_new} new, {result.images_replaced} changed), "
+        f"{result.images_skipped} unchanged skipped",
+        soft_wrap=True,
+    )
+    speed = (
+        f"scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s"
+        if result.tiles_written
+        else "nothing changed"
+    )
+    console.print(
+        f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s ({speed}); "
+        f"{result.target} now holds {result.tiles_in_catalog} tiles of "
+        f"{result.sources_in_catalog} source images",
+        soft_wrap=True,
+    )
+    print_ingest_report(result)
+    for line in result.tiling.info_lines():  # padded tiles (--edge pad)
+        console.print(line, markup=False, soft_wrap=True)
+    for line in result.warnings:
+        err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
+    for line in result.tiling.warning_lines():  # small images skipped, low drop coverage
+        err_console.print(line, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
         name="catalog",
@@ -69,137 +204,6 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(sub, name="catalog")
-
-    @sub.command("init")
-    @guard
-    def init(
-        catalog: str | None = typer.Option(
-            None, "--catalog", help="postgresql:// URL (default: $SMT_DATABASE_URL)."
-        ),
-    ) -> object:
-        """Create or upgrade the catalog schema (idempotent; records applied migrations)."""
-        from smt_tools.pipelines.catalog_init import run_catalog_init
-
-        result = run_catalog_init(catalog)
-        for name in result.already_applied:
-            console.print(f"already applied  {name}", soft_wrap=True)
-        for name in result.applied:
-            console.print(f"applied          {name}", soft_wrap=True)
-        state = (
-            "up to date" if not result.applied else f"{len(result.applied)} migration(s) applied"
-        )
-        console.print(f"Catalog {result.target}: {state}", soft_wrap=True)
-        return result
-
-    @sub.command("ingest")
-    @guard
-    def ingest(
-        pairs_csv: Path = typer.Argument(
-            ..., help="CSV with columns image, mask[, group] (paths relative to the CSV)."
-        ),
-        patch_size: int = typer.Option(256, "--patch-size", min=1, help="Tile size in pixels."),
-        stride: int | None = typer.Option(
-            None, "--stride", min=1, help="Step between tiles (default: the patch size)."
-        ),
-        edge: EdgePolicy = typer.Option(
-            DEFAULT_EDGE_POLICY,
-            "--edge",
-            help="Partial tiles at the right/bottom edge: drop, shift or pad.",
-        ),
-        nodata_class: str | None = typer.Option(
-            None,
-            "--nodata-class",
-            help="Mask value that means nodata (default none: every mask value, 0 included, "
-            "is a class; -1 = none).",
-        ),
-        mask_band: int | None = typer.Option(
-            None, "--mask-band", min=1, help="1-based band of multi-band masks holding the classes."
-        ),
-        allow_new_classes: bool = typer.Option(
-            False,
-            "--allow-new-classes",
-            help="Accept class values the catalog does not list yet (refused by default).",
-        ),
-        black_tolerance: float = typer.Option(
-            0.0, "--black-tolerance", min=0.0, help="Image value <= this (all bands) is black."
-        ),
-        workers: int = typer.Option(
-            0, "--workers", min=0, help="Scan processes; 0 = one per core."
-        ),
-        class_names: Path | None = typer.Option(
-            None, "--class-names", help="CSV class_value,name[,colour] for catalog_class."
-        ),
-        catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
-    ) -> object:
-        """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
-        from smt_tools.errors import ConfigError
-        from smt_tools.pipelines.ingest import parse_nodata_class, run_ingest
-
-        try:
-            nodata = parse_nodata_class(nodata_class)
-        except ConfigError as exc:
-            raise typer.BadParameter(str(exc), param_hint="'--nodata-class'") from None
-        result = run_ingest(
-            pairs_csv,
-            catalog=catalog,
-            patch_size=patch_size,
-            stride=stride,
-            edge=edge,
-            nodata_class=nodata,
-            mask_band=mask_band,
-            allow_new_classes=allow_new_classes,
-            black_tolerance=black_tolerance,
-            workers=workers,
-            class_names_csv=class_names,
-            progress_factory=lambda desc, total: progress_bar(desc, total, "tiles"),
-        )
-        console.print(
-            f"Images: {result.images_total} listed, {result.images_scanned} scanned "
-            f"({result.images_new} new, {result.images_replaced} changed), "
-            f"{result.images_skipped} unchanged skipped",
-            soft_wrap=True,
-        )
-        speed = (
-            f"scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s"
-            if result.tiles_written
-            else "nothing changed"
-        )
-        console.print(
-            f"Tiles written: {result.tiles_written} in {result.elapsed_seconds:.1f} s ({speed}); "
-            f"{result.target} now holds {result.tiles_in_catalog} tiles of "
-            f"{result.sources_in_catalog} source images",
-            soft_wrap=True,
-        )
-        print_ingest_report(result)
-        for line in result.tiling.info_lines():  # padded tiles (--edge pad)
-            console.print(line, markup=False, soft_wrap=True)
-        for line in result.warnings:
-            err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
-        for line in result.tiling.warning_lines():  # small images skipped, low drop coverage
-            err_console.print(line, markup=False, soft_wrap=True)
-        return result
-
-    @sub.command("stats")
-    @guard
-    def stats(
-        catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
-    ) -> object:
-        """Tiles, source images and class pixel shares."""
-        from smt_tools.pipelines.catalog_stats import run_catalog_stats
-
-        s = run_catalog_stats(catalog)
-        runs = "" if s.runs is None else f", {s.runs} runs"
-        console.print(
-            f"{s.target}: {s.tiles} tiles, {s.source_images} source images, {s.groups} groups{runs}; "
-            f"nodata {100 * s.nodata_share:.2f} % of window pixels",
-            soft_wrap=True,
-        )
-        print_class_table(  # names move to a legend when they would not fit 80 columns
-            console,
-            None,
-            [c.class_value for c in s.classes],
-            {c.class_value: c.name for c in s.classes if c.name},
-            ["pixels", "share"],
-            [[f"{c.pixels:,}", f"{100 * c.share:.2f} %"] for c in s.classes],
-        )
-        return s
+    sub.command("init")(init)
+    sub.command("ingest")(ingest)
+    sub.command("stats")(stats)
