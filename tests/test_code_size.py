@@ -19,15 +19,7 @@ MAX_FUNCTION_LINES = 80
 #: Known violations, each to be cleared (an entry that no longer violates fails the test, so the
 #: list only shrinks). Keys: "path/under/smt_tools.py" for a module, "path.py::qualname" for a
 #: function.
-ALLOWED: dict[str, str] = {
-    # smt_tools/train/ windowed-reader merge in progress (issue 13 part 5, another helper's files)
-    "train/datasets.py::CSVWindowedSegmentationDataset.__init__": "94 lines",
-    "train/random_crop.py::RandomCropSegmentationDataset.__init__": "109 lines",
-    # not yet split (issue 13 "Done means"): each into named steps
-    "pipelines/train.py::run_training": "145 lines",
-    "splits/audit.py::audit_splits": "148 lines",
-    "train/loop.py::fit": "157 lines",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _violations() -> dict[str, int]:

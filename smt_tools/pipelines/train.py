@@ -309,29 +309,111 @@ def run_training(
     on_epoch: called with each epoch's history row (plain dict) once its checkpoint is saved.
     log: called with lines worth showing before training starts (which checkpoint resumes).
     """
-    import torch
-
     from smt_tools.pipelines._preflight import preflight_train
-    from smt_tools.train._targets import instantiate, resolve_target
-    from smt_tools.train.checkpoint import config_hash, load_checkpoint
+    from smt_tools.train.checkpoint import config_hash
     from smt_tools.train.loop import fit
 
     # output_dir writable and no output file is an input, before any work
     preflight_train(cfg, source if Path(source).is_file() else None)
     cfg_json = cfg.model_dump(mode="json", by_alias=True)
-    checkpoint: dict[str, Any] | None = None
-    ckpt_path: Path | None = None
-    if resume is not False:
-        ckpt_path = Path(cfg.output_dir) / "last.pt" if resume is True else Path(str(resume))
-        checkpoint = load_checkpoint(ckpt_path)
-        _check_resumable(checkpoint, cfg_json, ckpt_path)
-        done = int(checkpoint["epoch"])
-        if log is not None and done < cfg.epochs:
-            log(f"Resuming {ckpt_path} after epoch {done} of {cfg.epochs}")
+    ckpt_path, checkpoint = _resume_checkpoint(cfg, cfg_json, resume, log)
+    _seed_global(cfg)
+    data = _build_data(cfg, source)
+    model, loss_fn, optimizer, scheduler, n_out = _build_model(cfg, source, data.train_ds)
+    scored = 2 if n_out == 1 else n_out
+    names = _scored_class_names(cfg, n_out, scored, source)
+    device = _device(cfg.device)
+    result = fit(
+        model,
+        loss_fn,
+        optimizer,
+        data.train_loader,
+        data.val_loader,
+        epochs=cfg.epochs,
+        n_classes=scored,
+        device=device,
+        output_dir=Path(cfg.output_dir),
+        steps_per_epoch=cfg.steps_per_epoch,
+        val_steps=cfg.val_steps,
+        ignore_index=int(getattr(data.train_ds, "ignore_index", 255)),
+        class_names=names,
+        checkpoint_extra={"config": cfg_json, "config_hash": config_hash(resume_keys(cfg_json))},
+        progress_factory=progress_factory,
+        scheduler=scheduler,
+        resume=checkpoint,
+        on_epoch=on_epoch,
+    )
+    for ds in (data.train_ds, data.val_ds):
+        if hasattr(ds, "close"):
+            ds.close()
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    iou = {n: float(best[f"iou_{n}"]) for n in names}
+    rare = _rare_class(cfg, best, names, scored, source)
+    return TrainResult(
+        epochs=cfg.epochs,
+        best_epoch=result.best_epoch,
+        best_miou=result.best_miou,
+        rare_class=rare,
+        rare_class_name=names[rare],
+        rare_iou=iou[names[rare]],
+        per_class_iou=iou,
+        history=result.history,
+        train_items=len(data.train_ds),
+        val_items=len(data.val_ds),
+        weighted_sampler=cfg.train_dataset.data_loader.weighted_sampler,
+        device=str(device),
+        files=result.files,
+        start_epoch=result.start_epoch,
+        resumed_from=ckpt_path,
+        resumed_epoch=int(checkpoint["epoch"]) if checkpoint is not None else 0,
+        config_record=cfg.model_dump(mode="json"),
+    )
+
+
+def _resume_checkpoint(
+    cfg: TrainConfig,
+    cfg_json: dict[str, Any],
+    resume: bool | str | Path,
+    log: Callable[[str], None] | None,
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """(path, checkpoint) a run resumes from, checked against the config; (None, None) for a
+    fresh run."""
+    from smt_tools.train.checkpoint import load_checkpoint
+
+    if resume is False:
+        return None, None
+    ckpt_path = Path(cfg.output_dir) / "last.pt" if resume is True else Path(str(resume))
+    checkpoint = load_checkpoint(ckpt_path)
+    _check_resumable(checkpoint, cfg_json, ckpt_path)
+    done = int(checkpoint["epoch"])
+    if log is not None and done < cfg.epochs:
+        log(f"Resuming {ckpt_path} after epoch {done} of {cfg.epochs}")
+    return ckpt_path, checkpoint
+
+
+def _seed_global(cfg: TrainConfig) -> None:
+    """Torch threads, and the global torch and numpy random states from ``cfg.seed``."""
+    import torch
+
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))  # noqa: NPY002 - third-party transforms may use it
+
+
+@dataclass
+class _Data:
+    """The datasets and loaders of one run."""
+
+    train_ds: Any
+    val_ds: Any
+    train_loader: Any
+    val_loader: Any
+
+
+def _build_data(cfg: TrainConfig, source: str) -> _Data:
+    """Train and validation datasets (image-level split, no shared source image unless
+    allowed, neither empty) and their loaders."""
     train_spec, val_spec, val_dl = _split_specs(cfg)
     train_ds = _build_dataset(train_spec, f"{source}: train_dataset", cfg.seed)
     val_ds = _build_dataset(val_spec, f"{source}: val_dataset", cfg.seed + 1)
@@ -351,6 +433,13 @@ def run_training(
         train_ds, cfg.train_dataset.data_loader, train=True, seed=cfg.seed, source=train_csv
     )
     val_loader = _loader(val_ds, val_dl, train=False, seed=cfg.seed + 1, source="val_dataset")
+    return _Data(train_ds, val_ds, train_loader, val_loader)
+
+
+def _build_model(cfg: TrainConfig, source: str, train_ds: Any) -> tuple[Any, Any, Any, Any, int]:
+    """(model, loss, optimizer, scheduler or None, model output channels), in this order
+    (the model's initial weights come from the torch random state seeded before)."""
+    from smt_tools.train._targets import instantiate, resolve_target
 
     model = instantiate(cfg.model.spec(), f"{source}: model")
     in_ch = getattr(model, "in_channels", None)
@@ -361,7 +450,6 @@ def run_training(
             "set model.in_channels or the dataset's bands"
         )
     n_out = int(getattr(model, "n_classes", getattr(train_ds, "n_classes", 2)))
-    scored = 2 if n_out == 1 else n_out
     loss_fn = instantiate(cfg.loss.spec(), f"{source}: loss")
     opt_cls = resolve_target(cfg.optimizer.target, f"{source}: optimizer")
     try:
@@ -375,6 +463,12 @@ def run_training(
             scheduler = sched_cls(optimizer, **cfg.scheduler.kwargs)
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"{source}: scheduler: {str(exc).splitlines()[0]}") from None
+    return model, loss_fn, optimizer, scheduler, n_out
+
+
+def _scored_class_names(cfg: TrainConfig, n_out: int, scored: int, source: str) -> list[str]:
+    """The configured class names (one per scored class), else background / foreground for a
+    one-channel model, else "0", "1", ..."""
     names = list(cfg.class_names) if cfg.class_names else None
     if names is not None and len(names) != scored:
         raise ConfigError(
@@ -382,57 +476,16 @@ def run_training(
         )
     if names is None:
         names = ["background", "foreground"] if n_out == 1 else [str(i) for i in range(scored)]
-    device = _device(cfg.device)
-    out = Path(cfg.output_dir)
-    result = fit(
-        model,
-        loss_fn,
-        optimizer,
-        train_loader,
-        val_loader,
-        epochs=cfg.epochs,
-        n_classes=scored,
-        device=device,
-        output_dir=out,
-        steps_per_epoch=cfg.steps_per_epoch,
-        val_steps=cfg.val_steps,
-        ignore_index=int(getattr(train_ds, "ignore_index", 255)),
-        class_names=names,
-        checkpoint_extra={"config": cfg_json, "config_hash": config_hash(resume_keys(cfg_json))},
-        progress_factory=progress_factory,
-        scheduler=scheduler,
-        resume=checkpoint,
-        on_epoch=on_epoch,
-    )
-    for ds in (train_ds, val_ds):
-        if hasattr(ds, "close"):
-            ds.close()
-    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
-    iou = {n: float(best[f"iou_{n}"]) for n in names}
+    return names
+
+
+def _rare_class(cfg: TrainConfig, best: Any, names: list[str], scored: int, source: str) -> int:
+    """The configured rare class, else the class with the fewest validation pixels (present
+    ones only) in the best epoch's row."""
     if cfg.rare_class is not None:
         if cfg.rare_class >= scored:
             raise ConfigError(f"{source}: rare_class {cfg.rare_class} >= {scored} classes")
-        rare = cfg.rare_class
-    else:
-        support = np.array([int(best[f"pixels_{n}"]) for n in names], dtype=np.int64)
-        present = np.flatnonzero(support > 0)
-        rare = int(present[np.argmin(support[present])]) if present.size else 0
-    return TrainResult(
-        epochs=cfg.epochs,
-        best_epoch=result.best_epoch,
-        best_miou=result.best_miou,
-        rare_class=rare,
-        rare_class_name=names[rare],
-        rare_iou=iou[names[rare]],
-        per_class_iou=iou,
-        history=result.history,
-        train_items=len(train_ds),
-        val_items=len(val_ds),
-        weighted_sampler=cfg.train_dataset.data_loader.weighted_sampler,
-        device=str(device),
-        files=result.files,
-        start_epoch=result.start_epoch,
-        resumed_from=ckpt_path,
-        resumed_epoch=int(checkpoint["epoch"]) if checkpoint is not None else 0,
-        config_record=cfg.model_dump(mode="json"),
-    )
+        return cfg.rare_class
+    support = np.array([int(best[f"pixels_{n}"]) for n in names], dtype=np.int64)
+    present = np.flatnonzero(support > 0)
+    return int(present[np.argmin(support[present])]) if present.size else 0

@@ -163,83 +163,27 @@ def audit_splits(
     """
     tile_ids = np.asarray(tile_ids, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    n = len(tile_ids)
-    n_labels = len(label_names)
     trains = np.asarray(trains, dtype=bool)
     evaluated = np.asarray(evaluated, dtype=bool)
-    if len(labels) != n or len(trains) != n_labels or len(evaluated) != n_labels:
-        raise InputDataError("audit: tile ids, labels and label flags disagree in length")
-    if n and (labels.min() < 0 or labels.max() >= n_labels):
-        raise InputDataError(f"audit: labels must be codes in [0, {n_labels})")
-    if exclusions is not None and exclusions.shape != (n, n_labels):
-        raise InputDataError(
-            f"audit: exclusions have shape {exclusions.shape}; expected ({n}, {n_labels})"
-        )
+    _check_inputs(tile_ids, labels, len(label_names), trains, evaluated, exclusions)
     codes, uniques = encode_groups(groups)
-    flags = np.zeros((n, 3), dtype=bool)
-    findings: list[Finding] = []
+    flags = np.zeros((len(tile_ids), 3), dtype=bool)
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    # (a) groups under more than one label
-    g_lab = pd.DataFrame({"g": codes, "l": labels}).drop_duplicates()
-    per_group = g_lab.groupby("g")["l"].nunique()
-    bad_groups = per_group.index[per_group.to_numpy() > 1].to_numpy()
-    rows = np.flatnonzero(np.isin(codes, bad_groups))
-    flags[rows, 0] = True
-    findings.append(
-        Finding(
-            check="source_image",
-            leak=len(bad_groups) > 0,
-            warning=False,
-            n_tiles=len(rows),
-            n_items=len(bad_groups),
-            examples=_examples(tile_ids, rows),
-            detail=(
-                f"{len(bad_groups)} groups in more than one split, e.g. "
-                + ", ".join(str(uniques[g]) for g in bad_groups[:3])
-                if len(bad_groups)
-                else f"each of {len(uniques)} groups is in one split"
-            ),
-        )
-    )
-
-    # (b) spatial: overlap or distance < buffer_m across splits
+    findings = [_source_image_check(tile_ids, labels, codes, uniques, flags)]
     if geoms is not None:
-        if isinstance(geoms, TileFootprints):
-            fp = geoms
-        else:
-            arr = np.asarray(geoms, dtype=object)
-            fp = TileFootprints(
-                DistanceMethod("planar", "", (), float("nan")),
-                np.ones(len(arr), dtype=bool),
-                planar=arr,
-            )
-        if len(fp) != n:
-            raise InputDataError(f"audit: {len(fp)} footprints for {n} tiles")
-        i, j, d = measure_pairs(fp, buffer_m, labels=labels)
-        cross = _leaking_pairs(i, j, labels, trains, evaluated, exclusions)
-        i, j, d = i[cross], j[cross], d[cross]
-        if len(i):
-            hit = d < buffer_m if buffer_m > 0 else overlap_areas(fp, i, j) > 0
-            i, j, d = i[hit], j[hit], d[hit]
-        rows = np.unique(np.concatenate([i, j]))
-        flags[rows, 1] = True
-        pairs["spatial"] = (i, j)
-        what = f"closer than {buffer_m:g} m" if buffer_m > 0 else "overlapping"
-        closest = f" (closest {float(d.min()):.2f} m)" if buffer_m > 0 and len(d) else ""
         findings.append(
-            Finding(
-                check="spatial",
-                leak=len(i) > 0,
-                warning=False,
-                n_tiles=len(rows),
-                n_items=len(i),
-                examples=_examples(tile_ids, rows),
-                detail=f"{len(i)} tile pairs {what} across splits{closest}",
+            _spatial_check(
+                tile_ids,
+                labels,
+                trains,
+                evaluated,
+                exclusions,
+                _footprints(geoms),
+                buffer_m,
+                flags,
+                pairs,
             )
         )
-
-    # (c) embedding near-duplicates across splits
     if embeddings is not None:
         findings.append(
             _near_duplicates(
@@ -257,29 +201,129 @@ def audit_splits(
                 pairs,
             )
         )
-
-    # (d) crop-level smell
-    smells = crop_level_smell(codes, labels)
-    findings.append(
-        Finding(
-            check="crop_level",
-            leak=False,
-            warning=bool(smells),
-            n_tiles=sum(s[1] for s in smells),
-            n_items=len(smells),
-            examples=(),
-            detail=(
-                "; ".join(
-                    f"{label_names[lab]}: {nt} tiles from {ng} groups (about 1 per group): "
-                    "was the split made per crop instead of per source image?"
-                    for lab, nt, ng in smells
-                )
-                if smells
-                else "tiles per group look like an image-level split"
-            ),
-        )
-    )
+    findings.append(_crop_level_check(codes, labels, label_names))
     return LeakageAudit(findings=findings, flags=flags, pairs=pairs)
+
+
+def _check_inputs(
+    tile_ids: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    trains: np.ndarray,
+    evaluated: np.ndarray,
+    exclusions: np.ndarray | None,
+) -> None:
+    """Raise :class:`InputDataError` when the arrays disagree in length or shape, or a label
+    code is out of range."""
+    n = len(tile_ids)
+    if len(labels) != n or len(trains) != n_labels or len(evaluated) != n_labels:
+        raise InputDataError("audit: tile ids, labels and label flags disagree in length")
+    if n and (labels.min() < 0 or labels.max() >= n_labels):
+        raise InputDataError(f"audit: labels must be codes in [0, {n_labels})")
+    if exclusions is not None and exclusions.shape != (n, n_labels):
+        raise InputDataError(
+            f"audit: exclusions have shape {exclusions.shape}; expected ({n}, {n_labels})"
+        )
+
+
+def _source_image_check(
+    tile_ids: np.ndarray,
+    labels: np.ndarray,
+    codes: np.ndarray,
+    uniques: Any,
+    flags: np.ndarray,
+) -> Finding:
+    """(a) groups under more than one label; flags their tiles in column 0."""
+    g_lab = pd.DataFrame({"g": codes, "l": labels}).drop_duplicates()
+    per_group = g_lab.groupby("g")["l"].nunique()
+    bad_groups = per_group.index[per_group.to_numpy() > 1].to_numpy()
+    rows = np.flatnonzero(np.isin(codes, bad_groups))
+    flags[rows, 0] = True
+    return Finding(
+        check="source_image",
+        leak=len(bad_groups) > 0,
+        warning=False,
+        n_tiles=len(rows),
+        n_items=len(bad_groups),
+        examples=_examples(tile_ids, rows),
+        detail=(
+            f"{len(bad_groups)} groups in more than one split, e.g. "
+            + ", ".join(str(uniques[g]) for g in bad_groups[:3])
+            if len(bad_groups)
+            else f"each of {len(uniques)} groups is in one split"
+        ),
+    )
+
+
+def _footprints(geoms: np.ndarray | TileFootprints) -> TileFootprints:
+    """Footprints as given, or (n,) shapely polygons in metres of one CRS as planar ones."""
+    if isinstance(geoms, TileFootprints):
+        return geoms
+    arr = np.asarray(geoms, dtype=object)
+    return TileFootprints(
+        DistanceMethod("planar", "", (), float("nan")),
+        np.ones(len(arr), dtype=bool),
+        planar=arr,
+    )
+
+
+def _spatial_check(
+    tile_ids: np.ndarray,
+    labels: np.ndarray,
+    trains: np.ndarray,
+    evaluated: np.ndarray,
+    exclusions: np.ndarray | None,
+    fp: TileFootprints,
+    buffer_m: float,
+    flags: np.ndarray,
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> Finding:
+    """(b) leaking pairs that overlap, or lie closer than ``buffer_m``; flags column 1."""
+    n = len(tile_ids)
+    if len(fp) != n:
+        raise InputDataError(f"audit: {len(fp)} footprints for {n} tiles")
+    i, j, d = measure_pairs(fp, buffer_m, labels=labels)
+    cross = _leaking_pairs(i, j, labels, trains, evaluated, exclusions)
+    i, j, d = i[cross], j[cross], d[cross]
+    if len(i):
+        hit = d < buffer_m if buffer_m > 0 else overlap_areas(fp, i, j) > 0
+        i, j, d = i[hit], j[hit], d[hit]
+    rows = np.unique(np.concatenate([i, j]))
+    flags[rows, 1] = True
+    pairs["spatial"] = (i, j)
+    what = f"closer than {buffer_m:g} m" if buffer_m > 0 else "overlapping"
+    closest = f" (closest {float(d.min()):.2f} m)" if buffer_m > 0 and len(d) else ""
+    return Finding(
+        check="spatial",
+        leak=len(i) > 0,
+        warning=False,
+        n_tiles=len(rows),
+        n_items=len(i),
+        examples=_examples(tile_ids, rows),
+        detail=f"{len(i)} tile pairs {what} across splits{closest}",
+    )
+
+
+def _crop_level_check(codes: np.ndarray, labels: np.ndarray, label_names: Sequence[str]) -> Finding:
+    """(d) the crop-level-split smell (a warning only)."""
+    smells = crop_level_smell(codes, labels)
+    return Finding(
+        check="crop_level",
+        leak=False,
+        warning=bool(smells),
+        n_tiles=sum(s[1] for s in smells),
+        n_items=len(smells),
+        examples=(),
+        detail=(
+            "; ".join(
+                f"{label_names[lab]}: {nt} tiles from {ng} groups (about 1 per group): "
+                "was the split made per crop instead of per source image?"
+                for lab, nt, ng in smells
+            )
+            if smells
+            else "tiles per group look like an image-level split"
+        ),
+    )
 
 
 def _near_duplicates(

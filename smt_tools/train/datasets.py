@@ -88,6 +88,44 @@ def prepare_batch(
 # ----------------------------------------------------------------------------- windowed
 
 
+def _window_rows(
+    frame: pd.DataFrame, needed: list[str], drop_excluded: bool, src: str
+) -> pd.DataFrame:
+    """The window CSV's rows, checked for the ``needed`` columns; with ``drop_excluded`` the
+    rows with excluded == true or sampler_weight <= 0 dropped (none may be left: an error)."""
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{src}: missing column(s) {', '.join(missing)}; expected the balanced CSV "
+            "(image_path, mask_path, row_off, col_off, patch_size) or set the *_column keys"
+        )
+    if not drop_excluded:
+        return frame
+    drop = np.zeros(len(frame), dtype=bool)
+    if "excluded" in frame.columns:
+        drop |= _as_bool(frame["excluded"])
+    if "sampler_weight" in frame.columns:
+        drop |= pd.to_numeric(frame["sampler_weight"], errors="coerce").fillna(0).to_numpy() <= 0
+    frame = frame.loc[~drop].reset_index(drop=True)
+    if frame.empty:
+        raise InputDataError(f"{src}: every row is excluded (drop_excluded: true)")
+    return frame
+
+
+def _window_sizes(
+    frame: pd.DataFrame, patch_size: int | None, patch_size_column: str, src: str
+) -> np.ndarray:
+    """(n,) int64 window sizes: ``patch_size`` for every row, else the CSV's column; all > 0."""
+    sizes: np.ndarray = (
+        np.full(len(frame), int(patch_size), dtype=np.int64)
+        if patch_size is not None
+        else frame[patch_size_column].astype(np.int64).to_numpy()
+    )
+    if (sizes <= 0).any():
+        raise InputDataError(f"{src}: {patch_size_column} must be positive")
+    return sizes
+
+
 class CSVWindowedSegmentationDataset(_WindowDataset):
     """One CSV row = one window of an image/mask pair.
 
@@ -174,29 +212,14 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
             compact_batches=compact_batches,
         )
         self.input_csv_path = Path(input_csv_path)
-        frame = _read_csv(self.input_csv_path, n_first_rows_to_read, name)
         src = str(self.input_csv_path)
-        needed = [image_column, mask_column, row_off_column, col_off_column]
-        if patch_size is None:
-            needed.append(patch_size_column)
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise InputDataError(
-                f"{src}: missing column(s) {', '.join(missing)}; expected the balanced CSV "
-                "(image_path, mask_path, row_off, col_off, patch_size) or set the *_column keys"
-            )
-        if drop_excluded:
-            drop = np.zeros(len(frame), dtype=bool)
-            if "excluded" in frame.columns:
-                drop |= _as_bool(frame["excluded"])
-            if "sampler_weight" in frame.columns:
-                drop |= (
-                    pd.to_numeric(frame["sampler_weight"], errors="coerce").fillna(0).to_numpy()
-                    <= 0
-                )
-            frame = frame.loc[~drop].reset_index(drop=True)
-            if frame.empty:
-                raise InputDataError(f"{src}: every row is excluded (drop_excluded: true)")
+        columns = [image_column, mask_column, row_off_column, col_off_column]
+        frame = _window_rows(
+            _read_csv(self.input_csv_path, n_first_rows_to_read, name),
+            columns + ([patch_size_column] if patch_size is None else []),
+            drop_excluded,
+            src,
+        )
         frame = _select_folds(frame, folds, exclude_folds, fold_column, src)
         base = Path(root_dir) if root_dir is not None else self.input_csv_path.parent
         self.frame = frame
@@ -204,13 +227,7 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         self._masks = _resolve_paths(frame[mask_column], base)
         self._rows: np.ndarray = frame[row_off_column].astype(np.int64).to_numpy()
         self._cols: np.ndarray = frame[col_off_column].astype(np.int64).to_numpy()
-        self._sizes: np.ndarray = (
-            np.full(len(frame), int(patch_size), dtype=np.int64)
-            if patch_size is not None
-            else frame[patch_size_column].astype(np.int64).to_numpy()
-        )
-        if (self._sizes <= 0).any():
-            raise InputDataError(f"{src}: {patch_size_column} must be positive")
+        self._sizes = _window_sizes(frame, patch_size, patch_size_column, src)
         self._mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, name)
 
     def __len__(self) -> int:

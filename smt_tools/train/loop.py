@@ -212,6 +212,33 @@ def _restore(
     return int(state["epoch"]) + 1, rows, int(ts["best_epoch"]), float(ts["best_miou"])
 
 
+def _class_names(class_names: list[str] | None, n_classes: int) -> list[str]:
+    """The given class names, or "0", "1", ... where none are given or they do not fit."""
+    names = class_names or [str(i) for i in range(n_classes)]
+    if len(names) != n_classes:
+        names = [str(i) for i in range(n_classes)]
+    return names
+
+
+def _initial_seeds(loader: Any | None) -> list[tuple[torch.Generator, int]]:
+    """Each of the loader's generators (:func:`_loader_generators`) with its initial seed."""
+    if loader is None:
+        return []
+    return [(g, g.initial_seed()) for g in _loader_generators(loader)]
+
+
+def _score(row: dict[str, Any]) -> float:
+    """The epoch's mIoU; -inf where there is none (no validation, or no class scored)."""
+    miou = row.get("miou", float("nan"))
+    return miou if not math.isnan(miou) else -math.inf
+
+
+def _improves(row: dict[str, Any], best_miou: float, no_validation: bool) -> bool:
+    """Whether the epoch of ``row`` becomes best.pt: the first epoch, a higher mIoU, or any
+    epoch without validation."""
+    return _score(row) > best_miou or row["epoch"] == 1 or no_validation
+
+
 def _step_scheduler(scheduler: Any, metric: float) -> None:
     if scheduler is None:
         return
@@ -221,6 +248,139 @@ def _step_scheduler(scheduler: Any, metric: float) -> None:
         scheduler.step(metric)
     else:
         scheduler.step()
+
+
+@dataclass
+class _Run:
+    """What stays fixed over the epochs of one :func:`fit` call."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    epochs: int
+    names: list[str]
+    device: torch.device
+    steps_per_epoch: int | None
+    val_steps: int | None
+    ignore_index: int
+    progress_factory: ProgressFactory
+    generators: dict[str, list[tuple[torch.Generator, int]]] = field(default_factory=dict)
+
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One epoch of ``steps_per_epoch`` optimiser steps (the loader restarts when it runs out;
+    default one pass); the mean train loss (NaN for no steps)."""
+    model, loader, optimizer = run.model, run.train_loader, run.optimizer
+    n_steps = run.steps_per_epoch if run.steps_per_epoch is not None else len(loader)
+    model.train()
+    losses: list[float] = []
+    with run.progress_factory(f"Epoch {epoch}/{run.epochs} train", n_steps) as advance:
+        it = iter(loader)
+        repeat = 0
+        for _ in range(n_steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                # another pass in this epoch: new crops / augmentations, not a replay
+                repeat += 1
+                _set_epoch(loader, epoch, repeat)
+                it = iter(loader)
+                batch = next(it)
+            image, mask = prepare_batch(batch, run.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = run.loss_fn(model(image), mask)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            advance(1)
+    del it
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _validate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Validate after an epoch: the history columns val_loss, miou, micro_iou, pixel_accuracy,
+    ``iou_<class>`` and ``pixels_<class>``."""
+    loader, val_steps = run.val_loader, run.val_steps
+    n_val = len(loader) if val_steps is None else min(val_steps, len(loader))
+    with run.progress_factory(f"Epoch {epoch}/{run.epochs} validate", n_val) as advance:
+        val_loss, cm = evaluate(
+            run.model,
+            loader,
+            run.loss_fn,
+            len(run.names),
+            run.device,
+            run.ignore_index,
+            val_steps,
+            advance,
+        )
+    scores = scores_from_confusion(cm)
+    row: dict[str, Any] = {
+        "val_loss": val_loss,
+        "miou": scores.miou,
+        "micro_iou": scores.micro_iou,
+        "pixel_accuracy": scores.pixel_accuracy,
+    }
+    for name, v in zip(run.names, scores.iou, strict=True):
+        row[f"iou_{name}"] = float(v)
+    for name, v in zip(run.names, scores.support, strict=True):
+        row[f"pixels_{name}"] = int(v)
+    return row
+
+
+def _run_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """Train one epoch, validate it, step the scheduler: the epoch's history row."""
+    start = time.perf_counter()
+    _seed_generators(run.generators["train"], epoch)
+    _set_epoch(run.train_loader, epoch)
+    train_loss = _train_epoch(run, epoch)
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+    if run.val_loader is not None:
+        _seed_generators(run.generators["val"], epoch)
+        _set_epoch(run.val_loader, epoch)
+        row.update(_validate_epoch(run, epoch))
+    row["lr"] = float(run.optimizer.param_groups[0]["lr"])
+    _step_scheduler(run.scheduler, row.get("val_loss", train_loss))
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row
+
+
+def _write_checkpoints(
+    run: _Run,
+    output_dir: Path,
+    row: dict[str, Any],
+    improved: bool,
+    history: list[dict[str, Any]],
+    best: tuple[int, float],
+    checkpoint_extra: dict[str, Any] | None,
+) -> None:
+    """``best.pt`` (when ``improved``), ``last.pt`` (plus everything a run resumes from) and
+    ``metrics.csv`` after the epoch of ``row``, each atomically."""
+    epoch = row["epoch"]
+    state = {
+        "format": FORMAT,
+        "model_state": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "epoch": epoch,
+        "miou": row.get("miou", float("nan")),
+        "class_names": run.names,
+        **(checkpoint_extra or {}),
+    }
+    if improved:
+        _atomic_save(state, output_dir / "best.pt")
+    state["training_state"] = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "history": history,
+        "best_epoch": best[0],
+        "best_miou": float(best[1]),
+        "epochs": run.epochs,
+        "dataset_epoch": epoch,
+        "rng": rng_state(),
+    }
+    _atomic_save(state, output_dir / "last.pt")
+    _atomic_csv(pd.DataFrame(history), output_dir / "metrics.csv")
 
 
 @unwrap_worker_errors()
@@ -266,110 +426,58 @@ def fit(
     An :class:`~smt_tools.errors.SmtError` raised in a DataLoader worker reaches the caller
     with the worker's own one-line message (not PyTorch's wrapped traceback).
     """
-    progress_factory = progress_factory or no_progress
     output_dir.mkdir(parents=True, exist_ok=True)
-    names = class_names or [str(i) for i in range(n_classes)]
-    if len(names) != n_classes:
-        names = [str(i) for i in range(n_classes)]
+    names = _class_names(class_names, n_classes)
     model.to(device)
     rows: list[dict[str, Any]] = []
     best_miou, best_epoch, start_epoch = -math.inf, 0, 1
     if resume is not None:
         start_epoch, rows, best_epoch, best_miou = _restore(resume, model, optimizer, scheduler)
-    generators = {
-        "train": [(g, g.initial_seed()) for g in _loader_generators(train_loader)],
-        "val": [(g, g.initial_seed()) for g in _loader_generators(val_loader)]
-        if val_loader is not None
-        else [],
-    }
+    run = _Run(
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        epochs=epochs,
+        names=names,
+        device=device,
+        steps_per_epoch=steps_per_epoch,
+        val_steps=val_steps,
+        ignore_index=ignore_index,
+        progress_factory=progress_factory or no_progress,
+    )
+    run.generators = {"train": _initial_seeds(train_loader), "val": _initial_seeds(val_loader)}
     if resume is not None:
         set_rng_state(resume["training_state"]["rng"])
-    names_out = ("best.pt", "last.pt", "metrics.csv")
     for epoch in range(start_epoch, epochs + 1):
-        start = time.perf_counter()
-        _seed_generators(generators["train"], epoch)
-        _set_epoch(train_loader, epoch)
-        n_steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
-        model.train()
-        losses: list[float] = []
-        with progress_factory(f"Epoch {epoch}/{epochs} train", n_steps) as advance:
-            it = iter(train_loader)
-            repeat = 0
-            for _ in range(n_steps):
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    # another pass in this epoch: new crops / augmentations, not a replay
-                    repeat += 1
-                    _set_epoch(train_loader, epoch, repeat)
-                    it = iter(train_loader)
-                    batch = next(it)
-                image, mask = prepare_batch(batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(image), mask)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                advance(1)
-        del it
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-        miou = float("nan")
-        if val_loader is not None:
-            _seed_generators(generators["val"], epoch)
-            _set_epoch(val_loader, epoch)
-            n_val = len(val_loader) if val_steps is None else min(val_steps, len(val_loader))
-            with progress_factory(f"Epoch {epoch}/{epochs} validate", n_val) as advance:
-                val_loss, cm = evaluate(
-                    model, val_loader, loss_fn, n_classes, device, ignore_index, val_steps, advance
-                )
-            scores = scores_from_confusion(cm)
-            miou = scores.miou
-            row.update(
-                {
-                    "val_loss": val_loss,
-                    "miou": scores.miou,
-                    "micro_iou": scores.micro_iou,
-                    "pixel_accuracy": scores.pixel_accuracy,
-                }
-            )
-            for name, v in zip(names, scores.iou, strict=True):
-                row[f"iou_{name}"] = float(v)
-            for name, v in zip(names, scores.support, strict=True):
-                row[f"pixels_{name}"] = int(v)
-        row["lr"] = float(optimizer.param_groups[0]["lr"])
-        _step_scheduler(scheduler, row.get("val_loss", train_loss))
-        row["seconds"] = round(time.perf_counter() - start, 3)
+        row = _run_epoch(run, epoch)
         rows.append(row)
-        score = miou if not math.isnan(miou) else -math.inf
-        improved = score > best_miou or epoch == 1 or val_loader is None
+        improved = _improves(row, best_miou, val_loader is None)
         if improved:
-            best_miou, best_epoch = score, epoch
-        state = {
-            "format": FORMAT,
-            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "epoch": epoch,
-            "miou": miou,
-            "class_names": names,
-            **(checkpoint_extra or {}),
-        }
-        if improved:
-            _atomic_save(state, output_dir / "best.pt")
-        state["training_state"] = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "history": rows,
-            "best_epoch": best_epoch,
-            "best_miou": float(best_miou),
-            "epochs": epochs,
-            "dataset_epoch": epoch,
-            "rng": rng_state(),
-        }
-        _atomic_save(state, output_dir / "last.pt")
-        _atomic_csv(pd.DataFrame(rows), output_dir / "metrics.csv")
+            best_miou, best_epoch = _score(row), epoch
+        _write_checkpoints(
+            run, output_dir, row, improved, rows, (best_epoch, best_miou), checkpoint_extra
+        )
         if on_epoch is not None:
             on_epoch(dict(row))
+    return _finish(output_dir, rows, names, best_epoch, best_miou, start_epoch, epochs, write_plot)
+
+
+def _finish(
+    output_dir: Path,
+    rows: list[dict[str, Any]],
+    names: list[str],
+    best_epoch: int,
+    best_miou: float,
+    start_epoch: int,
+    epochs: int,
+    write_plot: bool,
+) -> LoopResult:
+    """The history frame, the files written and (when this call trained) the plot."""
     history = pd.DataFrame(rows)
+    names_out = ("best.pt", "last.pt", "metrics.csv")
     files = [output_dir / n for n in names_out if (output_dir / n).is_file()]
     if write_plot and start_epoch <= epochs:
         plot_history(history, names, output_dir / "metrics.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from smt_tools.errors import ConfigError, InputDataError, RasterMismatchError
@@ -21,6 +22,30 @@ __all__ = ["RandomCropSegmentationDataset"]
 
 
 # ----------------------------------------------------------------------------- random crops
+
+
+def _scene_rows(
+    frame: pd.DataFrame,
+    image_column: str | None,
+    mask_column: str | None,
+    fold_keys: tuple[Sequence[int | str] | None, Sequence[int | str] | None, str],
+    src: str,
+) -> tuple[pd.DataFrame, str, str]:
+    """(rows, image column, mask column) of the scenes CSV: the columns as given, else
+    image / mask, else image_path / mask_path; rows selected by ``fold_keys`` (folds,
+    exclude_folds, fold_column), one per scene."""
+    image_column = image_column or ("image" if "image" in frame.columns else "image_path")
+    mask_column = mask_column or ("mask" if "mask" in frame.columns else "mask_path")
+    missing = [c for c in (image_column, mask_column) if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{src}: missing column(s) {', '.join(missing)}; expected columns image, mask "
+            "(or set image_column / mask_column)"
+        )
+    frame = _select_folds(frame, *fold_keys, src)
+    # one row per scene (a balanced CSV lists each scene many times)
+    frame = frame.drop_duplicates(subset=[image_column, mask_column]).reset_index(drop=True)
+    return frame, image_column, mask_column
 
 
 class RandomCropSegmentationDataset(_WindowDataset):
@@ -98,7 +123,6 @@ class RandomCropSegmentationDataset(_WindowDataset):
         data_loader: Mapping[str, Any] | None = None,
         compact_batches: bool = False,
     ) -> None:
-        name = "RandomCropSegmentationDataset"
         super().__init__(
             n_classes=n_classes,
             bands=bands,
@@ -114,9 +138,47 @@ class RandomCropSegmentationDataset(_WindowDataset):
             rasterio_lock_dir=rasterio_lock_dir,
             reopen_rasterio_on_read=reopen_rasterio_on_read,
             seed=seed,
-            name=name,
+            name="RandomCropSegmentationDataset",
             compact_batches=compact_batches,
         )
+        self._set_sampling_options(
+            crop_size=crop_size,
+            samples_per_epoch=samples_per_epoch,
+            grid_mode=grid_mode,
+            grid_step=grid_step,
+            cutmix_prob=cutmix_prob,
+            cutmix_alpha=cutmix_alpha,
+            classmix_prob=classmix_prob,
+        )
+        self.input_csv_path = Path(input_csv_path)
+        src = str(self.input_csv_path)
+        frame = _read_csv(self.input_csv_path, n_first_rows_to_read, self.name)
+        frame, image_column, mask_column = _scene_rows(
+            frame, image_column, mask_column, (folds, exclude_folds, fold_column), src
+        )
+        base = Path(root_dir) if root_dir is not None else self.input_csv_path.parent
+        self.frame = frame
+        self.images = _resolve_paths(frame[image_column], base)
+        self.masks = _resolve_paths(frame[mask_column], base)
+        self.mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, self.name)
+        self.data_loader = dict(data_loader or {})
+        self._set_up_sampling(class_balanced_sampling, histogram_size)
+        self.cache.close()  # handles are reopened lazily in each worker
+
+    # -- set-up
+    def _set_sampling_options(
+        self,
+        *,
+        crop_size: int,
+        samples_per_epoch: int,
+        grid_mode: bool,
+        grid_step: int | None,
+        cutmix_prob: float,
+        cutmix_alpha: float,
+        classmix_prob: float,
+    ) -> None:
+        """Check and keep the crop and mixing options."""
+        name = self.name
         if crop_size < 1:
             raise ConfigError(f"{name}: crop_size must be >= 1; got {crop_size}")
         if samples_per_epoch < 1 and not grid_mode:
@@ -128,35 +190,19 @@ class RandomCropSegmentationDataset(_WindowDataset):
             raise ConfigError(f"{name}: cutmix_alpha must be > 0; got {cutmix_alpha}")
         if grid_step is not None and grid_step < 1:
             raise ConfigError(f"{name}: grid_step must be >= 1; got {grid_step}")
-        self.input_csv_path = Path(input_csv_path)
-        src = str(self.input_csv_path)
-        frame = _read_csv(self.input_csv_path, n_first_rows_to_read, name)
-        image_column = image_column or ("image" if "image" in frame.columns else "image_path")
-        mask_column = mask_column or ("mask" if "mask" in frame.columns else "mask_path")
-        missing = [c for c in (image_column, mask_column) if c not in frame.columns]
-        if missing:
-            raise InputDataError(
-                f"{src}: missing column(s) {', '.join(missing)}; expected columns image, mask "
-                "(or set image_column / mask_column)"
-            )
-        frame = _select_folds(frame, folds, exclude_folds, fold_column, src)
-        # one row per scene (a balanced CSV lists each scene many times)
-        frame = frame.drop_duplicates(subset=[image_column, mask_column]).reset_index(drop=True)
-        base = Path(root_dir) if root_dir is not None else self.input_csv_path.parent
-        self.frame = frame
-        self.images = _resolve_paths(frame[image_column], base)
-        self.masks = _resolve_paths(frame[mask_column], base)
-        self.mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, name)
         self.crop_size = int(crop_size)
         self.samples_per_epoch = int(samples_per_epoch)
-        self.class_balanced_sampling = bool(class_balanced_sampling)
         self.cutmix_prob = float(cutmix_prob)
         self.cutmix_alpha = float(cutmix_alpha)
         self.classmix_prob = float(classmix_prob)
         self.grid_mode = bool(grid_mode)
         self.grid_step = int(grid_step) if grid_step is not None else self.crop_size
+
+    def _set_up_sampling(self, class_balanced_sampling: bool, histogram_size: int) -> None:
+        """Read every scene's size (and class shares where needed): the image weights, and the
+        crop positions in grid mode."""
+        self.class_balanced_sampling = bool(class_balanced_sampling)
         self.histogram_size = int(histogram_size)
-        self.data_loader = dict(data_loader or {})
         self.sizes = self._read_sizes()  # (n_images, 2) height, width
         if self.cutmix_prob > 0 or self.classmix_prob > 0:
             # mixing pastes pixels of one crop into another: all raw or all scaled
@@ -168,9 +214,7 @@ class RandomCropSegmentationDataset(_WindowDataset):
         self._cdf = np.cumsum(self.image_weights)
         self.grid = self._grid_positions() if self.grid_mode else None
         self._epoch_positions: tuple[tuple[int, int, int], np.ndarray] | None = None
-        self.cache.close()  # handles are reopened lazily in each worker
 
-    # -- set-up
     def _read_sizes(self) -> np.ndarray:
         sizes = np.zeros((len(self.images), 2), dtype=np.int64)
         self._dtypes: list[str] = []
