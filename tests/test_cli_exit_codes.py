@@ -214,7 +214,9 @@ def test_config_commands(tiles: Path, tmp_path: Path) -> None:
 
 def test_check_leakage_leak_no_leak_bad_input(audit_csv: Path, tmp_path: Path) -> None:
     frame = pd.read_csv(audit_csv)
-    ids = sorted(frame["source_image_id"].unique())
+    # source image ids hash the (temporary) paths: order the scenes by file name instead
+    by_name = frame.drop_duplicates("source_image_id").sort_values("image_path")
+    ids = by_name["source_image_id"].tolist()
     assert len(ids) == 4
     # scenes 1 and 2 do not overlap (scene 3 revisits scene 0): no leak, exit 0
     frame[frame["source_image_id"] == ids[1]].to_csv(tmp_path / "t.csv", index=False)
