@@ -145,10 +145,12 @@ def write_json(path: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     return target
 
 
-def run_json_path(primary_output: str | os.PathLike[str]) -> Path:
+def run_json_path(primary_output: str | os.PathLike[str] | None) -> Path | None:
     """Where the run record of a run whose main output is ``primary_output`` goes: beside it,
     ``<stem>.run.json`` (``balanced.csv`` -> ``balanced.run.json``); for a folder, ``run.json``
-    inside it."""
+    inside it; None when the run wrote no local output."""
+    if primary_output is None:
+        return None
     p = Path(primary_output)
     if p.is_dir():
         return p / "run.json"

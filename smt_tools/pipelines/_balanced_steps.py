@@ -30,6 +30,7 @@ from smt_tools.curation.ranking import combine
 from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.csv_out import balanced_frame
+from smt_tools.export.run_record import run_json_path
 from smt_tools.pipelines import _inputs, _nodata
 from smt_tools.pipelines._tiling_report import padded_tiles_note
 from smt_tools.progress import ProgressFactory
@@ -112,11 +113,7 @@ class BalancedResult:
 
     def run_json_path(self) -> Path | None:
         """``<stem>.run.json`` beside the main local output (the CSV)."""
-        if not self.outputs:
-            return None
-        from smt_tools.export.run_record import run_json_path
-
-        return run_json_path(self.outputs[0])
+        return run_json_path(self.outputs[0] if self.outputs else None)
 
 
 # ----------------------------------------------------------------------------- step results

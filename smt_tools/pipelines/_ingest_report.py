@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.export.run_record import run_json_path
 from smt_tools.ingest_params import IngestParams
 from smt_tools.pipelines._tiling_report import TilingReport
 from smt_tools.raster import SourceRecord
@@ -293,8 +294,4 @@ class IngestResult:
 
     def run_json_path(self) -> Path | None:
         """A local tile table gets its run record beside it; a PostGIS catalog none."""
-        if self.kind != "parquet":
-            return None
-        from smt_tools.export.run_record import run_json_path
-
-        return run_json_path(self.target)
+        return run_json_path(self.target if self.kind == "parquet" else None)

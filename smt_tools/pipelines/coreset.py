@@ -31,6 +31,7 @@ from smt_tools.coreset import (
 from smt_tools.curation.diagnostics import effective_sample_size
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
+from smt_tools.export.run_record import run_json_path
 from smt_tools.pipelines._coreset_input import (
     BOUNDS_COLUMNS,
     REQUIRED_COLUMNS,
@@ -123,11 +124,7 @@ class CoresetResult:
 
     def run_json_path(self) -> Path | None:
         """``<stem>.run.json`` beside the main local output (the CSV)."""
-        if not self.outputs:
-            return None
-        from smt_tools.export.run_record import run_json_path
-
-        return run_json_path(self.outputs[0])
+        return run_json_path(self.outputs[0] if self.outputs else None)
 
 
 def _shares(counts: np.ndarray) -> list[float]:

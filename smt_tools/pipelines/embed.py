@@ -22,6 +22,7 @@ import pandas as pd
 
 from smt_tools.config.balanced import BalancedDatasetConfig, EmbeddingsConfig
 from smt_tools.errors import ConfigError, EmbeddingCacheError, EmptySelectionError
+from smt_tools.export.run_record import run_json_path
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import TileTable
 
@@ -69,10 +70,6 @@ class EmbedResult:
 
     def run_json_path(self) -> Path | None:
         """``<cache stem>.run.json`` beside the embedding cache."""
-        if self.cache_path is None:
-            return None
-        from smt_tools.export.run_record import run_json_path
-
         return run_json_path(self.cache_path)
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from smt_tools.choices import DEFAULT_AUDIT_KNN_BACKEND
 from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
+from smt_tools.export.run_record import run_json_path
 from smt_tools.geo import has_crs
 from smt_tools.splits.audit import CHECKS, LeakageAudit, audit_splits
 from smt_tools.splits.buffer import TEST_FOLD
@@ -105,10 +106,6 @@ class LeakageResult:
 
     def run_json_path(self) -> Path | None:
         """``<stem>.run.json`` beside the ``--report`` GeoJSON (no local output: None)."""
-        if self.report_path is None:
-            return None
-        from smt_tools.export.run_record import run_json_path
-
         return run_json_path(self.report_path)
 
 

@@ -35,6 +35,7 @@ from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
 from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import fold_qml
+from smt_tools.export.run_record import run_json_path
 from smt_tools.geo import has_crs
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
 from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
@@ -101,12 +102,7 @@ class SplitResult:
 
     def run_json_path(self) -> Path | None:
         """``<stem>.run.json`` beside the CSV (or the GeoJSON); None for catalog-only output."""
-        main = self.csv_path or self.geojson_path
-        if main is None:
-            return None
-        from smt_tools.export.run_record import run_json_path
-
-        return run_json_path(main)
+        return run_json_path(self.csv_path or self.geojson_path)
 
     def buffer_line(self) -> str:
         """``buffer 50 m, measured geodesically on WGS 84 (tiles in 2 CRSs: ...)``."""
