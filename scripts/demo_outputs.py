@@ -43,6 +43,8 @@ EXCLUDED = {
     "conf/": "the example configs as run (inputs)",
     "report.html (its time stamp)": "the report says when it was made: the stamp is blanked",
     "metrics.csv (column seconds)": "epoch wall-clock time: the column is dropped",
+    "runs on a tile table (*.runs/run-*.parquet)": "the run's times and config are in the file's "
+    "metadata: only its command and its per-tile rows are hashed",
     "catalog rows (demo/catalog_dump/)": "dumped without source_image.ingested_at and run "
     "started_at, finished_at, config, summary (times, the database URL)",
 }
@@ -273,9 +275,19 @@ def _normalised(path: Path) -> bytes:
             return buf.getvalue().encode("utf-8")
     if path.suffix == ".pt":
         return _checkpoint_weights(path)
+    if path.suffix == ".parquet" and path.parent.name.endswith(".runs"):
+        return _run_rows(path)
     if path.suffix == ".html":  # the report names the time it was made
         return STAMP.sub(b"<time>", data)
     return data
+
+
+def _run_rows(path: Path) -> bytes:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    command = json.loads((table.schema.metadata or {}).get(b"smt_tools.run", b"{}")).get("command")
+    return f"{command}\n".encode() + table.to_pandas().to_csv(index=False).encode()
 
 
 def _checkpoint_weights(path: Path) -> bytes:

@@ -81,3 +81,8 @@ def missing_dependency(package: str, extra: str, purpose: str) -> MissingDepende
         f"{purpose} needs the optional package '{package}', which is not installed; "
         f'install it with: pip install "smt-tools[{extra}]"'
     )
+
+
+class SmtDeprecationWarning(FutureWarning):
+    """An older config spelling that still works; the CLI prints it as one ``warning:`` line
+    naming the new spelling (FutureWarning: shown to users by default, also outside the CLI)."""

@@ -389,8 +389,15 @@ def test_show_expands_env_and_hides_passwords(
         "coreset:\n  catalog_run_id: 3\n  catalog_url: postgresql://u:pw123@h/db\n"
         "  output: {csv_path: c.csv}\n"
     )
-    shown = yaml.safe_load(_invoke("config", "show", path2).stdout)
-    assert shown["coreset"]["catalog_url"] == "postgresql://u:***@h/db"
+    res = _invoke("config", "show", path2)  # the older spelling: read, shown in the new one
+    shown = yaml.safe_load(res.stdout)
+    assert shown["coreset"]["catalog"]["url"] == "postgresql://u:***@h/db"
+    assert shown["coreset"]["catalog"]["run_id"] == 3
+    assert "catalog_url" not in shown["coreset"] and "pw123" not in res.output
+    assert res.stderr == (
+        f"warning: {path2}: coreset.catalog_url and coreset.catalog_run_id: an older spelling, "
+        "still read but to be removed; write coreset.catalog: {url: ..., run_id: ...}\n"
+    )
     monkeypatch.delenv("SMT_SHOW_URL")
     res = _invoke("config", "show", path)
     assert res.exit_code == 1
@@ -451,6 +458,7 @@ def test_dry_run_checks_and_writes_nothing(tile_table: Path, tmp_path: Path) -> 
         f"  output   output.csv_path: {tmp_path / 'out' / 'b.csv'} (new)",
         f"  output   output.geojson_path: {tmp_path / 'out' / 'b.geojson'} (new; QGIS style "
         f"{tmp_path / 'out' / 'b.qml'})",
+        f"  output   catalog run: a run and one result per tile, in {tile_table}.runs/",
         "  setting  clustering: k 4..6 by elbow, random_state 42",
         "  setting  exclusion: border nodata on, black border on, nodata_class from the input, "
         "max_nodata_ratio 1",
@@ -579,7 +587,7 @@ def test_dry_run_reaches_the_catalog_and_adds_no_row(
     assert not (tmp_path / "b.csv").exists()
     label = redact(fresh_database_url)
     assert f"  input    input (catalog): {label} table tile where nodata_ratio < 0.05" in res.stdout
-    assert "  output   catalog run: a run row and one tile_result row per tile" in res.stdout
+    assert "  output   catalog run: a run and one result per tile, in the catalog" in res.stdout
     assert res.stdout.splitlines()[-1] == (
         "Checks passed: the config is valid, inputs exist, outputs are writable and the "
         "catalog is reachable."

@@ -624,7 +624,7 @@ def test_catalog_run_input_records_a_coreset_run(
     body = {
         "method": "cb",
         "budget": 0.5,
-        "catalog_run_id": int(run_id),
+        "catalog_run_id": int(run_id),  # the older spelling: still read, with one warning
         "catalog_url": "${SMT_CORESET_URL}",  # expanded like input.dsn
         "output": {"csv_path": str(tmp_path / "coreset.csv")},
     }
@@ -634,6 +634,7 @@ def test_catalog_run_input_records_a_coreset_run(
     res = _invoke(conf)
     assert res.exit_code == 0, res.output
     assert "Recorded catalog run" in res.stdout
+    assert res.stderr.count("warning:") == 1 and "write coreset.catalog: {url" in res.stderr
     out = pd.read_csv(tmp_path / "coreset.csv")
     with engine.connect() as conn:
         rows = conn.execute(

@@ -27,7 +27,7 @@ EXAMPLE = (
 
 def _demo_tiles(demo_pairs: Path, target: Path, patch: int = 128) -> int:
     """`make demo`'s tile table (catalog ingest to Parquet), smaller tiles for speed."""
-    from smt_tools.export.tiletable_io import read_tile_table
+    from smt_tools.catalog.parquet_io import read_tile_table
     from smt_tools.pipelines.ingest import run_ingest
 
     run_ingest(demo_pairs, catalog=str(target), patch_size=patch, nodata_class=0, workers=1)

@@ -428,8 +428,7 @@ def test_run_views_open_styled_without_a_key(
     core = validate_mapping(
         {
             "coreset": {
-                "catalog_run_id": b_run,
-                "catalog_url": fresh_database_url,
+                "catalog": {"url": fresh_database_url, "run_id": b_run},
                 "budget": 0.5,
                 "output": {
                     "csv_path": str(tmp_path / "c.csv"),

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import text
 
 from smt_tools import catalog as cat
-from smt_tools.export import tiletable_io as tio
+from smt_tools.catalog import parquet_io as tio
 from smt_tools.pipelines.ingest import run_ingest
 from smt_tools.raster import SCAN_RULES
 from tests.rasters import write_pair

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smt_tools.errors import InputDataError
-from smt_tools.export import tiletable_io as tio
+from smt_tools.catalog import parquet_io as tio
 from smt_tools.ingest_params import IngestParams
 from smt_tools.raster import PairSpec, inspect_pair, scan, tile_windows
 from smt_tools.tiletable import TILE_COLUMNS, TileTable

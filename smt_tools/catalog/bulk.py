@@ -7,7 +7,6 @@ catalog is either fully updated or exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from smt_tools.catalog.engine import db_failure, engine_label, is_db_error
+from smt_tools.catalog.store_types import WriteStats
 from smt_tools.errors import CatalogError, InputDataError, SmtError
 from smt_tools.geo import footprints_lonlat, has_crs, rings_to_wkt
 from smt_tools.ingest_params import IngestParams
@@ -56,17 +56,6 @@ _SOURCE_COPY = (
     "black_tolerance, image_size, image_mtime, mask_size, mask_mtime, tile_count, footprint, "
     "mask_band, scan_rules) FROM STDIN"
 )
-
-
-@dataclass(frozen=True)
-class WriteStats:
-    """What an ingest wrote: rows and seconds spent inside the transaction."""
-
-    tiles_written: int
-    sources_written: int
-    sources_deleted: int
-    classes_added: int
-    seconds: float
 
 
 def source_fingerprints(engine: Engine) -> pd.DataFrame:

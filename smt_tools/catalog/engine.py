@@ -24,10 +24,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from smt_tools.catalog.store_types import ENV_URL
 from smt_tools.errors import CatalogConnectionError, CatalogError
-
-#: Environment variable holding the default catalog URL.
-ENV_URL = "SMT_DATABASE_URL"
 
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", re.IGNORECASE)
 _ANY_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
@@ -262,8 +260,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def connect(url: str, connect_timeout_s: int = 5) -> Engine:
+def connect(url: str, connect_timeout_s: int = 5, *, single: bool = False) -> Engine:
     """An engine for ``url`` (psycopg 3), checked with one round trip.
+
+    ``single``: the engine holds at most one connection, reused by every statement of the run
+    (a store's engine); asking for a second while the first is in use is an error, not a wait.
 
     An unreachable server raises :class:`CatalogConnectionError` naming the redacted URL.
     The caller owns the engine (``engine.dispose()`` when done).
@@ -279,6 +280,7 @@ def connect(url: str, connect_timeout_s: int = 5) -> Engine:
             connect_args={"connect_timeout": connect_timeout_s, "application_name": "smt-tools"},
             pool_pre_ping=True,
             hide_parameters=True,
+            **({"pool_size": 1, "max_overflow": 0, "pool_timeout": 1} if single else {}),
         )
     except CatalogError:
         raise

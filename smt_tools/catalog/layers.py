@@ -14,6 +14,8 @@ import re
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from smt_tools.catalog.store_types import RESULT_COLUMNS
+
 #: columns of a run view, key first (the rest in ``tile_result_map`` order)
 VIEW_COLUMNS: tuple[str, ...] = (
     "tile_id",
@@ -31,14 +33,7 @@ VIEW_COLUMNS: tuple[str, ...] = (
     "class_entropy",
     "has_mask_border_nodata",
     "has_image_black_border",
-    "sampler_weight",
-    "freq_cluster_id",
-    "uniqueness_score",
-    "excluded",
-    "coreset_score",
-    "coreset_selected",
-    "fold",
-    "buffer_excluded_folds",
+    *RESULT_COLUMNS,
     "footprint",
 )
 GEOMETRY_COLUMN = "footprint"

@@ -16,21 +16,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from smt_tools.catalog.engine import db_failure, db_sqlstate, engine_label, is_db_error
 from smt_tools.catalog.migrate import require_schema
+from smt_tools.catalog.store_types import RESULT_COLUMNS
 from smt_tools.catalog.where import check_where_clause, safe_db_message
 from smt_tools.errors import CatalogError, EmptySelectionError, SmtError, UnsafeQueryError
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
 
 #: Columns of ``tile_result`` that :func:`record_run` writes when present in ``results``.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "sampler_weight",
-    "freq_cluster_id",
-    "uniqueness_score",
-    "excluded",
-    "coreset_score",
-    "coreset_selected",
-    "fold",
-    "buffer_excluded_folds",
-)
 _INT_RESULTS = {"freq_cluster_id", "fold"}
 _BOOL_RESULTS = {"excluded", "coreset_selected"}
 _TEXT_RESULTS = {"buffer_excluded_folds"}

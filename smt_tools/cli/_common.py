@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,9 +123,31 @@ def _input_paths(kwargs: dict[str, Any], outputs: frozenset[str]) -> list[Path]:
     ]
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Our own warnings (older config spellings) as one ``warning:`` line; others as Python
+    shows them."""
+    from smt_tools.errors import SmtDeprecationWarning
+
+    if issubclass(category, SmtDeprecationWarning):
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def _configure(quiet: bool, verbose: bool) -> None:
     if quiet and verbose:
         raise typer.BadParameter("give either -q/--quiet or -v/--verbose, not both")
+    warnings.showwarning = _show_warning
     state.quiet, state.verbose, state.exit_code = quiet, verbose, 0
     console.quiet = quiet
 

@@ -13,6 +13,7 @@ import copy
 import difflib
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import UnionType
@@ -21,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from smt_tools.errors import ConfigError
+from smt_tools.errors import ConfigError, SmtDeprecationWarning
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -247,7 +248,9 @@ def validate_mapping(data: Any, model: type[M], source: str, overrides: Sequence
             f"{source}: expected a mapping of keys at the top level; got {type(data).__name__}"
         )
     try:
-        return model.model_validate(dict(data))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", SmtDeprecationWarning)
+            validated = model.model_validate(dict(data))
     except ValidationError as exc:
         loc = _user_loc(tuple(exc.errors()[0].get("loc", ())))
         for parts, typed in applied.items():
@@ -255,6 +258,12 @@ def validate_mapping(data: Any, model: type[M], source: str, overrides: Sequence
                 source = f"{source} (--set {typed})"
                 break
         raise ConfigError(format_validation_error(source, model, exc)) from None
+    for w in seen:  # older spellings: one line each, only for a config that is valid
+        if issubclass(w.category, SmtDeprecationWarning):
+            warnings.warn(f"{source}: {w.message}", SmtDeprecationWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return validated
 
 
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|\d+))*$")

@@ -31,6 +31,7 @@ from smt_tools.config._loader import (
     MAX_WORKERS,
     StrictModel,
 )
+from smt_tools.config._source import CatalogSource
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: the largest band number a mask_band setting accepts (GDAL's own limit is 65,536)
@@ -53,12 +54,15 @@ class InputConfig(StrictModel):
     - ``patch_records``: inline list (documented shape);
     - ``patch_records_csv``: CSV with image_path, mask_path, row_off, col_off, patch_size;
     - ``tiles``: a Parquet tile table written by ``catalog ingest --catalog x.parquet``;
-    - the PostgreSQL block (``host/port/database/user/password/table/where_clause`` or ``dsn``).
+    - the PostgreSQL block (``host/port/database/user/password/table/where_clause`` or ``dsn``);
+    - ``catalog``: the block every command takes (``url`` or ``path``, ``table``,
+      ``where_clause``, ``run_id``), PostGIS or a Parquet tile table.
     """
 
     patch_records: list[PatchRecord] | None = None
     patch_records_csv: Path | None = None
     tiles: Path | None = None
+    catalog: CatalogSource | None = None
     # PostgreSQL block
     dsn: str | None = None
     host: str | None = None
@@ -92,6 +96,7 @@ class InputConfig(StrictModel):
                 ("patch_records", self.patch_records is not None),
                 ("patch_records_csv", self.patch_records_csv is not None),
                 ("tiles", self.tiles is not None),
+                ("catalog", self.catalog is not None),
                 ("postgres (host/database/dsn)", self.uses_postgres),
             )
             if present
@@ -100,11 +105,17 @@ class InputConfig(StrictModel):
             got = ", ".join(sources) if sources else "none"
             raise ValueError(
                 "give exactly one input source: patch_records, patch_records_csv, tiles, "
-                f"or a PostgreSQL block (host/database or dsn); found {got}"
+                f"catalog, or a PostgreSQL block (host/database or dsn); found {got}"
+            )
+        if self.catalog is not None and (self.where_clause is not None or self.table != "tile"):
+            raise ValueError(
+                "with input.catalog, write table and where_clause inside it "
+                "(input.catalog.where_clause); remove input.table / input.where_clause"
             )
         if self.patch_records is not None and not self.patch_records:
             raise ValueError("patch_records is empty; list at least one patch")
-        if self.mask_band is not None and (self.tiles is not None or self.uses_postgres):
+        from_catalog = self.tiles is not None or self.catalog is not None or self.uses_postgres
+        if self.mask_band is not None and from_catalog:
             raise ValueError(
                 "mask_band applies to patch records; a tile table or catalog keeps the band "
                 "chosen at ingest (catalog ingest --mask-band): remove input.mask_band"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -17,7 +19,8 @@ from smt_tools.choices import (
     CoresetMethod,
     WeightFormula,
 )
-from smt_tools.config._loader import MAX_DB_ID, MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+from smt_tools.config._loader import MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+from smt_tools.config._source import CatalogSource, deprecated_keys, warn_deprecated
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: clusters of the fd KMeans (the elbow fits every k of k_min..k_max)
@@ -63,13 +66,15 @@ class CoresetConfig(StrictModel):
     method: CoresetMethod = DEFAULT_CORESET_METHOD
     budget: float = Field(default=0.3, gt=0, le=MAX_INT32)
     budget_mode: BudgetMode = DEFAULT_BUDGET_MODE
-    # Input: a balanced CSV, or a build-balanced-dataset run in the catalog.
+    # Input: a balanced CSV, or tiles of the catalog (usually a build-balanced-dataset run).
     input_csv_path: Path | None = None
-    catalog_run_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
-    catalog_url: str | None = Field(
-        default=None, description="postgresql://...; default: $SMT_DATABASE_URL"
+    catalog: CatalogSource | None = None
+    statement_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="older spelling of catalog.statement_timeout_s (no effect on a CSV input)",
     )
-    statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
     # Embedding cache (from `embed` / build-balanced-dataset), joined by tile_id.
     parquet_path: Path | None = None
     model_id: str | None = Field(
@@ -104,12 +109,27 @@ class CoresetConfig(StrictModel):
     random_state: int = Field(default=42, ge=0, le=MAX_SEED)
     output: CoresetOutputConfig
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        """``catalog_run_id`` / ``catalog_url`` / ``statement_timeout_s`` (before the
+        ``catalog:`` block) still work, with one deprecation line."""
+        renames = {"catalog_url": "url", "catalog_run_id": "run_id"}
+        if isinstance(data, Mapping) and any(k in data for k in (*renames, "catalog")):
+            renames["statement_timeout_s"] = "statement_timeout_s"  # the catalog's, moved too
+        return deprecated_keys(data, "coreset", renames)
+
     @model_validator(mode="after")
     def _checks(self) -> CoresetConfig:
-        if (self.input_csv_path is None) == (self.catalog_run_id is None):
+        if self.statement_timeout_s is not None:
+            warn_deprecated(
+                "coreset.statement_timeout_s (it applies to the catalog input only)",
+                "coreset.catalog: {statement_timeout_s: ...} or leave it out",
+            )
+        if (self.input_csv_path is None) == (self.catalog is None):
             raise ValueError(
-                "give exactly one input: input_csv_path (a balanced CSV) or catalog_run_id "
-                "(a build-balanced-dataset run in the catalog)"
+                "give exactly one input: input_csv_path (a balanced CSV) or catalog "
+                "(url or path, and run_id: a build-balanced-dataset run)"
             )
         if self.budget_mode == "fraction" and self.budget > 1:
             raise ValueError(

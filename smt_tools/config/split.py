@@ -12,26 +12,16 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from smt_tools.choices import DEFAULT_SPLIT_STRATEGY, SplitStrategy
-from smt_tools.config._loader import MAX_DB_ID, MAX_SEED, MAX_TIMEOUT_S, StrictModel
+from smt_tools.config._loader import MAX_SEED, StrictModel
+from smt_tools.config._source import CatalogSource
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: Largest buffer / leakage distance accepted (metres): 1000 km.
 MAX_BUFFER_M = 1e6
 
 
-class SplitCatalogConfig(StrictModel):
-    """Tiles from the PostGIS catalog.
-
-    ``url`` (default ``$SMT_DATABASE_URL``), ``table`` (default ``tile``), an optional SQL
-    ``where_clause`` on that table, and an optional ``run_id``: only the tiles of that run's
-    results that were not excluded (e.g. a build-balanced-dataset run).
-    """
-
-    url: str | None = None
-    table: str = "tile"
-    where_clause: str | None = None
-    run_id: int | None = Field(default=None, gt=0, le=MAX_DB_ID)
-    statement_timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
+#: the split's ``catalog:`` block is the one every command takes (kept as a name for imports)
+SplitCatalogConfig = CatalogSource
 
 
 class SplitOutputConfig(StrictModel):
@@ -52,7 +42,7 @@ class SplitOutputConfig(StrictModel):
 
 class SplitConfig(StrictModel):
     input_csv_path: Path | None = None
-    catalog: SplitCatalogConfig | None = None
+    catalog: CatalogSource | None = None
     n_splits: int = Field(default=5, ge=2, le=1_000)
     strategy: SplitStrategy = DEFAULT_SPLIT_STRATEGY
     group_column: str = Field(default="source_image_id", min_length=1)
@@ -67,7 +57,8 @@ class SplitConfig(StrictModel):
     def _one_input(self) -> SplitConfig:
         if (self.input_csv_path is None) == (self.catalog is None):
             raise ValueError(
-                "give exactly one input: input_csv_path (a balanced CSV) or catalog (url/table/run_id)"
+                "give exactly one input: input_csv_path (a balanced CSV) or catalog (url or path, "
+                "table, where_clause, run_id)"
             )
         if self.input_csv_path is not None and self.output.csv_path is None:
             raise ValueError("output.csv_path is required when the input is a CSV")

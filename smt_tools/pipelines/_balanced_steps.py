@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from smt_tools.pipelines import _inputs, _nodata
 from smt_tools.pipelines._tiling_report import padded_tiles_note
 from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
+
+if TYPE_CHECKING:
+    from smt_tools.catalog.store import TileStore
 
 
 @dataclass
@@ -122,12 +125,14 @@ class BalancedResult:
 @dataclass(frozen=True)
 class Loaded:
     """The input tiles: ``table`` in input order, ``canon = table.take(perm)`` sorted by tile_id;
-    ``kind`` names the input for messages (:func:`smt_tools.pipelines._nodata.input_kind`)."""
+    ``kind`` names the input for messages (:func:`smt_tools.pipelines._nodata.input_kind`);
+    ``store`` is where the tiles came from and where the run is recorded."""
 
     table: TileTable
     canon: TileTable
     perm: np.ndarray
     kind: _nodata.InputKind
+    store: TileStore | None = None  # the input's store, open for the run (None: patch records)
 
     @property
     def n(self) -> int:
@@ -196,10 +201,12 @@ class BalancedRun:
 # ----------------------------------------------------------------------------- steps
 
 
-def load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> Loaded:
+def load(
+    cfg: BalancedDatasetConfig, store: TileStore | None, progress_factory: ProgressFactory
+) -> Loaded:
     """Read the input tiles and sort them by tile_id; no tiles, a nodata setting the input
     contradicts or a tile_id listed twice is one clear error."""
-    table = _read_input(cfg, progress_factory)
+    table = _read_input(cfg, store, progress_factory)
     if len(table) == 0:
         raise EmptySelectionError("the input holds no tile; check input")
     kind = _nodata.input_kind(cfg.input)
@@ -211,10 +218,12 @@ def load(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> Loade
     if np.any(ids[perm][1:] == ids[perm][:-1]):
         dup = int(ids[perm][1:][ids[perm][1:] == ids[perm][:-1]][0])
         raise InputDataError(f"input: tile_id {dup} occurs twice; every tile must be listed once")
-    return Loaded(table, table.take(perm), perm, kind)
+    return Loaded(table, table.take(perm), perm, kind, store)
 
 
-def _read_input(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -> TileTable:
+def _read_input(
+    cfg: BalancedDatasetConfig, store: TileStore | None, progress_factory: ProgressFactory
+) -> TileTable:
     inp = cfg.input
     if inp.patch_records is not None or inp.patch_records_csv is not None:
         if inp.patch_records is not None:
@@ -227,7 +236,7 @@ def _read_input(cfg: BalancedDatasetConfig, progress_factory: ProgressFactory) -
         plan = _inputs.plan_patch_records(records, source, inp.mask_band)
         with progress_factory("Scanning tiles", len(plan)) as advance:
             return _inputs.run_scan_plan(plan, cfg.exclusion, inp, advance)
-    return _inputs.load_input_tiles(inp, cfg.exclusion)
+    return _inputs.load_input_tiles(inp, cfg.exclusion, store)
 
 
 def exclude(cfg: BalancedDatasetConfig, loaded: Loaded) -> Exclusion:
@@ -407,7 +416,7 @@ def diagnose(
         cluster_sizes=clustering.cluster_sizes if clustering else {},
         ess=w.ess,
         class_values=[int(v) for v in canon.class_values],
-        class_names=_inputs.input_class_names(cfg.input),
+        class_names=_inputs.input_class_names(loaded.store),
         uniform_share=[float(v) for v in w.uniform],
         weighted_share=[float(v) for v in w.weighted],
         weight_min=float(w.weights[~excluded].min()),

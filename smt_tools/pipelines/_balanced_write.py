@@ -48,7 +48,7 @@ def write(cfg: BalancedDatasetConfig, run: BalancedRun, progress_factory: Progre
         (
             cfg.output.geojson_path is not None,
             cfg.output.report_dir is not None,
-            cfg.input.uses_postgres and cfg.output.write_catalog_run,
+            run.loaded.store is not None and cfg.output.write_catalog_run,
         )
     )
     try:
@@ -81,7 +81,7 @@ def _stage(
     if cfg.output.report_dir is not None:
         _stage_report(cfg, run, staging)
         advance(len(out))
-    if cfg.input.uses_postgres and cfg.output.write_catalog_run:
+    if run.loaded.store is not None and cfg.output.write_catalog_run:
         t = time.perf_counter()
         run.result.run_id = _record_run(cfg, run)
         timings["catalog_run"] = time.perf_counter() - t
@@ -113,7 +113,7 @@ def _stage_report(cfg: BalancedDatasetConfig, run: BalancedRun, staging: StagedO
     out, result, w = run.out, run.result, run.weighing
     t = time.perf_counter()
     tmp_dir = staging.folder(cfg.output.report_dir)
-    colours = _inputs.input_class_colours(cfg.input)  # classes.csv colours, if any
+    colours = _inputs.input_class_colours(run.loaded.store)  # classes.csv colours, if any
     files = write_report(
         tmp_dir,
         ReportData(
@@ -183,8 +183,8 @@ def _write_html(
 
 
 def _record_run(cfg: BalancedDatasetConfig, run: BalancedRun) -> int:
-    """Record the run and its per-tile results in the catalog (one transaction)."""
-    from smt_tools import catalog
+    """Record the run and its per-tile results in the input's store (all or nothing)."""
+    from smt_tools.catalog.store import RunRecord
 
     results = pd.DataFrame(
         {
@@ -199,10 +199,9 @@ def _record_run(cfg: BalancedDatasetConfig, run: BalancedRun) -> int:
     summary = run.result.summary()
     summary["timings_s"] = dict(run.timings)
     summary["version"] = __version__
-    engine = catalog.connect(_inputs.catalog_url(cfg.input))
-    try:
-        return catalog.record_run(
-            engine,
+    assert run.loaded.store is not None
+    return run.loaded.store.record_run(
+        RunRecord(
             "build-balanced-dataset",
             balanced_config_record(cfg),
             summary,
@@ -211,5 +210,4 @@ def _record_run(cfg: BalancedDatasetConfig, run: BalancedRun) -> int:
             datetime.now(timezone.utc),
             map_style=qml_text(),
         )
-    finally:
-        engine.dispose()
+    )

@@ -1,4 +1,4 @@
-"""select-coreset's input: a balanced CSV or a catalog run, tile positions and embeddings.
+"""select-coreset's input: a balanced CSV or the catalog (a run), tile positions and embeddings.
 
 Every reader checks what select-coreset needs (columns, tile_id once, an embedding for every
 included tile) and says what is missing in one line naming the file and the fix.
@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from smt_tools.config._loader import expand_env_optional
+from smt_tools.config._source import CatalogSource
 from smt_tools.config.coreset import CoresetConfig
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.csv_out import parse_class_counts_json
+from smt_tools.pipelines._sources import tile_query
+
+if TYPE_CHECKING:
+    from smt_tools.catalog.store import TileStore
 
 #: Columns a balanced CSV must have for select-coreset.
 REQUIRED_COLUMNS: tuple[str, ...] = ("tile_id", "class_counts_json", "excluded")
@@ -37,7 +41,7 @@ class CoresetInput:
     class_values: np.ndarray
     excluded: np.ndarray
     source: str
-    engine: Any = None
+    store: TileStore | None = None  # the catalog the tiles came from (the run is recorded there)
 
 
 def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
@@ -86,36 +90,29 @@ def read_balanced_csv(path: Path) -> CoresetInput:
     return CoresetInput(frame, counts, class_values, excluded, source)
 
 
-def read_catalog_run(cfg: CoresetConfig) -> CoresetInput:
-    """Tiles and results of build-balanced-dataset run ``catalog_run_id`` from the catalog."""
-    from smt_tools import catalog
-    from smt_tools.catalog.runs import load_run_results
+def read_catalog_tiles(store: TileStore, src: CatalogSource) -> CoresetInput:
+    """Tiles of the ``catalog`` block from ``store``. With ``run_id`` (a build-balanced-dataset
+    run): the run's tiles with its results (weights, clusters, exclusions); without: every tile
+    the block selects, none excluded."""
     from smt_tools.export.csv_out import class_counts_json, class_dist_json
 
-    assert cfg.catalog_run_id is not None
-    run_id = int(cfg.catalog_run_id)
-    engine = catalog.connect(
-        catalog.resolve_url(expand_env_optional(cfg.catalog_url, "coreset.catalog_url"))
-    )
-    command, results = load_run_results(engine, run_id)
-    tiles = catalog.load_tiles(
-        engine,
-        "tile",
-        statement_timeout_s=cfg.statement_timeout_s,
-        run_id=run_id,
-    )
+    command, results = (None, None) if src.run_id is None else store.read_run(src.run_id)
+    tiles = store.read_tiles(tile_query(src, included_only=False))
     frame = tiles.frame.copy()
     frame.insert(5, "patch_size", frame["height"])
     frame["class_dist_json"] = class_dist_json(tiles.counts, tiles.class_values).to_numpy()
     frame["class_counts_json"] = class_counts_json(tiles.counts, tiles.class_values).to_numpy()
-    split_cols = ("coreset_score", "coreset_selected", "fold", "buffer_excluded_folds")
-    keep = [c for c in results.columns if c not in split_cols]
-    frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
-    excl = frame["excluded"]
-    excluded = excl.fillna(False).astype(bool).to_numpy()
+    label = f"catalog {store.label}"
+    if results is None:
+        excluded = np.zeros(len(frame), dtype=bool)
+    else:
+        split_cols = ("coreset_score", "coreset_selected", "fold", "buffer_excluded_folds")
+        keep = [c for c in results.columns if c not in split_cols]
+        frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
+        excluded = frame["excluded"].fillna(False).astype(bool).to_numpy()
+        label += f" run {src.run_id} ({command})"
     frame["excluded"] = excluded
-    label = f"catalog {catalog.engine_label(engine)} run {run_id} ({command})"
-    return CoresetInput(frame, tiles.counts, tiles.class_values, excluded, label, engine)
+    return CoresetInput(frame, tiles.counts, tiles.class_values, excluded, label, store)
 
 
 def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:

@@ -23,8 +23,6 @@ from smt_tools.raster import SourceRecord
 from smt_tools.raster.maskcheck import (
     MAX_CLASS_VALUE,
     declared_nodata,
-    first_mask_with,
-    new_classes_message,
 )
 from smt_tools.tiletable import TileTable
 
@@ -161,19 +159,6 @@ def nodata_warnings(
             f"default); if {nodata_class} is background, re-ingest with --nodata-class none"
         )
     return out
-
-
-def check_new_classes(
-    target: str, known: Sequence[int], table: TileTable | None, allow: bool
-) -> None:
-    """Refuse class values of ``table`` that ``known`` (a non-empty catalog's classes) lacks,
-    unless ``allow``; the line names each value and the first mask holding it."""
-    if allow or table is None or not len(known):
-        return
-    new = sorted(set(int(v) for v in table.class_values) - set(int(v) for v in known))
-    if new:
-        first = first_mask_with(table, new)
-        raise InputDataError(new_classes_message(target, sorted(known), new, first))
 
 
 def parse_nodata_class(value: str | int | None) -> int | None:

@@ -1,9 +1,12 @@
-"""Load the tiles a balanced-dataset run works on, from any of the four documented sources.
+"""Load the tiles a balanced-dataset run works on, from any of the documented sources.
 
 - ``input.patch_records`` / ``input.patch_records_csv``: windows of image/mask pairs, scanned
   through :mod:`smt_tools.raster` (one read per window, cached handles, parallel processes);
 - ``input.tiles``: a Parquet tile table written by ``catalog ingest --catalog x.parquet``;
-- the PostgreSQL block: tiles of the catalog (they carry their statistics; no raster is read).
+- the PostgreSQL block: tiles of the catalog (they carry their statistics; no raster is read);
+- ``input.catalog``: the block every command takes (PostGIS ``url`` or Parquet ``path``).
+
+Tile tables and the catalog are read through the run's store (:func:`input_ref`).
 
 All four give a :class:`~smt_tools.tiletable.TileTable` whose rows follow the input order
 (patch records) or the source's order (tile tables, catalog); ``patch_size`` is added as a
@@ -12,10 +15,12 @@ frame column.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
@@ -24,9 +29,13 @@ import pandas as pd
 from smt_tools.config._loader import expand_env
 from smt_tools.config.balanced import ExclusionConfig, InputConfig, PatchRecord
 from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.pipelines._sources import open_ref, source_ref, tile_query
 from smt_tools.raster.paths import is_gdal_path
 from smt_tools.raster.scan import SourceRecord
 from smt_tools.tiletable import TileTable, canonical_path
+
+if TYPE_CHECKING:
+    from smt_tools.catalog.store import StoreRef, TileQuery, TileStore
 
 PATCH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path", "row_off", "col_off", "patch_size")
 
@@ -34,11 +43,13 @@ PATCH_COLUMNS: tuple[str, ...] = ("image_path", "mask_path", "row_off", "col_off
 def load_input_tiles(
     cfg: InputConfig,
     exclusion: ExclusionConfig,
+    store: TileStore | None,
     progress: Callable[[int], None] | None = None,
 ) -> TileTable:
     """The tiles of ``cfg`` as a TileTable (frame has TILE_COLUMNS + ``patch_size``).
 
-    ``progress(n)`` is called with the number of windows scanned (patch records only).
+    Patch records are scanned (``progress(n)`` is called with the number of windows scanned);
+    the other sources are read from ``store``, the open store of :func:`input_ref`.
     Errors (missing file, window outside the raster, bad CSV, unreachable catalog, unsafe
     ``where_clause``) are one-line :class:`~smt_tools.errors.SmtError` s.
     """
@@ -48,9 +59,46 @@ def load_input_tiles(
     if cfg.patch_records_csv is not None:
         records = read_patch_records_csv(cfg.patch_records_csv)
         return scan_patch_records(records, str(cfg.patch_records_csv), exclusion, cfg, progress)
+    assert store is not None, "tiles and the catalog are read from the input's store"
+    return _with_patch_size(store.read_tiles(input_query(cfg)))
+
+
+def input_ref(cfg: InputConfig) -> StoreRef | None:
+    """Where the input's tiles live: the ``catalog`` block, the ``tiles`` Parquet table or
+    the PostgreSQL block; None for patch records (they are scanned, no store)."""
+    from smt_tools.catalog.store import StoreRef, store_ref
+
+    if cfg.catalog is not None:
+        return source_ref(cfg.catalog, "input.catalog")
     if cfg.tiles is not None:
-        return _with_patch_size(_read_tiles(cfg.tiles))
-    return _with_patch_size(load_catalog_tiles(cfg))
+        if not Path(cfg.tiles).is_file():
+            raise ConfigError(
+                f"input.tiles: file not found: {cfg.tiles}; create it with `pytorch-smt-tools "
+                f"catalog ingest pairs.csv --catalog {cfg.tiles}`"
+            )
+        return StoreRef(path=Path(cfg.tiles))
+    if cfg.uses_postgres:
+        return store_ref(url=catalog_url(cfg), key="input.dsn")
+    return None
+
+
+def open_input(cfg: InputConfig) -> contextlib.AbstractContextManager[TileStore | None]:
+    """The input's store, open for a ``with`` block (None for patch records)."""
+    return open_ref(input_ref(cfg))
+
+
+def input_query(cfg: InputConfig) -> TileQuery:
+    """The tiles of the input's store to read (the ``catalog`` block's filter and run, or the
+    PostgreSQL block's ``table`` / ``where_clause``)."""
+    from smt_tools.catalog.store import TileQuery
+
+    if cfg.catalog is not None:
+        return tile_query(cfg.catalog)
+    return TileQuery(
+        table=cfg.table,
+        where_clause=cfg.where_clause,
+        statement_timeout_s=cfg.statement_timeout_s,
+    )
 
 
 # --- patch records -------------------------------------------------------------------------
@@ -249,17 +297,6 @@ def _with_patch_size(table: TileTable) -> TileTable:
     return table
 
 
-def _read_tiles(path: Path) -> TileTable:
-    if not path.is_file():
-        raise ConfigError(
-            f"input.tiles: file not found: {path}; create it with `pytorch-smt-tools catalog "
-            f"ingest pairs.csv --catalog {path}`"
-        )
-    from smt_tools.export.tiletable_io import read_tile_table
-
-    return read_tile_table(path)
-
-
 def catalog_url(cfg: InputConfig) -> str:
     """The PostgreSQL URL of the input block.
 
@@ -288,55 +325,17 @@ def catalog_url(cfg: InputConfig) -> str:
     return f"postgresql://{auth}{host}:{port}/{quote(database, safe='')}"
 
 
-def input_class_names(cfg: InputConfig) -> dict[int, str]:
-    """Class value -> name known to the input (tile table metadata or ``catalog_class``, as
-    written by ``catalog ingest --class-names``); empty for patch records."""
-    if cfg.tiles is not None:
-        from smt_tools.export.tiletable_io import read_class_names
-
-        return {v: n for v, (n, _) in read_class_names(cfg.tiles).items() if n}
-    if cfg.patch_records is not None or cfg.patch_records_csv is not None:
+def input_class_names(store: TileStore | None) -> dict[int, str]:
+    """Class value -> name known to the input's store (as written by ``catalog ingest
+    --class-names``); empty for patch records."""
+    if store is None:
         return {}
-    from smt_tools import catalog
-
-    engine = catalog.connect(catalog_url(cfg))
-    try:
-        return catalog.class_names(engine)
-    finally:
-        engine.dispose()
+    return {v: n for v, (n, _) in store.class_names().items() if n}
 
 
-def input_class_colours(cfg: InputConfig) -> dict[int, str]:
-    """Class value -> colour text known to the input (the ``colour`` column of the
-    ``--class-names`` CSV, kept in the tile table metadata or ``catalog_class``); empty for
-    patch records."""
-    if cfg.tiles is not None:
-        from smt_tools.export.tiletable_io import read_class_names
-
-        return {v: c for v, (_, c) in read_class_names(cfg.tiles).items() if c}
-    if cfg.patch_records is not None or cfg.patch_records_csv is not None:
+def input_class_colours(store: TileStore | None) -> dict[int, str]:
+    """Class value -> colour text known to the input's store (the ``colour`` column of the
+    ``--class-names`` CSV); empty for patch records."""
+    if store is None:
         return {}
-    from smt_tools import catalog
-
-    engine = catalog.connect(catalog_url(cfg))
-    try:
-        return catalog.class_colours(engine)
-    finally:
-        engine.dispose()
-
-
-def load_catalog_tiles(cfg: InputConfig) -> TileTable:
-    """Tiles of the PostGIS catalog selected by ``table`` and ``where_clause``."""
-    from smt_tools import catalog
-
-    engine = catalog.connect(catalog_url(cfg))
-    try:
-        catalog.require_schema(engine)
-        return catalog.load_tiles(
-            engine,
-            table=cfg.table,
-            where_clause=cfg.where_clause,
-            statement_timeout_s=cfg.statement_timeout_s,
-        )
-    finally:
-        engine.dispose()
+    return {v: c for v, (_, c) in store.class_names().items() if c}

@@ -30,7 +30,8 @@ def input_kind(cfg: InputConfig) -> InputKind:
     """``tiles`` (a Parquet tile table), ``catalog`` (PostGIS) or ``patch_records`` (scanned)."""
     if cfg.patch_records is not None or cfg.patch_records_csv is not None:
         return "patch_records"
-    return "tiles" if cfg.tiles is not None else "catalog"
+    parquet = cfg.tiles is not None or (cfg.catalog is not None and cfg.catalog.path is not None)
+    return "tiles" if parquet else "catalog"
 
 
 def _name(value: int | None) -> str:

@@ -15,15 +15,20 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smt_tools.choices import mode_signals, resolve_sampling_method
 from smt_tools.config.balanced import BalancedDatasetConfig
 from smt_tools.errors import ConfigError
 from smt_tools.pipelines import _balanced_steps as steps
+from smt_tools.pipelines import _inputs
 from smt_tools.pipelines._balanced_steps import BalancedResult, BalancedRun
 from smt_tools.pipelines._balanced_write import GEOJSON_PROPERTIES, write
 from smt_tools.pipelines._config_record import balanced_config_record
 from smt_tools.progress import ProgressFactory, no_progress
+
+if TYPE_CHECKING:
+    from smt_tools.catalog.store import TileStore
 
 __all__ = ["GEOJSON_PROPERTIES", "BalancedResult", "run_balanced"]
 
@@ -63,7 +68,21 @@ def run_balanced(
 
     preflight_balanced(cfg, config_path)  # outputs writable and not inputs, before any work
 
-    loaded = steps.load(cfg, progress_factory)
+    # the input's store (catalog or tile table) stays open for the run: one connection
+    with _inputs.open_input(cfg.input) as store:
+        return _run(cfg, store, progress_factory, started, timings, t0)
+
+
+def _run(
+    cfg: BalancedDatasetConfig,
+    store: TileStore | None,
+    progress_factory: ProgressFactory,
+    started: datetime,
+    timings: dict[str, float],
+    t0: float,
+) -> BalancedResult:
+    """The steps, in order, with the input's store open."""
+    loaded = steps.load(cfg, store, progress_factory)
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()

@@ -24,13 +24,18 @@ class InitResult:
 
 def run_catalog_init(catalog: str | None = None) -> InitResult:
     """Apply every migration of ``smt_tools/migrations/`` not yet recorded in ``schema_migrations``."""
-    from smt_tools import catalog as cat
+    from smt_tools.catalog.postgis_store import PostgisStore
+    from smt_tools.catalog.store import open_store, store_ref
+    from smt_tools.errors import ConfigError
 
-    url = cat.resolve_url(catalog)
-    engine = cat.connect(url)
-    try:
-        report = cat.apply_migrations(engine)
-        label = cat.engine_label(engine)
-    finally:
-        engine.dispose()
+    ref = store_ref(catalog)
+    if ref.path is not None:
+        raise ConfigError(
+            f"{ref.path}: a Parquet tile table has no schema to migrate; `pytorch-smt-tools "
+            f"catalog ingest PAIRS_CSV --catalog {ref.path}` creates it"
+        )
+    with open_store(ref, create=True) as store:  # migrations run on an empty database
+        assert isinstance(store, PostgisStore)
+        report = store.apply_migrations()
+        label = store.label
     return InitResult(label, report.applied, report.already_applied)

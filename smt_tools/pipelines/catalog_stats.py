@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-from smt_tools.pipelines.ingest import is_parquet_target
 
 
 @dataclass(frozen=True)
@@ -28,7 +22,7 @@ class CatalogStats:
     tiles: int
     source_images: int
     groups: int
-    runs: int | None  # None for a Parquet table (no runs there)
+    runs: int | None  # runs recorded (PostGIS: run rows; Parquet: files in <table>.runs/)
     window_pixels: int
     valid_pixels: int
     classes: list[ClassShare]
@@ -74,23 +68,15 @@ def _shares(
 
 def run_catalog_stats(catalog: str | None = None) -> CatalogStats:
     """Stats of ``catalog`` (PostgreSQL URL, default ``$SMT_DATABASE_URL``, or a ``.parquet``)."""
-    target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
-    if is_parquet_target(target):
-        assert target is not None
-        return _parquet_stats(Path(target))
-    from smt_tools import catalog as cat
+    from smt_tools.catalog.store import open_store
 
-    url = cat.resolve_url(target)
-    engine = cat.connect(url)
-    try:
-        raw = cat.catalog_stats(engine)
-        label = cat.engine_label(engine)
-    finally:
-        engine.dispose()
+    with open_store(catalog) as store:
+        raw = store.stats()
+        label, kind = store.label, store.kind
     cls = raw["classes"]
     return CatalogStats(
         target=label,
-        kind="postgis",
+        kind=kind,
         tiles=raw["tiles"],
         source_images=raw["source_images"],
         groups=raw["groups"],
@@ -102,33 +88,5 @@ def run_catalog_stats(catalog: str | None = None) -> CatalogStats:
             [c["name"] for c in cls],
             [c["colour"] for c in cls],
             [c["pixels"] for c in cls],
-        ),
-    )
-
-
-def _parquet_stats(path: Path) -> CatalogStats:
-    from smt_tools.export.tiletable_io import read_class_names, read_tile_table
-
-    table = read_tile_table(path)
-    names = read_class_names(path)
-    f = table.frame
-    pixels = table.counts.sum(axis=0).astype(np.int64).tolist() if len(table) else []
-    values = [int(v) for v in table.class_values]
-    if not pixels:
-        pixels = [0] * len(values)
-    return CatalogStats(
-        target=str(path),
-        kind="parquet",
-        tiles=len(table),
-        source_images=int(f["source_image_id"].nunique()),
-        groups=int(f["group_id"].nunique()),
-        runs=None,
-        window_pixels=int((f["height"].astype(np.int64) * f["width"].astype(np.int64)).sum()),
-        valid_pixels=int(table.counts.sum()),
-        classes=_shares(
-            values,
-            [names.get(v, (None, None))[0] for v in values],
-            [names.get(v, (None, None))[1] for v in values],
-            [int(p) for p in pixels],
         ),
     )

@@ -39,13 +39,15 @@ from smt_tools.pipelines._coreset_input import (
     load_embeddings,
     projected_centroids,
     read_balanced_csv,
-    read_catalog_run,
+    read_catalog_tiles,
 )
+from smt_tools.pipelines._sources import open_source
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import entropy_from_counts
 
 if TYPE_CHECKING:
     from smt_tools.atomic import StagedOutputs
+    from smt_tools.catalog.store import TileStore
 
 __all__ = [
     "BOUNDS_COLUMNS",
@@ -56,7 +58,7 @@ __all__ = [
     "load_embeddings",
     "projected_centroids",
     "read_balanced_csv",
-    "read_catalog_run",
+    "read_catalog_tiles",
     "run_coreset",
 ]
 
@@ -171,8 +173,8 @@ def _config_for_record(cfg: CoresetConfig) -> dict[str, Any]:
     from smt_tools.catalog import redact
 
     data = cfg.model_dump(mode="json")
-    if data.get("catalog_url"):
-        data["catalog_url"] = redact(str(data["catalog_url"]))
+    if (data.get("catalog") or {}).get("url"):
+        data["catalog"]["url"] = redact(str(data["catalog"]["url"]))
     return {"coreset": data}
 
 
@@ -196,13 +198,14 @@ class CoresetRun:
     result: CoresetResult | None = None
 
 
-def _load(cfg: CoresetConfig) -> CoresetInput:
-    """The input table: a catalog run or a balanced CSV; one clear line when nothing is left."""
-    data = (
-        read_catalog_run(cfg)
-        if cfg.catalog_run_id is not None
-        else read_balanced_csv(Path(cfg.input_csv_path or ""))
-    )
+def _load(cfg: CoresetConfig, store: TileStore | None) -> CoresetInput:
+    """The input table: the catalog (a run) or a balanced CSV; one clear line when nothing is
+    left."""
+    if store is not None:
+        assert cfg.catalog is not None
+        data = read_catalog_tiles(store, cfg.catalog)
+    else:
+        data = read_balanced_csv(Path(cfg.input_csv_path or ""))
     if not (~data.excluded).any():
         raise EmptySelectionError(f"{data.source}: every tile is excluded; nothing to select from")
     return data
@@ -304,7 +307,7 @@ def _write(run: CoresetRun, config_record: dict[str, Any]) -> None:
         _write_csv(out, staging.file(Path(cfg.output.csv_path)))
         if cfg.output.geojson_path is not None:
             _stage_vector(run, staging, map_style)
-        if run.data.engine is not None and cfg.output.write_catalog_run:
+        if run.data.store is not None and cfg.output.write_catalog_run:
             run.timings["write"] = time.perf_counter() - t
             run.result.run_id = _record_run(run, config_record, map_style)
         run.result.outputs = staging.commit()
@@ -337,7 +340,7 @@ def _stage_vector(run: CoresetRun, staging: StagedOutputs, map_style: str) -> No
 
 
 def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) -> int:
-    from smt_tools import catalog
+    from smt_tools.catalog.store import RunRecord
 
     assert run.selection is not None and run.result is not None
     results = pd.DataFrame(
@@ -349,15 +352,17 @@ def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) 
             "coreset_selected": run.selection.selected,
         }
     )
-    return catalog.record_run(
-        run.data.engine,
-        "select-coreset",
-        config_record,
-        run.result.summary(),
-        results,
-        run.started,
-        datetime.now(timezone.utc),
-        map_style=map_style,
+    assert run.data.store is not None
+    return run.data.store.record_run(
+        RunRecord(
+            "select-coreset",
+            config_record,
+            run.result.summary(),
+            results,
+            run.started,
+            datetime.now(timezone.utc),
+            map_style=map_style,
+        )
     )
 
 
@@ -383,34 +388,35 @@ def run_coreset(
     timings: dict[str, float] = {}
     device = resolve_device(cfg.device)
     config_record = config_dump or _config_for_record(cfg)
-    with factory(f"select-coreset ({cfg.method})", STEPS) as advance:
+    # the catalog (when it is the input) stays open for the run: one connection
+    with (
+        open_source(cfg.catalog, "coreset.catalog") as store,
+        factory(f"select-coreset ({cfg.method})", STEPS) as advance,
+    ):
         t = time.perf_counter()
-        data = _load(cfg)
+        data = _load(cfg, store)
         run = CoresetRun(cfg, data, ~data.excluded, started, timings)
         timings["load"] = time.perf_counter() - t
         advance(1)
-        try:
-            t = time.perf_counter()
-            embeddings, centroids = _features(run)
-            timings["embeddings"] = time.perf_counter() - t
-            advance(1)
 
-            t = time.perf_counter()
-            run.selection = _select(run, device, embeddings, centroids)
-            timings["select"] = time.perf_counter() - t
-            advance(1)
+        t = time.perf_counter()
+        embeddings, centroids = _features(run)
+        timings["embeddings"] = time.perf_counter() - t
+        advance(1)
 
-            t = time.perf_counter()
-            _weigh(run)
-            timings["weights"] = time.perf_counter() - t
-            advance(1)
+        t = time.perf_counter()
+        run.selection = _select(run, device, embeddings, centroids)
+        timings["select"] = time.perf_counter() - t
+        advance(1)
 
-            run.result = result = _diagnose(run, device)
-            _write(run, config_record)
-            advance(1)
-        finally:
-            if data.engine is not None:  # the catalog connection read_catalog_run opened
-                data.engine.dispose()
+        t = time.perf_counter()
+        _weigh(run)
+        timings["weights"] = time.perf_counter() - t
+        advance(1)
+
+        run.result = result = _diagnose(run, device)
+        _write(run, config_record)
+        advance(1)
     if not math.isfinite(result.ess):
         result.ess = 0.0
     result.config_record = config_record

@@ -136,8 +136,8 @@ def _knn_check() -> Check:
 
 
 def _catalog_checks(catalog: str | None) -> list[Check]:
-    from smt_tools.errors import CatalogSchemaError, SmtError
-    from smt_tools.pipelines.ingest import is_parquet_target
+    from smt_tools.catalog.store import is_parquet_target
+    from smt_tools.errors import SmtError
 
     target = catalog or os.environ.get("SMT_DATABASE_URL", "").strip() or None
     if target is None:
@@ -154,20 +154,18 @@ def _catalog_checks(catalog: str | None) -> list[Check]:
         state = "exists" if exists else "not found (created by `catalog ingest`)"
         return [Check("catalog", True, f"local tile table {target}: {state}", required=False)]
 
-    from smt_tools import catalog as cat
+    from smt_tools.catalog.postgis_store import PostgisStore
 
     try:
-        url = cat.resolve_url(target)
-        engine = cat.connect(url)
+        store = PostgisStore(target, check_schema=False)
     except SmtError as exc:
         return [Check("catalog", False, str(exc).replace("\n", " "))]
-    label = cat.engine_label(engine)
     try:
         try:
-            pg, postgis = cat.server_versions(engine)
+            pg, postgis = store.server_versions()
         except SmtError as exc:
             return [Check("catalog", False, str(exc).replace("\n", " "))]
-        out = [Check("catalog", True, f"{label} reachable (PostgreSQL {pg})")]
+        out = [Check("catalog", True, f"{store.label} reachable (PostgreSQL {pg})")]
         out.append(
             Check(
                 "PostGIS",
@@ -176,24 +174,29 @@ def _catalog_checks(catalog: str | None) -> list[Check]:
                 fix="run `pytorch-smt-tools catalog init` (it creates the extension)",
             )
         )
-        try:
-            cat.require_schema(engine)
-            n = len(cat.migration_files())
-            out.append(Check("catalog schema", True, f"migrated ({n} migrations applied)"))
-        except CatalogSchemaError as exc:
-            out.append(
-                Check(
-                    "catalog schema",
-                    False,
-                    str(exc).replace("\n", " "),
-                    fix="run `pytorch-smt-tools catalog init`",
-                )
-            )
-        except SmtError as exc:
-            out.append(Check("catalog schema", False, str(exc).replace("\n", " ")))
+        out.append(_schema_check(store))
         return out
     finally:
-        engine.dispose()
+        store.close()
+
+
+def _schema_check(store: Any) -> Check:
+    from smt_tools.catalog import migration_files
+    from smt_tools.errors import CatalogSchemaError, SmtError
+
+    try:
+        store.require_schema()
+        n = len(migration_files())
+        return Check("catalog schema", True, f"migrated ({n} migrations applied)")
+    except CatalogSchemaError as exc:
+        return Check(
+            "catalog schema",
+            False,
+            str(exc).replace("\n", " "),
+            fix="run `pytorch-smt-tools catalog init`",
+        )
+    except SmtError as exc:
+        return Check("catalog schema", False, str(exc).replace("\n", " "))
 
 
 def run_doctor(catalog: str | None = None) -> DoctorResult:

@@ -312,7 +312,7 @@ def run_embed(
     config_path: str | Path | None = None,
 ) -> EmbedResult:
     """The ``embed`` command: fill ``embeddings.parquet_path`` for the included tiles."""
-    from smt_tools.pipelines._inputs import load_input_tiles
+    from smt_tools.pipelines._inputs import load_input_tiles, open_input
     from smt_tools.pipelines._preflight import preflight_embed
 
     if cfg.embeddings.parquet_path is None:
@@ -321,7 +321,8 @@ def run_embed(
         )
     preflight_embed(cfg, config_path)  # the cache is writable and not an input, before any work
     progress_factory = progress_factory or no_progress
-    table = load_input_tiles(cfg.input, cfg.exclusion)
+    with open_input(cfg.input) as store:
+        table = load_input_tiles(cfg.input, cfg.exclusion, store)
     included = tiles_to_embed(cfg, table)
     if len(included) == 0:
         raise EmptySelectionError(

@@ -19,22 +19,19 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from smt_tools.choices import DEFAULT_EDGE_POLICY
-from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.errors import ConfigError
 from smt_tools.geo import pixel_space_note
 from smt_tools.ingest_params import IngestParams
 from smt_tools.pipelines._ingest_inputs import read_class_names_csv, read_pairs_csv
 from smt_tools.pipelines._ingest_report import (
     IngestResult,
     check_catalog_nodata,
-    check_new_classes,
-    nodata_text,
     nodata_warnings,
     parse_nodata_class,
     summarize,
@@ -57,10 +54,12 @@ from smt_tools.raster.paths import (
 )
 from smt_tools.tiletable import TileTable
 
+if TYPE_CHECKING:
+    from smt_tools.catalog.store import TileStore
+
 __all__ = [
     "IngestParams",
     "IngestResult",
-    "is_parquet_target",
     "parse_nodata_class",
     "read_class_names_csv",
     "read_pairs_csv",
@@ -98,10 +97,6 @@ def _validate(
         raise ConfigError(f"--black-tolerance must be >= 0; got {black_tolerance}")
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0 (0 = one per core); got {workers}")
-
-
-def is_parquet_target(target: str | None) -> bool:
-    return bool(target) and str(target).lower().endswith(".parquet")
 
 
 def _unchanged(rec: SourceRecord, old: pd.Series, params: IngestParams) -> bool:
@@ -216,17 +211,19 @@ def run_ingest(
     if nodata_class is not None:
         names.pop(int(nodata_class), None)
     job = _Job(pairs, names, params, workers, chunk_size, progress_factory or no_progress, start)
-    target = catalog if catalog else os.environ.get("SMT_DATABASE_URL", "").strip() or None
-    if is_parquet_target(target):
-        assert target is not None
+    from smt_tools.catalog.store import open_store, store_ref
+
+    ref = store_ref(catalog)
+    if ref.path is not None:
         from smt_tools.export.preflight import check_outputs
 
         check_outputs(  # the table is writable and not an input, before any scan
-            [("--catalog", target)],
+            [("--catalog", ref.path)],
             [("the pairs CSV", pairs_csv), ("--class-names", class_names_csv)],
         )
-        return _ingest_parquet(Path(target), job)
-    return _ingest_postgis(target, job)
+    # one connection (PostGIS) or the table's lock (Parquet) from the first read to the write
+    with open_store(ref, write=True, create=ref.path is not None) as store:
+        return _ingest(store, job)
 
 
 def _inspect(
@@ -338,117 +335,33 @@ def _result(
     )
 
 
-def _ingest_postgis(target: str | None, job: _Job) -> IngestResult:
-    from smt_tools import catalog as cat
-
-    url = cat.resolve_url(target)
-    engine = cat.connect(url)
-    try:
-        cat.require_schema(engine)
-        inspected = _inspect(job.pairs, job.params)
-        existing = cat.source_fingerprints(engine)
-        plan = _plan(inspected, existing, job.params)
-        check_catalog_nodata(
-            cat.engine_label(engine), existing, plan.records, plan.todo, job.params
-        )
-        table, scan_s = _scan(job, plan)
-        write_s = 0.0
-        if table is not None or job.names:
-            stats = cat.write_ingest(
-                engine,
-                table,
-                plan.scanned,
-                job.params,
-                replace_ids=[plan.records[i].source_image_id for i in plan.changed],
-                class_names=job.names,
-                allow_new_classes=job.params.allow_new_classes,
-            )
-            write_s = stats.seconds
-        in_catalog = cat.count_rows(engine)
-        label = cat.engine_label(engine)
-        all_names = {**cat.class_names(engine), **{k: v[0] for k, v in job.names.items()}}
-    finally:
-        engine.dispose()
-    return _result(
-        job,
-        plan,
-        table,
-        target=label,
-        kind="postgis",
-        seconds=(scan_s, write_s),
-        in_catalog=in_catalog,
-        all_names=all_names,
-    )
-
-
-def _ingest_parquet(path: Path, job: _Job) -> IngestResult:
-    """Read-merge-write of the local table under an exclusive lock (``<table>.parquet.lock``),
-    held from before the existing table is read until after the atomic replace: a concurrent
-    ingest into the same file waits, then merges onto this one's result (nothing is lost)."""
-    from smt_tools.export.tiletable_io import tile_table_lock
-
-    if not path.parent.is_dir():
-        raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
-    with tile_table_lock(path, "ingest into"):
-        return _ingest_parquet_locked(path, job)
-
-
-def _kept_tiles(path: Path, old: TileTable, plan: _Plan, params: IngestParams) -> TileTable:
-    """The tiles of ``old`` whose source images this ingest does not rescan; they must share
-    its nodata class."""
-    drop = {int(r.source_image_id) for r in plan.scanned}
-    keep_idx = np.flatnonzero(~old.frame["source_image_id"].isin(list(drop)).to_numpy())
-    kept = old.take(keep_idx)
-    if len(kept) and kept.nodata_class != params.nodata_class:
-        raise InputDataError(
-            f"{path}: tile table was built with nodata class "
-            f"{nodata_text(kept.nodata_class)}; got --nodata-class "
-            f"{nodata_text(params.nodata_class)}: use the same one, re-ingest all of its "
-            "source images in one run, or write a new file"
-        )
-    return kept
-
-
-def _ingest_parquet_locked(path: Path, job: _Job) -> IngestResult:
-    from smt_tools.export import tiletable_io as tio
-
-    old: TileTable | None = None
-    old_names: dict[int, tuple[str | None, str | None]] = {}
-    if path.exists():
-        old = tio.read_tile_table(path, include_sources=True)
-        old_names = tio.read_class_names(path)
-    elif not path.parent.is_dir():
-        raise InputDataError(f"{path}: folder {path.parent} does not exist; create it first")
-    params = job.params
-    inspected = _inspect(job.pairs, params)
-    existing = tio.source_fingerprints(old) if old is not None else pd.DataFrame()
-    plan = _plan(inspected, existing, params)
-    all_names = {**old_names, **job.names}
-    kept = _kept_tiles(path, old, plan, params) if old is not None else None
+def _ingest(store: TileStore, job: _Job) -> IngestResult:
+    """Inspect, compare with what the store holds, scan what is new or changed, write it (one
+    transaction / one atomic replace), and summarise."""
+    inspected = _inspect(job.pairs, job.params)
+    existing = store.source_fingerprints()
+    plan = _plan(inspected, existing, job.params)
+    check_catalog_nodata(store.label, existing, plan.records, plan.todo, job.params)
     table, scan_s = _scan(job, plan)
-    known = kept.class_values.tolist() if kept is not None and len(kept) else []
-    check_new_classes(str(path), known, table, params.allow_new_classes)
     write_s = 0.0
-    merged: TileTable | None = kept
-    if table is not None:
-        fresh = tio.attach_sources(table, plan.scanned, params)
-        merged = TileTable.concat([kept, fresh]) if kept is not None and len(kept) else fresh
-        merged.nodata_class = params.nodata_class
-    if table is not None or (job.names and all_names != old_names) or old is None:
-        if merged is None:
-            raise InputDataError(f"{path}: nothing to write")
-        t0 = time.perf_counter()
-        tio.write_tile_table(merged, path, class_names=all_names)
-        write_s = time.perf_counter() - t0
-    n_tiles = 0 if merged is None else len(merged)
-    n_sources = 0 if merged is None else int(merged.frame["source_image_id"].nunique())
+    if table is not None or job.names or not len(existing):
+        stats = store.write_ingest(
+            table,
+            plan.scanned,
+            job.params,
+            replace_ids=[plan.records[i].source_image_id for i in plan.changed],
+            class_names=job.names,
+        )
+        write_s = stats.seconds
+    all_names = {k: v[0] for k, v in store.class_names().items()}
+    all_names.update({k: v[0] for k, v in job.names.items()})
     return _result(
         job,
         plan,
         table,
-        target=str(path),
-        kind="parquet",
+        target=store.label,
+        kind=store.kind,
         seconds=(scan_s, write_s),
-        in_catalog=(n_tiles, n_sources),
+        in_catalog=store.count_rows(),
         all_names=all_names,
     )

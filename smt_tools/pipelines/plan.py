@@ -20,6 +20,8 @@ from smt_tools.errors import ConfigError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from smt_tools.catalog.store import StoreRef
+    from smt_tools.config._source import CatalogSource
     from smt_tools.config.balanced import BalancedDatasetConfig
     from smt_tools.config.coreset import CoresetConfig
     from smt_tools.config.split import SplitConfig
@@ -99,16 +101,28 @@ def _output(path: str | os.PathLike[str], extra: str = "") -> str:
     return f"{p} ({state}{extra})"
 
 
-def _reach(url: str) -> str:
-    """Connect once and check the schema; the redacted URL."""
-    from smt_tools import catalog
+def _reach(ref: StoreRef) -> str:
+    """Open the store once (PostGIS: connect and check the schema; Parquet: read the table's
+    metadata); its label (passwords hidden)."""
+    from smt_tools.catalog.store import open_store
 
-    engine = catalog.connect(url)
-    try:
-        catalog.require_schema(engine)
-    finally:
-        engine.dispose()
-    return catalog.redact(url)
+    with open_store(ref) as store:
+        store.class_names()
+        return store.label
+
+
+def _catalog_source(plan: Plan, src: CatalogSource, key: str) -> None:
+    """The ``catalog:`` block of ``key``: filter checked, store reached, what is read."""
+    from smt_tools.catalog.where import check_where_clause
+    from smt_tools.pipelines._sources import source_ref
+
+    if src.where_clause is not None:
+        check_where_clause(src.where_clause)
+    plan.database = _reach(source_ref(src, key))
+    run = f", tiles of run {src.run_id}" if src.run_id is not None else ""
+    where = f" where {src.where_clause}" if src.where_clause else ""
+    table = f" table {src.table}" if src.path is None else ""
+    plan.inputs.append((key, f"{plan.database}{table}{where}{run}"))
 
 
 def _geojson(plan: Plan, key: str, path: PathLike) -> None:
@@ -146,22 +160,23 @@ def _balanced_input(plan: Plan, cfg: BalancedDatasetConfig) -> None:
                 "(files, sizes and windows checked; scanned when the run starts)",
             )
         )
+    elif inp.catalog is not None:
+        _catalog_source(plan, inp.catalog, "input.catalog")
     elif inp.tiles is not None:
-        from smt_tools.export.tiletable_io import read_meta
+        from smt_tools.catalog.store import StoreRef, open_store
 
         text = _input_file("input.tiles", inp.tiles)
-        read_meta(inp.tiles)  # a tile table, in a format this version reads
-        import pyarrow.parquet as pq
-
-        rows = pq.ParquetFile(inp.tiles).metadata.num_rows
+        with open_store(StoreRef(path=Path(inp.tiles))) as store:
+            store.class_names()  # a tile table, in a format this version reads
+            rows = store.count_rows()[0]
         plan.inputs.append(("input.tiles", f"{text}, {rows:,} tiles"))
     else:
-        from smt_tools.catalog import check_where_clause
+        from smt_tools.catalog.store import store_ref
+        from smt_tools.catalog.where import check_where_clause
 
-        url = _inputs.catalog_url(inp)
         if inp.where_clause is not None:
             check_where_clause(inp.where_clause)
-        plan.database = _reach(url)
+        plan.database = _reach(store_ref(url=_inputs.catalog_url(inp), key="input.dsn"))
         where = f" where {inp.where_clause}" if inp.where_clause else ""
         plan.inputs.append(("input (catalog)", f"{plan.database} table {inp.table}{where}"))
 
@@ -182,8 +197,12 @@ def plan_balanced(
     _geojson(plan, "output.geojson_path", out.geojson_path)
     if out.report_dir is not None:
         plan.outputs.append(("output.report_dir", _output(out.report_dir)))
-    if cfg.input.uses_postgres and out.write_catalog_run:
-        plan.outputs.append(("catalog run", "a run row and one tile_result row per tile"))
+    inp = cfg.input
+    scanned = inp.patch_records is not None or inp.patch_records_csv is not None
+    if not scanned and out.write_catalog_run:
+        table = inp.tiles or (inp.catalog.path if inp.catalog is not None else None)
+        where = "in the catalog" if table is None else f"in {table}.runs/"
+        plan.outputs.append(("catalog run", f"a run and one result per tile, {where}"))
     if mode_signals(cfg.mode).uniqueness:
         emb = cfg.embeddings
         cache = emb.parquet_path
@@ -267,16 +286,14 @@ def plan_coreset(cfg: CoresetConfig, config_path: PathLike) -> Plan:
     if cfg.input_csv_path is not None:
         plan.inputs.append(("input_csv_path", _input_file("input_csv_path", cfg.input_csv_path)))
     else:
-        from smt_tools.catalog import resolve_url
-
-        plan.database = _reach(resolve_url(cfg.catalog_url))
-        plan.inputs.append(("catalog_run_id", f"run {cfg.catalog_run_id} in {plan.database}"))
+        assert cfg.catalog is not None
+        _catalog_source(plan, cfg.catalog, "coreset.catalog")
     if cfg.parquet_path is not None and cfg.method in EMBEDDING_METHODS:
         plan.inputs.append(("parquet_path", _input_file("parquet_path", cfg.parquet_path)))
     plan.outputs.append(("output.csv_path", _output(cfg.output.csv_path)))
     _geojson(plan, "output.geojson_path", cfg.output.geojson_path)
-    if cfg.catalog_run_id is not None and cfg.output.write_catalog_run:
-        plan.outputs.append(("catalog run", "a run row and one tile_result row per tile"))
+    if cfg.catalog is not None and cfg.output.write_catalog_run:
+        plan.outputs.append(("catalog run", "a run and one result per tile, in the catalog"))
     sw = cfg.sampler_weights
     cap = f", cap {sw.cap:g}" if sw.cap is not None else ""
     plan.settings.append(("device", cfg.device))
@@ -305,16 +322,8 @@ def plan_split(cfg: SplitConfig, config_path: PathLike) -> Plan:
         plan.inputs.append(("input_csv_path", _input_file("input_csv_path", cfg.input_csv_path)))
     else:
         assert cfg.catalog is not None
-        from smt_tools.catalog import check_where_clause, resolve_url
-
-        cat = cfg.catalog
-        if cat.where_clause is not None:
-            check_where_clause(cat.where_clause)
-        plan.database = _reach(resolve_url(cat.url))
-        run = f", results of run {cat.run_id}" if cat.run_id is not None else ""
-        where = f" where {cat.where_clause}" if cat.where_clause else ""
-        plan.inputs.append(("catalog", f"{plan.database} table {cat.table}{where}{run}"))
-        plan.outputs.append(("catalog run", "a run row and tile_result.fold per tile"))
+        _catalog_source(plan, cfg.catalog, "split.catalog")
+        plan.outputs.append(("catalog run", "a run and the fold of each tile, in the catalog"))
     if cfg.output.csv_path is not None:
         plan.outputs.append(("output.csv_path", _output(cfg.output.csv_path)))
     _geojson(plan, "output.geojson_path", cfg.output.geojson_path)
@@ -377,8 +386,11 @@ def plan_train(cfg: TrainConfig, config_path: PathLike) -> Plan:
 #: Keys the commands read with ``${VAR}`` expanded (``config._loader.expand_env``).
 _ENV_EXPANDED: tuple[tuple[str, ...], ...] = (
     ("balanced_dataset", "input", "dsn"),
-    ("coreset", "catalog_url"),
-    ("split", "catalog", "url"),
+    *(
+        (*section, "catalog", key)
+        for section in (("balanced_dataset", "input"), ("coreset",), ("split",), ("check_leakage",))
+        for key in ("url", "path")
+    ),
 )
 _URL_KEYS = frozenset({"dsn", "url", "catalog_url"})
 

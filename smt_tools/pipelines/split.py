@@ -30,19 +30,22 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.atomic import StagedOutputs, reraise_output_error
-from smt_tools.config._loader import expand_env_optional
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
 from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import fold_qml
 from smt_tools.export.run_record import run_json_path
 from smt_tools.geo import has_crs
+from smt_tools.pipelines._sources import open_source
 from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
 from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
 from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from smt_tools.catalog.store import TileStore
+
+#: the split's buffer where the tiles live: (rows, their folds, distance method) -> exclusions
+BufferFn = Callable[[np.ndarray, np.ndarray, DistanceMethod], "np.ndarray | None"]
 
 __all__ = [
     "FoldSummary",
@@ -221,14 +224,15 @@ def compute_split(
     frame: pd.DataFrame,
     counts: np.ndarray | None,
     cfg: SplitConfig,
-    buffer_fn: Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray] | None = None,
+    buffer_fn: BufferFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DistanceMethod]:
     """Folds and buffer exclusions of ``frame`` (rows = tiles).
 
     Returns ``fold`` (n,) int64 (``-1`` holdout), ``exclusions`` (n, n_splits + 1) bool and the
     distance method. ``buffer_fn(rows, fold, method)`` replaces the shapely buffer for the tiles
     with a CRS (the PostGIS backend): rows (m,) int64 positions of those tiles, fold (m,) their
-    folds; it returns their (m, n_splits + 1) exclusions. Tiles without a CRS are handled by
+    folds; it returns their (m, n_splits + 1) exclusions, or None when the store cannot compute
+    them (a Parquet tile table: shapely does it here). Tiles without a CRS are handled by
     :func:`~smt_tools.splits.buffer.pixel_space_exclusions`.
     """
     groups = frame[cfg.group_column].to_numpy()
@@ -251,8 +255,9 @@ def compute_split(
     exclusions = np.zeros((len(frame), cfg.n_splits + 1), dtype=bool)
     rows = np.flatnonzero(georef)
     if len(rows):
-        if buffer_fn is not None:
-            exclusions[rows] = buffer_fn(rows, fold[rows], method)
+        found = buffer_fn(rows, fold[rows], method) if buffer_fn is not None else None
+        if found is not None:
+            exclusions[rows] = found
         else:
             sub = frame.iloc[rows]
             exclusions[rows] = buffer_exclusions(
@@ -323,7 +328,11 @@ def _write_map(
 
 
 def _write_outputs(
-    cfg: SplitConfig, out: pd.DataFrame, result: SplitResult, engine: Any, started: datetime
+    cfg: SplitConfig,
+    out: pd.DataFrame,
+    result: SplitResult,
+    store: TileStore | None,
+    started: datetime,
 ) -> None:
     """Stage the CSV and the folds layer, record the catalog run, then move the files in
     together: a failed run leaves every earlier output untouched (like build-balanced-dataset)."""
@@ -338,24 +347,26 @@ def _write_outputs(
             if note:
                 result.warnings.append(note)
             result.geojson_path = path
-        if engine is not None:
-            from smt_tools.catalog import record_run
+        if store is not None:
+            from smt_tools.catalog.store import RunRecord
 
-            result.run_id = record_run(
-                engine,
-                "split",
-                _config_for_run(cfg),
-                result.summary(),
-                pd.DataFrame(
-                    {
-                        "tile_id": out["tile_id"].to_numpy(np.int64),
-                        "fold": out["fold"].to_numpy(),
-                        "buffer_excluded_folds": out["buffer_excluded_folds"].to_numpy(),
-                    }
-                ),
-                started,
-                datetime.now(timezone.utc),
-                map_style=fold_qml(cfg.n_splits),
+            results = pd.DataFrame(
+                {
+                    "tile_id": out["tile_id"].to_numpy(np.int64),
+                    "fold": out["fold"].to_numpy(),
+                    "buffer_excluded_folds": out["buffer_excluded_folds"].to_numpy(),
+                }
+            )
+            result.run_id = store.record_run(
+                RunRecord(
+                    "split",
+                    _config_for_run(cfg),
+                    result.summary(),
+                    results,
+                    started,
+                    datetime.now(timezone.utc),
+                    map_style=fold_qml(cfg.n_splits),
+                )
             )
         staging.commit()
     except BaseException as exc:
@@ -374,26 +385,15 @@ def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
 
 
 def _read_catalog(
-    cfg: SplitConfig, engine: Engine
-) -> tuple[
-    pd.DataFrame,
-    np.ndarray | None,
-    np.ndarray | None,
-    Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray],
-]:
-    """The catalog's tiles (frame, counts, class values) and the PostGIS buffer exclusion."""
-    from smt_tools.catalog import load_tiles
-    from smt_tools.catalog.spatial import buffer_exclusions_postgis
+    cfg: SplitConfig, store: TileStore
+) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None, BufferFn]:
+    """The catalog's tiles (frame, counts, class values) and the buffer computed where they
+    live (PostGIS; None from a store that cannot)."""
+    from smt_tools.pipelines._sources import tile_query
 
     assert cfg.catalog is not None
-    table = load_tiles(  # the user's filter is checked; the run filter is bound
-        engine,
-        cfg.catalog.table,
-        cfg.catalog.where_clause,
-        cfg.catalog.statement_timeout_s,
-        run_id=cfg.catalog.run_id,
-        run_included_only=True,
-    )
+    # the user's filter is checked; the run filter is bound; the run's excluded tiles left out
+    table = store.read_tiles(tile_query(cfg.catalog, included_only=True))
     frame = table.frame.copy()
     if cfg.group_column not in frame.columns:
         raise InputDataError(
@@ -403,9 +403,8 @@ def _read_catalog(
     tile_ids = frame["tile_id"].to_numpy(np.int64)
     cat_table = cfg.catalog.table
 
-    def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray:
-        return buffer_exclusions_postgis(
-            engine,
+    def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray | None:
+        return store.buffer_exclusions(
             tile_ids[rows],
             fold,
             cfg.buffer_m,
@@ -430,55 +429,68 @@ def run_split(
 
     preflight_split(cfg, config_path)  # outputs writable and not inputs, before any work
     started = datetime.now(timezone.utc)
-    need_counts = cfg.strategy == "stratified_group"
-    engine = None
-    buffer_fn: Callable[[np.ndarray, np.ndarray, DistanceMethod], np.ndarray] | None = None
-    class_values: np.ndarray | None
-    try:
-        if cfg.input_csv_path is not None:
-            frame, counts, class_values = read_split_csv(
-                cfg.input_csv_path, cfg.group_column, need_counts
-            )
-            backend = "shapely"
-        else:
-            assert cfg.catalog is not None
-            from smt_tools.catalog import connect, resolve_url
+    # the catalog (when it is the input) stays open for the run: one connection
+    with open_source(cfg.catalog, "split.catalog") as store:
+        return _run(cfg, store, started, progress)
 
-            engine = connect(resolve_url(expand_env_optional(cfg.catalog.url, "split.catalog.url")))
-            frame, counts, class_values, buffer_fn = _read_catalog(cfg, engine)
-            backend = "postgis"
-        if counts is not None and "excluded" in frame.columns:
-            # excluded tiles are never sampled: balance the pixels that will actually be used
-            excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1", "1.0"])
-            counts = counts * (~excluded.to_numpy())[:, None]
-        if progress:
-            progress(f"{len(frame)} tiles loaded")
-        fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn)
-        folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
-        result = SplitResult(
-            n_tiles=len(frame),
-            n_groups=len(np.unique(codes)),
-            n_splits=cfg.n_splits,
-            strategy=cfg.strategy,
-            group_column=cfg.group_column,
-            buffer_m=cfg.buffer_m,
-            backend=backend,
-            distance_crs=method.crs,
-            class_values=tuple(int(v) for v in (class_values if class_values is not None else [])),
-            global_share=tuple(float(x) for x in global_share),
-            max_deviation=float(max_dev),
-            folds=folds,
-            tile_ids=frame["tile_id"].to_numpy(np.int64),
-            fold=fold,
-            exclusions=exclusions,
-            method=method,
+
+def _run(
+    cfg: SplitConfig,
+    store: TileStore | None,
+    started: datetime,
+    progress: Callable[[str], None] | None,
+) -> SplitResult:
+    """Read, fold, buffer, summarise and write, with the input's store open."""
+    buffer_fn: BufferFn | None = None
+    class_values: np.ndarray | None
+    computed: list[bool] = []
+    if store is None:
+        assert cfg.input_csv_path is not None
+        need_counts = cfg.strategy == "stratified_group"
+        frame, counts, class_values = read_split_csv(
+            cfg.input_csv_path, cfg.group_column, need_counts
         )
-        out = frame.copy()
-        out["fold"] = fold
-        out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
-        _write_outputs(cfg, out, result, engine, started)
-        result.config_record = _config_for_run(cfg)
-        return result
-    finally:
-        if engine is not None:
-            engine.dispose()
+        backend = "shapely"
+    else:
+        frame, counts, class_values, store_buffer = _read_catalog(cfg, store)
+
+        def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> Any:
+            found = store_buffer(rows, fold, method)
+            computed.append(found is not None)
+            return found
+
+        backend = "shapely"
+    if counts is not None and "excluded" in frame.columns:
+        # excluded tiles are never sampled: balance the pixels that will actually be used
+        excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1", "1.0"])
+        counts = counts * (~excluded.to_numpy())[:, None]
+    if progress:
+        progress(f"{len(frame)} tiles loaded")
+    fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn)
+    if any(computed):
+        backend = "postgis"  # the store computed the buffer where the tiles live
+    folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
+    result = SplitResult(
+        n_tiles=len(frame),
+        n_groups=len(np.unique(codes)),
+        n_splits=cfg.n_splits,
+        strategy=cfg.strategy,
+        group_column=cfg.group_column,
+        buffer_m=cfg.buffer_m,
+        backend=backend,
+        distance_crs=method.crs,
+        class_values=tuple(int(v) for v in (class_values if class_values is not None else [])),
+        global_share=tuple(float(x) for x in global_share),
+        max_deviation=float(max_dev),
+        folds=folds,
+        tile_ids=frame["tile_id"].to_numpy(np.int64),
+        fold=fold,
+        exclusions=exclusions,
+        method=method,
+    )
+    out = frame.copy()
+    out["fold"] = fold
+    out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
+    _write_outputs(cfg, out, result, store, started)
+    result.config_record = _config_for_run(cfg)
+    return result
