@@ -233,7 +233,7 @@ def main() -> None:
     from psycopg import sql
 
     from smt_tools import catalog
-    from smt_tools.export.tiletable_io import write_tile_table
+    from smt_tools.catalog.parquet_io import write_tile_table
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_balanced_"))
     workdir.mkdir(parents=True, exist_ok=True)

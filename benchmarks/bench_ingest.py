@@ -168,7 +168,7 @@ def phase_copy(pairs: Path, tiles_parquet: Path, url: str) -> dict[str, Any]:
     from psycopg import sql
 
     from smt_tools import catalog as cat
-    from smt_tools.export.tiletable_io import read_tile_table
+    from smt_tools.catalog.parquet_io import read_tile_table
     from smt_tools.pipelines.ingest import read_pairs_csv
     from smt_tools.raster import RasterCache, inspect_pair
 
