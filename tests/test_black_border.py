@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from smt_tools.cli.app import app
 from smt_tools.catalog.parquet_io import read_tile_table
+from smt_tools.cli.app import app
 from smt_tools.raster import PairSpec, inspect_pair, scan, tile_windows
 from smt_tools.raster.stats import (
     BLACK_BORDER_MIN_RUN,

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from smt_tools import atomic
 from smt_tools.atomic import atomic_path, clean_stale, file_lock, target_of
+from smt_tools.catalog.parquet_io import read_tile_table, tile_table_lock
 from smt_tools.cli.app import app
 from smt_tools.errors import ConfigError, OutputError
 from smt_tools.export.preflight import check_outputs
-from smt_tools.catalog.parquet_io import read_tile_table, tile_table_lock
 from smt_tools.pipelines.ingest import run_ingest
 from tests.fault_helpers import (
     CLI,

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from smt_tools.catalog.parquet_io import read_class_names, read_tile_table
 from smt_tools.cli.app import app
 from smt_tools.errors import InputDataError
-from smt_tools.catalog.parquet_io import read_class_names, read_tile_table
 from smt_tools.pipelines.catalog_stats import run_catalog_stats
 from smt_tools.pipelines.ingest import read_class_names_csv, read_pairs_csv, run_ingest
 from smt_tools.raster import PairSpec, inspect_pair, scan, tile_windows
@@ -189,7 +189,8 @@ def test_no_catalog_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     code, _, err = invoke("catalog", "ingest", str(pairs), "--patch-size", "4")
     assert code == 1
     assert (
-        err.strip() == "error: no catalog: pass --catalog postgresql://... (or a .parquet tile table) or set "
+        err.strip()
+        == "error: no catalog: pass --catalog postgresql://... (or a .parquet tile table) or set "
         "SMT_DATABASE_URL"
     )
     code, _, err = invoke("catalog", "stats", "--catalog", str(tmp_path / "none.parquet"))

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from smt_tools import catalog as cat
-from smt_tools.cli.app import app
 from smt_tools.catalog.parquet_io import read_tile_table
+from smt_tools.cli.app import app
 from smt_tools.pipelines.ingest import parse_nodata_class, run_ingest
 from smt_tools.raster import PairSpec, inspect_pair, open_raster
 from smt_tools.raster.maskcheck import (

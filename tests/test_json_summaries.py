@@ -122,7 +122,7 @@ def test_balanced_json_and_run_json(tiles: Path, tmp_path: Path) -> None:
     assert cfg["clustering"]["k"] == 3 and cfg["sampling_method"] == "rank_max"  # a default
     assert {i["path"] for i in run["inputs"]} == {str(conf.resolve()), str(tiles.resolve())}
     # the run is recorded beside the tile table (the Parquet catalog), as in PostGIS
-    assert run["run_id"] == 1 and f"Recorded catalog run 1" in out
+    assert run["run_id"] == 1 and "Recorded catalog run 1" in out
     runs = Path(f"{tiles}.runs")
     assert [p.name for p in runs.iterdir()] == ["run-000001.parquet"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.csv", "b.run.json"]

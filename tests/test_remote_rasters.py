@@ -27,10 +27,10 @@ import yaml
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
+from smt_tools.catalog.parquet_io import read_tile_table
 from smt_tools.cli.app import app
 from smt_tools.errors import InputDataError, OutputError
 from smt_tools.export.preflight import check_outputs, same_file
-from smt_tools.catalog.parquet_io import read_tile_table
 from smt_tools.pipelines._inputs import read_patch_records_csv
 from smt_tools.pipelines.ingest import read_pairs_csv, run_ingest
 from smt_tools.raster.paths import (

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from smt_tools.catalog.parquet_io import read_tile_table
 from smt_tools.cli.app import app
 from smt_tools.config._loader import validate_mapping
 from smt_tools.config.balanced import BalancedFile
 from smt_tools.errors import InputDataError
-from smt_tools.catalog.parquet_io import read_tile_table
 from smt_tools.pipelines._tiling_report import (
     MAX_LISTED,
     TilingReport,

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smt_tools.errors import InputDataError
 from smt_tools.catalog import parquet_io as tio
+from smt_tools.errors import InputDataError
 from smt_tools.ingest_params import IngestParams
 from smt_tools.raster import PairSpec, inspect_pair, scan, tile_windows
 from smt_tools.tiletable import TILE_COLUMNS, TileTable
