@@ -230,6 +230,9 @@ def run_examples(run: Runner, examples: Path, database: str | None) -> list[str]
         ),
         "coreset_local.yaml": lambda: run.cli("select-coreset", example("coreset_local.yaml")),
         "split_kfold.yaml": split,
+        "check_leakage.yaml": lambda: run.cli(  # the same audit as the flags above
+            "check-leakage", example("check_leakage.yaml"), ok=(0, 3)
+        ),
         "balanced_embeddings.yaml": embeddings,
         "weighted_sampler_segmentation.yaml": lambda: run.cli(
             "train", example("weighted_sampler_segmentation.yaml"), *TRAIN

@@ -21,7 +21,7 @@ from smt_tools.config.train import TrainConfig, load_train_config
 from smt_tools.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "conf" / "examples"
-COMMANDS = ["build-balanced-dataset", "embed", "select-coreset", "split", "train"]
+COMMANDS = ["build-balanced-dataset", "embed", "select-coreset", "split", "check-leakage", "train"]
 
 #: --set items that fill the REQUIRED keys of each template, and the same config written out
 FILL: dict[str, tuple[list[str], dict[str, Any]]] = {
@@ -36,6 +36,10 @@ FILL: dict[str, tuple[list[str], dict[str, Any]]] = {
     "split": (
         ["input_csv_path=in.csv", "output.csv_path=out.csv"],
         {"split": {"input_csv_path": "in.csv", "output": {"csv_path": "out.csv"}}},
+    ),
+    "check-leakage": (
+        ["folds=folds.csv"],
+        {"check_leakage": {"folds": "folds.csv"}},
     ),
     "train": (
         [
@@ -158,7 +162,7 @@ def test_init_unknown_command_is_a_usage_error() -> None:
     assert res.exit_code == 2
     assert (
         "'splt' is not one of 'build-balanced-dataset', 'embed', 'select-coreset', 'split', "
-        "'train'" in _flat(res.stderr)
+        "'check-leakage', 'train'" in _flat(res.stderr)
     )
 
 
@@ -167,7 +171,7 @@ def test_init_unknown_command_is_a_usage_error() -> None:
 
 def _examples() -> list[Path]:
     found = sorted(EXAMPLES.glob("*.yaml"))
-    assert len(found) == 8
+    assert len(found) == 9
     return found
 
 
@@ -414,7 +418,8 @@ def test_show_refuses_a_file_of_no_command(tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert res.stderr == (
         f"error: {path}: cannot tell which command this config is for: expected a top-level "
-        "key balanced_dataset, coreset, split, train_dataset; see `pytorch-smt-tools config "
+        "key balanced_dataset, coreset, split, check_leakage, train_dataset; see "
+        "`pytorch-smt-tools config "
         "init COMMAND`\n"
     )
 

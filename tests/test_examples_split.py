@@ -1,4 +1,5 @@
-"""smt_tools/examples/split_kfold.yaml runs as shipped (paths pointed at a copy of the demo data)."""
+"""smt_tools/examples/split_kfold.yaml and check_leakage.yaml run as shipped (paths pointed at a
+copy of the demo data)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from smt_tools.cli.app import app
 from tests.split_data import balanced_csv_from_pairs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "smt_tools" / "examples" / "split_kfold.yaml"
+LEAKAGE_EXAMPLE = EXAMPLE.with_name("check_leakage.yaml")
 
 
 def test_split_kfold_example_runs_on_demo_data(demo_pairs: Path, tmp_path: Path) -> None:
@@ -51,10 +53,33 @@ def test_split_kfold_example_runs_on_demo_data(demo_pairs: Path, tmp_path: Path)
     assert Path(cfg["output"]["geojson_path"]).with_suffix(".qml").is_file()
     assert np.isfinite(out["minx"]).all()
 
+    flags = tmp_path / "flags.json"
     res = CliRunner().invoke(
-        app, ["check-leakage", "--folds", cfg["output"]["csv_path"], "--buffer-m", "50"]
+        app,
+        [
+            *("check-leakage", "--folds", cfg["output"]["csv_path"], "--buffer-m", "50"),
+            *("--report", str(tmp_path / "demo" / "leakage.geojson"), "--json", str(flags)),
+        ],
     )
     assert res.exit_code == 0, res.output
+    # check_leakage.yaml is the same audit as a config file: the same findings and map
+    leak = yaml.safe_load(LEAKAGE_EXAMPLE.read_text())
+    audit = leak["check_leakage"]
+    assert audit["folds"] == data["split"]["output"]["csv_path"].removeprefix(str(tmp_path) + "/")
+    for key in ("folds", "report"):
+        audit[key] = str(tmp_path / audit[key])
+    conf = tmp_path / "check_leakage.yaml"
+    conf.write_text(yaml.safe_dump(leak))
+    first = Path(audit["report"]).read_bytes()
+    plan = CliRunner().invoke(app, ["check-leakage", str(conf), "--dry-run"])
+    assert plan.exit_code == 0 and "nothing computed or written" in plan.stdout, plan.output
+    from_config = tmp_path / "config.json"
+    res = CliRunner().invoke(app, ["check-leakage", str(conf), "--json", str(from_config)])
+    assert res.exit_code == 0, res.output
+    assert (
+        json.loads(from_config.read_text())["summary"] == json.loads(flags.read_text())["summary"]
+    )
+    assert Path(audit["report"]).read_bytes() == first
 
 
 def test_split_config_errors_are_one_line(tmp_path: Path) -> None:

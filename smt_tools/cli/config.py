@@ -11,7 +11,9 @@ from smt_tools.cli._common import err_console, guard
 from smt_tools.cli._config_opts import set_option
 
 #: The commands that read a YAML config (smt_tools.config.template.CONFIG_COMMANDS).
-Command = Literal["build-balanced-dataset", "embed", "select-coreset", "split", "train"]
+Command = Literal[
+    "build-balanced-dataset", "embed", "select-coreset", "split", "check-leakage", "train"
+]
 
 _COMMAND_HELP = "The command whose config it is."
 _FORCE_HELP = "Overwrite PATH when it exists."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -47,12 +47,24 @@ def split(
 
 @guard(outputs=("report",))
 def check_leakage(
+    config: Path | None = typer.Argument(
+        None,
+        help="Optional YAML with a top-level `check_leakage:` section (the options below as "
+        "keys, plus a `catalog:` block); options given here win.",
+    ),
     train: Path | None = typer.Option(None, "--train", help="CSV of training tiles."),
     val: Path | None = typer.Option(None, "--val", help="CSV of validation tiles."),
     folds: Path | None = typer.Option(
+        None, "--folds", help="CSV with a `fold` column (from `split`), instead of --train/--val."
+    ),
+    catalog_ref: str | None = typer.Option(
         None,
-        "--folds",
-        help="CSV with a `fold` column (from `split`), instead of --train/--val.",
+        "--catalog",
+        help="Audit a split run where it is recorded: a postgresql:// URL or a .parquet tile "
+        "table (with --run-id; default $SMT_DATABASE_URL).",
+    ),
+    run_id: int | None = typer.Option(
+        None, "--run-id", min=1, help="The split run to audit (with --catalog)."
     ),
     embeddings: Path | None = typer.Option(
         None, "--embeddings", help="Embedding cache (Parquet) for the near-duplicate check."
@@ -60,27 +72,28 @@ def check_leakage(
     model_id: str | None = typer.Option(
         None, "--model-id", help="Model of the embeddings when the cache holds several."
     ),
-    buffer_m: float = typer.Option(
-        0.0,
+    buffer_m: float | None = typer.Option(
+        None,
         "--buffer-m",
         min=0.0,
-        help="Tiles of different splits closer than this (metres) leak; 0 = only overlaps.",
+        help="Tiles of different splits closer than this "
+        "(metres) leak; 0 (default) = only overlaps.",
     ),
-    threshold: float = typer.Option(
-        0.02,
+    near_duplicate_threshold: float | None = typer.Option(
+        None,
         "--near-duplicate-threshold",
-        help="Cosine distance below which two embeddings are near-duplicates.",
+        help="Cosine distance below which two embeddings are near-duplicates (default 0.02).",
     ),
-    k_neighbors: int = typer.Option(
-        10, "--k", min=1, help="Neighbours searched per tile for near-duplicates."
+    k: int | None = typer.Option(
+        None, "--k", min=1, help="Neighbours searched per tile for near-duplicates (default 10)."
     ),
-    knn_backend: AuditKnnBackend = typer.Option(
-        DEFAULT_AUDIT_KNN_BACKEND,
+    knn_backend: AuditKnnBackend | None = typer.Option(
+        None,
         "--knn-backend",
-        help="kNN backend: sklearn (exact), faiss or hnsw.",
+        help=f"kNN backend: sklearn (exact), faiss or hnsw (default {DEFAULT_AUDIT_KNN_BACKEND}).",
     ),
-    group_column: str = typer.Option(
-        "source_image_id", "--group-column", help="Column that groups tiles (source image)."
+    group_column: str | None = typer.Option(
+        None, "--group-column", help="Column that groups tiles (default source_image_id)."
     ),
     report: Path | None = typer.Option(
         None,
@@ -88,26 +101,24 @@ def check_leakage(
         help="Write a map of the leaking tiles with a QGIS style: .geojson or .fgb (+ .qml "
         "beside it) or .gpkg (style inside).",
     ),
+    overrides: list[str] = set_option(),
+    dry_run_: bool = dry_run_option(),
 ) -> object:
     """Audit splits: shared source images, overlapping/near tiles, near-duplicate embeddings, and the crop-level-split smell.
 
     Exit code 0: no leakage; 3: leakage found (the table says where); 1: the audit could not run (bad input, one line on stderr); 2: usage error.
     """
+    from smt_tools.config.leakage import LeakageConfig
     from smt_tools.pipelines.leakage import run_check_leakage
 
-    result = run_check_leakage(
-        train=train,
-        val=val,
-        folds=folds,
-        embeddings=embeddings,
-        model_id=model_id,
-        buffer_m=buffer_m,
-        near_duplicate_threshold=threshold,
-        k_neighbors=k_neighbors,
-        knn_backend=knn_backend,
-        group_column=group_column,
-        report=report,
-    )
+    # the options named like the config's keys (catalog comes as --catalog / --run-id)
+    given = {k: v for k, v in locals().items() if k in LeakageConfig.model_fields}
+    settings = _leakage_settings(config, overrides, given, catalog_ref, run_id)
+    if dry_run_:
+        from smt_tools.pipelines.plan import plan_leakage
+
+        return dry_run(plan_leakage, settings, config)
+    result = run_check_leakage(**settings)
     _print_leakage_summary(result)
     if result.has_leak:
         err_console.print(f"Leakage found: see the table above (exit code {EXIT_LEAK}).")
@@ -115,6 +126,47 @@ def check_leakage(
     else:
         console.print("No leakage found.")
     return result
+
+
+def _leakage_settings(
+    config: Path | None,
+    overrides: list[str],
+    given: dict[str, Any],
+    catalog: str | None,
+    run_id: int | None,
+) -> dict[str, Any]:
+    """The audit's settings: an option given on the command line, else the config's key, else
+    the default; ``--catalog`` / ``--run-id`` fill the ``catalog:`` block."""
+    from smt_tools.config import load_config
+    from smt_tools.config.leakage import LeakageConfig, LeakageFile
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        cfg = load_config(config, LeakageFile, overrides).check_leakage
+        data = cfg.model_dump(exclude_unset=True)
+        if cfg.catalog is not None:
+            data["catalog"] = cfg.catalog
+    elif overrides:
+        raise typer.BadParameter("--set needs a CONFIG file", param_hint="'--set'")
+    data.update({k: v for k, v in given.items() if v is not None})
+    if catalog is not None or run_id is not None:
+        block = data["catalog"].model_dump(exclude_unset=True) if "catalog" in data else {}
+        if catalog is not None:
+            block.pop("url", None)
+            block.pop("path", None)
+            block["path" if catalog.lower().endswith(".parquet") else "url"] = catalog
+        if run_id is not None:
+            block["run_id"] = run_id
+        data["catalog"] = block
+    if "catalog" in data:  # the block's own checks (one input, a run id), one line
+        from smt_tools.config import validate_mapping
+
+        checked = validate_mapping({"check_leakage": data}, LeakageFile, "check-leakage")
+        data["catalog"] = checked.check_leakage.catalog
+    defaults = LeakageConfig.model_fields
+    out = {k: data.get(k, defaults[k].default) for k in defaults}
+    out["k_neighbors"] = out.pop("k")
+    return out
 
 
 def _print_split_summary(result: SplitResult, start: float) -> None:

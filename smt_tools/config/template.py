@@ -72,6 +72,12 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
             "split", "smt_tools.config.split:SplitFile", "split_kfold.yaml", "leakage-safe folds"
         ),
         ConfigCommand(
+            "check-leakage",
+            "smt_tools.config.leakage:LeakageFile",
+            "check_leakage.yaml",
+            "an audit of splits for leakage",
+        ),
+        ConfigCommand(
             "train",
             "smt_tools.config.train:TrainConfig",
             "weighted_sampler_segmentation.yaml",
@@ -85,6 +91,7 @@ _SECTION_COMMAND = {
     "balanced_dataset": "build-balanced-dataset",
     "coreset": "select-coreset",
     "split": "split",
+    "check_leakage": "check-leakage",
     "train_dataset": "train",
 }
 

@@ -1,7 +1,9 @@
 """``check-leakage``: audit a train/val pair of CSVs or a folds CSV (docs/algorithms.md §11 (a)-(d)).
 
-Two inputs:
+Three inputs:
 - ``--train A.csv --val B.csv``: A's tiles train, B's are evaluated;
+- a ``split`` run in the catalog (``--catalog URL|PATH --run-id N`` or a config's
+  ``catalog:`` block): read where it is recorded, folds as with ``--folds``;
 - ``--folds F.csv`` (written by ``split``): every fold is validation once and trains otherwise;
   ``fold = -1`` (holdout test) is only evaluated; ``buffer_excluded_folds`` (when present) marks
   the rounds a tile was already dropped from, so those pairs are not leaks.
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from smt_tools.choices import DEFAULT_AUDIT_KNN_BACKEND
+from smt_tools.config._source import CatalogSource
 from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
 from smt_tools.export.run_record import run_json_path
@@ -133,36 +136,21 @@ def load_split_frames(
     val: Path | None,
     folds: Path | None,
     group_column: str,
+    catalog: CatalogSource | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray | None]:
     """Read the inputs: ``(frame, labels (n,), label_names, trains (L,), evaluated (L,),
     exclusions (n, L) or None)``."""
     need = ["tile_id", group_column]
+    if catalog is not None:
+        if train is not None or val is not None or folds is not None:
+            raise InputDataError("give the catalog or CSVs (--folds, --train/--val), not both")
+        return _fold_labels(_catalog_folds(catalog, group_column), "the catalog run")
     if folds is not None:
         if train is not None or val is not None:
             raise InputDataError("give either --folds or --train with --val, not both")
-        frame = _read(Path(folds), "folds", [*need, "fold"])
-        fold = pd.to_numeric(frame["fold"], errors="coerce")
-        if fold.isna().any() or (fold < TEST_FOLD).any():
-            raise InputDataError(f"{folds}: column fold must hold integers >= -1")
-        fold_arr = fold.to_numpy(np.int64)
-        values = np.unique(fold_arr)
-        labels = np.searchsorted(values, fold_arr).astype(np.int64)
-        names = ["test" if v == TEST_FOLD else f"fold {int(v)}" for v in values]
-        trains = values >= 0
-        evaluated = np.ones(len(values), dtype=bool)
-        exclusions = None
-        if "buffer_excluded_folds" in frame.columns:
-            from smt_tools.pipelines.split import parse_excluded_folds
-
-            k = int(values.max()) + 1 if values.max() >= 0 else 0
-            per_fold = parse_excluded_folds(frame["buffer_excluded_folds"], k)
-            cols = np.where(values == TEST_FOLD, k, values)
-            exclusions = per_fold[:, cols]
-        out = frame.copy()
-        out["split"] = [names[i] for i in labels]
-        return out, labels, names, trains, evaluated, exclusions
+        return _fold_labels(_read(Path(folds), "folds", [*need, "fold"]), str(folds))
     if train is None or val is None:
-        raise InputDataError("give --train and --val (or --folds)")
+        raise InputDataError("give --train and --val (or --folds, or a catalog split run)")
     a = _read(Path(train), "train", need)
     b = _read(Path(val), "val", need)
     frame = pd.concat([a, b], ignore_index=True, sort=False)
@@ -178,6 +166,60 @@ def load_split_frames(
     )
 
 
+def _fold_labels(
+    frame: pd.DataFrame, source: str
+) -> tuple[pd.DataFrame, np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every fold is validation once and trains otherwise; ``fold = -1`` is only evaluated;
+    ``buffer_excluded_folds`` (when present) marks the rounds a tile was already dropped from."""
+    fold = pd.to_numeric(frame["fold"], errors="coerce")
+    if fold.isna().any() or (fold < TEST_FOLD).any():
+        raise InputDataError(f"{source}: column fold must hold integers >= -1")
+    fold_arr = fold.to_numpy(np.int64)
+    values = np.unique(fold_arr)
+    labels = np.searchsorted(values, fold_arr).astype(np.int64)
+    names = ["test" if v == TEST_FOLD else f"fold {int(v)}" for v in values]
+    exclusions = None
+    if "buffer_excluded_folds" in frame.columns:
+        from smt_tools.pipelines.split import parse_excluded_folds
+
+        k = int(values.max()) + 1 if values.max() >= 0 else 0
+        per_fold = parse_excluded_folds(frame["buffer_excluded_folds"], k)
+        cols = np.where(values == TEST_FOLD, k, values)
+        exclusions = per_fold[:, cols]
+    out = frame.copy()
+    out["split"] = [names[i] for i in labels]
+    return out, labels, names, values >= 0, np.ones(len(values), dtype=bool), exclusions
+
+
+def _catalog_folds(src: CatalogSource, group_column: str) -> pd.DataFrame:
+    """The tiles of split run ``src.run_id`` with their ``fold`` and ``buffer_excluded_folds``,
+    read from the catalog (PostGIS or a Parquet tile table) through its store."""
+    from smt_tools.pipelines._sources import open_source, tile_query
+
+    assert src.run_id is not None
+    with open_source(src, "check_leakage.catalog") as store:
+        assert store is not None
+        command, results = store.read_run(src.run_id)
+        results = results[results["fold"].notna()]
+        if results.empty:
+            raise InputDataError(
+                f"catalog {store.label}: run {src.run_id} is a {command} run with no folds; "
+                "check-leakage audits a split run (run `pytorch-smt-tools split` with this "
+                "catalog and use its run id)"
+            )
+        tiles = store.read_tiles(tile_query(src, included_only=False))
+    frame = tiles.frame.merge(
+        results[["tile_id", "fold", "buffer_excluded_folds"]], on="tile_id", validate="1:1"
+    )
+    if group_column not in frame.columns:
+        raise InputDataError(
+            f"--group-column: the catalog tiles have no column {group_column!r}; use one of "
+            f"{', '.join(map(str, frame.columns[:8]))}, ..."
+        )
+    frame["buffer_excluded_folds"] = frame["buffer_excluded_folds"].fillna("").astype(str)
+    return frame
+
+
 def run_check_leakage(
     *,
     train: Path | None = None,
@@ -191,8 +233,12 @@ def run_check_leakage(
     knn_backend: str = DEFAULT_AUDIT_KNN_BACKEND,
     group_column: str = "source_image_id",
     report: Path | None = None,
+    catalog: CatalogSource | None = None,
 ) -> LeakageResult:
-    """Run checks (a)-(d) and optionally write ``report`` (GeoJSON of leaking tiles + .qml)."""
+    """Run checks (a)-(d) and optionally write ``report`` (GeoJSON of leaking tiles + .qml).
+
+    ``catalog``: audit the split run ``catalog.run_id`` where it is recorded (its tiles and
+    folds come from the store), instead of CSVs."""
     from smt_tools.pipelines._preflight import preflight_leakage
 
     preflight_leakage(  # the report is writable and not an input, before any work
@@ -208,7 +254,7 @@ def run_check_leakage(
             f"--near-duplicate-threshold must be in (0, 2] (cosine distance); got {near_duplicate_threshold}"
         )
     frame, labels, names, trains, evaluated, exclusions = load_split_frames(
-        train=train, val=val, folds=folds, group_column=group_column
+        train=train, val=val, folds=folds, group_column=group_column, catalog=catalog
     )
     tile_ids = pd.to_numeric(frame["tile_id"], errors="coerce")
     if tile_ids.isna().any():

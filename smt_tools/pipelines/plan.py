@@ -333,6 +333,29 @@ def plan_split(cfg: SplitConfig, config_path: PathLike) -> Plan:
     return plan
 
 
+# --- check-leakage -----------------------------------------------------------------------------
+
+
+def plan_leakage(settings: dict[str, Any], config_path: PathLike) -> Plan:
+    """The dry run of check-leakage (``settings``: the keyword arguments of the audit)."""
+    from smt_tools.pipelines._preflight import preflight_leakage
+
+    files = [(k, settings[k]) for k in ("train", "val", "folds", "embeddings") if settings[k]]
+    preflight_leakage(settings["report"], files)
+    plan = Plan("check-leakage", str(config_path or "options"), "audit of a split")
+    for key, path in files:
+        plan.inputs.append((key, _input_file(key, path)))
+    if settings["catalog"] is not None:
+        _catalog_source(plan, settings["catalog"], "check_leakage.catalog")
+    if settings["report"] is not None:
+        _geojson(plan, "report", settings["report"])
+    plan.settings.append(("buffer_m", f"{settings['buffer_m']:g}"))
+    plan.settings.append(
+        ("near duplicates", f"below {settings['near_duplicate_threshold']:g} (cosine distance)")
+    )
+    return plan
+
+
 # --- train -------------------------------------------------------------------------------------
 
 
