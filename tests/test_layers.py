@@ -212,16 +212,22 @@ def _cli_command(path: list[str]) -> Any:
 @pytest.mark.parametrize(
     ("path", "name", "literal", "default"),
     [
-        (["check-leakage"], "knn_backend", choices.AuditKnnBackend, "sklearn"),
+        # check-leakage: None = not given, so its config file (default: the model's) decides
+        (["check-leakage"], "knn_backend", choices.AuditKnnBackend, None),
         (["catalog", "ingest"], "edge", choices.EdgePolicy, choices.DEFAULT_EDGE_POLICY),
     ],
 )
 def test_cli_options_use_the_declared_choices(
-    path: list[str], name: str, literal: object, default: str
+    path: list[str], name: str, literal: object, default: str | None
 ) -> None:
     command = _cli_command(path)
-    assert get_type_hints(command.callback)[name] == literal
+    hint = get_type_hints(command.callback)[name]
+    assert hint == (literal if default is not None else literal | None)  # type: ignore[operator]
     assert next(p for p in command.params if p.name == name).default == default
+    if default is None:
+        from smt_tools.config.leakage import LeakageConfig
+
+        assert LeakageConfig.model_fields[name].default == choices.DEFAULT_AUDIT_KNN_BACKEND
     res = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     assert "|".join(get_args(literal)) in res.output.replace(" ", "")
