@@ -124,7 +124,7 @@ def test_balanced_json_and_run_json(tiles: Path, tmp_path: Path) -> None:
     # the run is recorded beside the tile table (the Parquet catalog), as in PostGIS
     assert run["run_id"] == 1 and "Recorded catalog run 1" in out
     runs = Path(f"{tiles}.runs")
-    assert [p.name for p in runs.iterdir()] == ["run-000001.parquet"]
+    assert sorted(p.name for p in runs.iterdir()) == ["last_run_id", "run-000001.parquet"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.csv", "b.run.json"]
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from smt_tools.atomic import atomic_path
 from smt_tools.catalog import parquet_io as tio
 from smt_tools.catalog.store_types import (
     RESULT_COLUMNS,
@@ -195,7 +196,6 @@ class ParquetStore:
 
     def record_run(self, run: RunRecord) -> int:
         from smt_tools import __version__
-        from smt_tools.atomic import atomic_path
 
         results = run.results
         if "tile_id" not in results.columns:
@@ -215,7 +215,7 @@ class ParquetStore:
         columns = [c for c in RESULT_COLUMNS if c in results.columns]
         frame = results[["tile_id", *columns]].reset_index(drop=True)
         with self._lock("record a run on"):
-            run_id = max(self._run_files(), default=0) + 1
+            run_id = self._next_run_id()
             meta = {
                 "id": run_id,
                 "command": run.command,
@@ -233,6 +233,18 @@ class ParquetStore:
             folder.mkdir(exist_ok=True)
             with atomic_path(folder / f"run-{run_id:06d}.parquet", suffix=".part") as tmp:
                 pq.write_table(arrow, tmp, compression="zstd")
+        return run_id
+
+    def _next_run_id(self) -> int:
+        """One more than any id ever given here (``<runs>/last_run_id`` remembers ids of runs
+        since deleted, so an id is never reused, as in PostGIS). Called under the lock."""
+        folder = runs_dir(self.path)
+        last = folder / "last_run_id"
+        given = int(last.read_text().strip() or 0) if last.is_file() else 0
+        run_id = max(given, *self._run_files(), 0) + 1
+        folder.mkdir(exist_ok=True)
+        with atomic_path(last) as tmp:
+            Path(tmp).write_text(f"{run_id}\n")
         return run_id
 
     def run_meta(self, run_id: int) -> dict[str, Any]:
@@ -264,6 +276,41 @@ class ParquetStore:
             values = frame[col] if col in frame.columns else pd.Series([None] * len(frame))
             out[col] = values.astype(object).where(values.notna(), None).to_numpy()
         return command, out.sort_values("tile_id", kind="stable").reset_index(drop=True)
+
+    def list_runs(self) -> pd.DataFrame:
+        rows = []
+        for run_id, path in sorted(self._run_files().items()):
+            meta = self.run_meta(run_id)
+            rows.append(
+                (
+                    run_id,
+                    meta.get("command"),
+                    meta.get("started_at"),
+                    meta.get("finished_at"),
+                    meta.get("tool_version"),
+                    pq.ParquetFile(path).metadata.num_rows,
+                    None,
+                )
+            )
+        columns = ["run_id", "command", "started_at", "finished_at", "tool_version"]
+        frame = pd.DataFrame(rows, columns=[*columns, "results", "map_view"])
+        return frame.astype({"run_id": "int64", "results": "int64"})
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        meta = self.run_meta(run_id)  # an unknown run is an error naming the runs there
+        row = self.list_runs().set_index("run_id").loc[int(run_id)]
+        return {
+            "run_id": int(run_id),
+            **{str(k): (None if pd.isna(v) else v) for k, v in row.items()},
+            "config": meta.get("config", {}),
+            "summary": meta.get("summary", {}),
+        }
+
+    def delete_run(self, run_id: int) -> int:
+        with self._lock("delete a run of"):
+            info = self.run_info(run_id)
+            self._run_files()[int(run_id)].unlink()
+        return int(info["results"])
 
     # --- whole table ---------------------------------------------------------------------
 

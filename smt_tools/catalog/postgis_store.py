@@ -112,6 +112,21 @@ class PostgisStore:
 
         return load_run_results(self.engine, run_id)
 
+    def list_runs(self) -> pd.DataFrame:
+        from smt_tools.catalog.runs import list_runs
+
+        return list_runs(self.engine)
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        from smt_tools.catalog.runs import run_info
+
+        return run_info(self.engine, run_id)
+
+    def delete_run(self, run_id: int) -> int:
+        from smt_tools.catalog.runs import delete_run
+
+        return delete_run(self.engine, run_id)
+
     # --- whole catalog -------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Read back a recorded run: its command and per-tile results (``run`` + ``tile_result``).
+"""Recorded runs: read one back (``run`` + ``tile_result``), list them, show one, delete one.
 
-Used by select-coreset to start from a build-balanced-dataset run stored in the catalog.
+select-coreset and check-leakage start from a run stored in the catalog; ``catalog runs``
+lists, shows and deletes them.
 """
 
 from __future__ import annotations
@@ -48,3 +49,77 @@ def load_run_results(engine: Engine, run_id: int) -> tuple[str, pd.DataFrame]:
     frame = pd.DataFrame([tuple(r) for r in rows], columns=["tile_id", *RESULT_COLUMNS])
     frame["tile_id"] = frame["tile_id"].astype("int64")
     return str(command), frame
+
+
+_RUN_SQL = (
+    "select r.id, r.command, r.started_at, r.finished_at, r.tool_version, "
+    "(select count(*) from tile_result t where t.run_id = r.id) as results, r.map_view "
+    "from run r"
+)
+RUN_LIST_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "command",
+    "started_at",
+    "finished_at",
+    "tool_version",
+    "results",
+    "map_view",
+)
+
+
+def list_runs(engine: Engine) -> pd.DataFrame:
+    """One row per recorded run (oldest first): :data:`RUN_LIST_COLUMNS`."""
+    label = engine_label(engine)
+    require_schema(engine)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"{_RUN_SQL} order by r.id")).all()
+    except SQLAlchemyError as exc:
+        raise db_failure(exc, label, "listing runs") from None
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(RUN_LIST_COLUMNS))
+    return frame.astype({"run_id": "int64", "results": "int64"})
+
+
+def run_info(engine: Engine, run_id: int) -> dict[str, object]:
+    """The run row (``RUN_LIST_COLUMNS`` + ``config`` and ``summary``); unknown: an error."""
+    label = engine_label(engine)
+    require_schema(engine)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(f"{_RUN_SQL} where r.id = :r"), {"r": int(run_id)}
+            ).one_or_none()
+            extra = conn.execute(
+                text("select config, summary from run where id = :r"), {"r": int(run_id)}
+            ).one_or_none()
+    except SQLAlchemyError as exc:
+        raise db_failure(exc, label, f"reading run {run_id}") from None
+    if row is None or extra is None:
+        raise EmptySelectionError(
+            f"catalog {label}: no run with id {run_id}; list them with "
+            "`pytorch-smt-tools catalog runs list`"
+        )
+    return {
+        **dict(zip(RUN_LIST_COLUMNS, row, strict=True)),
+        "config": extra[0],
+        "summary": extra[1],
+    }
+
+
+def delete_run(engine: Engine, run_id: int) -> int:
+    """Delete run ``run_id``, its ``tile_result`` rows, its map view and the view's QGIS
+    styles, in one transaction; return how many tile results went with it."""
+    info = run_info(engine, run_id)
+    label = engine_label(engine)
+    try:
+        with engine.begin() as conn:
+            view = info["map_view"]
+            if view:
+                conn.exec_driver_sql(f'DROP VIEW IF EXISTS "{str(view).replace(chr(34), "")}"')
+                conn.execute(
+                    text("delete from layer_styles where f_table_name = :v"), {"v": str(view)}
+                )
+            conn.execute(text("delete from run where id = :r"), {"r": int(run_id)})
+    except SQLAlchemyError as exc:
+        raise db_failure(exc, label, f"deleting run {run_id}", "; nothing was deleted") from None
+    return int(info["results"])  # type: ignore[call-overload]

@@ -185,6 +185,20 @@ class TileStore(Protocol):
         sorted by tile id; an unknown run or one without results is an error."""
         ...
 
+    def list_runs(self) -> pd.DataFrame:
+        """One row per recorded run, oldest first: run_id, command, started_at, finished_at,
+        tool_version, results (per-tile rows), map_view (PostGIS; None in Parquet)."""
+        ...
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        """A run's row of :meth:`list_runs` plus its ``config`` and ``summary``."""
+        ...
+
+    def delete_run(self, run_id: int) -> int:
+        """Delete a run and its per-tile results (and its map view), all or nothing; return
+        the number of per-tile results deleted."""
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Counts for ``catalog stats`` (tiles, source_images, groups, runs, window_pixels,
         valid_pixels, classes: value/name/colour/pixels)."""

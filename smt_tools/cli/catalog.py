@@ -197,13 +197,75 @@ def _print_ingest_summary(result: IngestResult) -> None:
         err_console.print(line, markup=False, soft_wrap=True)
 
 
+_RUN_ID = typer.Argument(..., min=1, help="The run id (see `catalog runs list`).")
+
+
+@guard
+def runs_list(catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP)) -> object:
+    """The runs recorded in the catalog: id, command, when, how many per-tile results."""
+    from rich.table import Table
+
+    from smt_tools.pipelines.catalog_runs import run_list
+
+    result = run_list(catalog)
+    table = Table(title=f"Runs in {result.target}", title_justify="left")
+    for name in ("run", "command", "finished", "results", "map view"):
+        table.add_column(name, justify="right" if name in ("run", "results") else "left")
+    for r in result.runs:
+        finished = str(r["finished_at"] or "")[:19].replace("T", " ")
+        view = r["map_view"] or ""
+        table.add_row(str(r["run_id"]), r["command"], finished, f"{r['results']:,}", view)
+    console.print(table)
+    console.print(f"{len(result.runs)} runs", soft_wrap=True)
+    return result
+
+
+@guard
+def runs_show(
+    run_id: int = _RUN_ID,
+    catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+) -> object:
+    """One run: command, times, version, per-tile results, its summary and config (JSON)."""
+    import json
+
+    from smt_tools.pipelines.catalog_runs import run_show
+
+    result = run_show(run_id, catalog)
+    console.print_json(json.dumps(result.runs[0], default=str))
+    return result
+
+
+@guard
+def runs_delete(
+    run_id: int = _RUN_ID,
+    catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> object:
+    """Delete a run with its per-tile results (and its map view and QGIS style), all or nothing."""
+    from smt_tools.pipelines.catalog_runs import run_delete, run_show
+
+    shown = run_show(run_id, catalog).runs[0]  # an unknown run: one line, nothing asked
+    what = f"run {run_id} ({shown['command']}, {shown['results']:,} tile results)"
+    if not yes and not typer.confirm(f"Delete {what}?", default=False, err=True):
+        err_console.print("Nothing deleted.")
+        raise typer.Exit(1)
+    result = run_delete(run_id, catalog)
+    console.print(f"Deleted {what} from {result.target}", soft_wrap=True)
+    return result
+
+
 def register(app: typer.Typer) -> None:
     sub = typer.Typer(
         name="catalog",
-        help="Tile catalog: init the PostGIS schema, ingest image/mask pairs, show stats.",
+        help="Tile catalog: init the PostGIS schema, ingest image/mask pairs, show stats, manage runs.",
         no_args_is_help=True,
     )
     app.add_typer(sub, name="catalog")
     sub.command("init")(init)
     sub.command("ingest")(ingest)
     sub.command("stats")(stats)
+    runs = typer.Typer(help="Recorded runs: list, show, delete.", no_args_is_help=True)
+    sub.add_typer(runs, name="runs")
+    runs.command("list")(runs_list)
+    runs.command("show")(runs_show)
+    runs.command("delete")(runs_delete)
