@@ -127,7 +127,9 @@ def test_init_every_key_is_in_the_template() -> None:
         assert f"\n  {block}:\n" in text
     assert "\n    k_max: 16  # integer >= 1, <= 1024\n" in text
     assert "\n    # nodata_class: null  # integer >= -1, <= 65535\n" in text
-    assert "\n    csv_path:  # REQUIRED, e.g. balanced.csv; path\n" in text
+    assert "\n    # csv_path: null  # path\n" in text  # csv_path and/or parquet_path:
+    assert "\n    # parquet_path: null  # path; the balanced table as Parquet" in text
+    assert "like the CSV): at least one." in text
     assert "\n    bands: [1, 2, 3]" in text
     assert "  mode: masks_only  # one of masks_only | embeddings | embeddings_only\n" in text
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -36,13 +37,13 @@ def _catalog(kind: str, fresh: str | None, demo_pairs: Path, tmp_path: Path) -> 
     return target
 
 
-def _split(target: str, tmp_path: Path) -> int:
+def _split(target: str, tmp_path: Path, n_splits: int = 2, buffer_m: float = 0.0) -> int:
     key = "path" if target.endswith(".parquet") else "url"
     conf = tmp_path / "split.yaml"
     body = {
         "catalog": {key: target},
-        "n_splits": 2,
-        "buffer_m": 0.0,
+        "n_splits": n_splits,
+        "buffer_m": buffer_m,
         "output": {"csv_path": str(tmp_path / "folds.csv")},
     }
     conf.write_text(yaml.safe_dump({"split": body}))
@@ -83,6 +84,27 @@ def test_catalog_run_audit_equals_folds_csv_audit(
     assert csv["spatial_checked"] is True and csv["exit"] == 3
     assert csv["leaking_tiles"] > 0  # type: ignore[operator]
     assert sum(csv["label_tiles"].values()) == 64  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["parquet", pytest.param("postgis", marks=pytest.mark.db)])
+def test_buffer_exclusions_come_from_the_catalog_run(
+    kind: str, request: pytest.FixtureRequest, demo_pairs: Path, tmp_path: Path
+) -> None:
+    """A buffered split records per tile the rounds it was dropped from; the catalog audit must
+    honour them exactly as the CSV's buffer_excluded_folds column (without it: 288 leaks)."""
+    fresh = request.getfixturevalue("fresh_database_url") if kind == "postgis" else None
+    target = _catalog(kind, fresh, demo_pairs, tmp_path)
+    run_id = _split(target, tmp_path, n_splits=3, buffer_m=1000.0)
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"buffer_excluded_folds": str})
+    assert folds["buffer_excluded_folds"].fillna("").ne("").sum() == 48
+    folds.drop(columns="buffer_excluded_folds").to_csv(tmp_path / "bare.csv", index=False)
+    bare = _audit(tmp_path, "bare", "--folds", tmp_path / "bare.csv", "--buffer-m", 1000)
+    assert bare["exit"] == 3 and bare["checks"]["spatial"]["items"] == 288  # type: ignore[index]
+    csv = _audit(tmp_path, "csv", "--folds", tmp_path / "folds.csv", "--buffer-m", 1000)
+    cat = _audit(tmp_path, "cat", "--catalog", target, "--run-id", run_id, "--buffer-m", 1000)
+    assert csv == cat
+    assert cat["exit"] == 0 and cat["checks"]["spatial"]["status"] == "ok"  # type: ignore[index]
+    assert cat["label_tiles"] == {"fold 0": 32, "fold 1": 16, "fold 2": 16}
 
 
 def test_a_run_that_is_not_a_split_is_refused(demo_pairs: Path, tmp_path: Path) -> None:

@@ -273,7 +273,14 @@ class WeightsConfig(StrictModel):
 
 
 class OutputConfig(StrictModel):
-    csv_path: Path
+    """The balanced table as CSV (``csv_path``) and/or Parquet (``parquet_path``: the same
+    columns, typed, compressed; the format for millions of tiles, read by ``train`` and
+    ``select-coreset`` like the CSV): at least one."""
+
+    csv_path: Path | None = None
+    parquet_path: Path | None = Field(
+        default=None, description="the balanced table as Parquet (same columns as the CSV)"
+    )
     geojson_path: Path | None = None
     format: VectorFormat | None = Field(default=None, description=FORMAT_HELP)
     report_dir: Path | None = None
@@ -286,9 +293,18 @@ class OutputConfig(StrictModel):
 
     @model_validator(mode="after")
     def _map_format(self) -> OutputConfig:
+        if self.csv_path is None and self.parquet_path is None:
+            raise ValueError("give csv_path or parquet_path (or both): where the table goes")
         if self.geojson_path is not None:
             format_for(self.geojson_path, self.format)
         return self
+
+    @property
+    def table_path(self) -> Path:
+        """The main table output: the CSV, else the Parquet file."""
+        path = self.csv_path or self.parquet_path
+        assert path is not None
+        return path
 
 
 class BalancedDatasetConfig(StrictModel):

@@ -18,7 +18,7 @@ import pandas as pd
 from smt_tools import __version__
 from smt_tools.atomic import StagedOutputs, reraise_output_error
 from smt_tools.config.balanced import BalancedDatasetConfig
-from smt_tools.export.csv_out import write_balanced_csv
+from smt_tools.export.csv_out import write_balanced_csv, write_balanced_parquet
 from smt_tools.export.qgis_style import qml_text
 from smt_tools.pipelines import _inputs, _nodata
 from smt_tools.pipelines._balanced_steps import BalancedRun
@@ -70,7 +70,10 @@ def _stage(
     """Stage the CSV, GeoJSON + style, report and catalog run of one run."""
     out, timings = run.out, run.timings
     t = time.perf_counter()
-    write_balanced_csv(out, staging.file(cfg.output.csv_path))
+    if cfg.output.csv_path is not None:
+        write_balanced_csv(out, staging.file(cfg.output.csv_path))
+    if cfg.output.parquet_path is not None:
+        write_balanced_parquet(out, staging.file(cfg.output.parquet_path))
     timings["write_csv"] = time.perf_counter() - t
     advance(len(out))
     if cfg.output.geojson_path is not None:
@@ -176,7 +179,7 @@ def _write_html(
         nodata_label=_nodata_label(run),
         nodata_share=(result.nodata_share_uniform, result.nodata_share_weighted),
         uniqueness=run.uniqueness,
-        subtitle=f"{result.n_tiles:,} tiles → {cfg.output.csv_path} (smt-tools {__version__})",
+        subtitle=f"{result.n_tiles:,} tiles → {cfg.output.table_path} (smt-tools {__version__})",
         pngs=pngs,
     )
     return write_html_report(tmp_dir / "report.html", data)

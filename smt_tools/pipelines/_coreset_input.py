@@ -64,8 +64,11 @@ def read_balanced_csv(path: Path) -> CoresetInput:
             "`pytorch-smt-tools build-balanced-dataset CONFIG` or fix coreset.input_csv_path"
         )
     try:
-        frame = pd.read_csv(path, dtype={"class_counts_json": str, "class_dist_json": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        if path.suffix.lower() == ".parquet":  # output.parquet_path: the same table, typed
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={"class_counts_json": str, "class_dist_json": str})
+    except (ValueError, UnicodeDecodeError, OSError) as exc:  # pandas and pyarrow errors
         raise InputDataError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:

@@ -42,6 +42,7 @@ def preflight_balanced(cfg: BalancedDatasetConfig, config_path: PathLike = None)
     inputs = _balanced_inputs(cfg, config_path)
     outputs: list[Named] = [
         ("output.csv_path", out.csv_path),
+        ("output.parquet_path", out.parquet_path),
         ("output.geojson_path", out.geojson_path),
         ("the QGIS style beside output.geojson_path", _qml(out.geojson_path)),
     ]

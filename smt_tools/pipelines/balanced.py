@@ -35,9 +35,9 @@ __all__ = ["GEOJSON_PROPERTIES", "BalancedResult", "run_balanced"]
 
 def _validate_before_work(cfg: BalancedDatasetConfig) -> None:
     out = cfg.output
-    paths = [p for p in (out.csv_path, out.geojson_path) if p is not None]
-    if out.geojson_path is not None and out.csv_path == out.geojson_path:
-        raise ConfigError("output.geojson_path must differ from output.csv_path")
+    paths = [p for p in (out.csv_path, out.parquet_path, out.geojson_path) if p is not None]
+    if len(set(paths)) < len(paths):
+        raise ConfigError("output.csv_path, parquet_path and geojson_path must be different files")
     for p in paths:
         if p.exists() and p.is_dir():
             raise ConfigError(f"output: {p} is a folder; give a file path")

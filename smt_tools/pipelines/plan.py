@@ -193,7 +193,9 @@ def plan_balanced(
     plan = Plan(command, str(config_path), f"{cfg.mode}, sampling_method {cfg.sampling_method}")
     _balanced_input(plan, cfg)
     out = cfg.output
-    plan.outputs.append(("output.csv_path", _output(out.csv_path)))
+    for key, path in (("output.csv_path", out.csv_path), ("output.parquet_path", out.parquet_path)):
+        if path is not None:
+            plan.outputs.append((key, _output(path)))
     _geojson(plan, "output.geojson_path", out.geojson_path)
     if out.report_dir is not None:
         plan.outputs.append(("output.report_dir", _output(out.report_dir)))

@@ -20,12 +20,18 @@ def _read_csv(path: str | os.PathLike[str], n_rows: int | None, name: str) -> pd
     p = Path(path)
     if not p.is_file():
         raise InputDataError(f"{name}: input_csv_path {p} not found; check the path")
+    parquet = p.suffix.lower() == ".parquet"  # output.parquet_path: the same table, typed
     try:
-        frame = pd.read_csv(p, nrows=n_rows)
+        if parquet:
+            frame = pd.read_parquet(p)
+            frame = frame.head(n_rows) if n_rows is not None else frame
+        else:
+            frame = pd.read_csv(p, nrows=n_rows)
     except Exception as exc:
-        raise InputDataError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        kind = "Parquet file" if parquet else "CSV"
+        raise InputDataError(f"{p}: not a readable {kind} ({str(exc).splitlines()[0]})") from None
     if frame.empty:
-        raise InputDataError(f"{p}: the CSV has no rows")
+        raise InputDataError(f"{p}: the table has no rows")
     return frame
 
 
