@@ -283,3 +283,41 @@ def test_pipelines_reach_the_catalog_only_through_the_store() -> None:
         if "postgis_store" in text and path.name not in ("catalog_init.py", "doctor.py"):
             offenders.append(path.name)
     assert offenders == []
+
+
+def test_no_catalog_block_records_a_password(both: dict[str, str], tmp_path: Path) -> None:
+    """A password in any catalog: block's url is masked in every record of the run: the run
+    record beside the outputs and the catalog's run row (trust auth ignores the password)."""
+    import json
+
+    import yaml
+
+    url = both["postgis"].replace("postgresql://postgres@", "postgresql://postgres:pw-9f3k@")
+    configs = {
+        "build-balanced-dataset": {
+            "balanced_dataset": {
+                "input": {"catalog": {"url": url}},
+                "clustering": {"k_selection": "fixed", "k": 2},
+                "output": {"csv_path": str(tmp_path / "b.csv")},
+            }
+        },
+        "split": {
+            "split": {
+                "catalog": {"url": url},
+                "n_splits": 2,
+                "output": {"csv_path": str(tmp_path / "s.csv")},
+            }
+        },
+    }
+    for command, body in configs.items():
+        conf = tmp_path / f"{command}.yaml"
+        conf.write_text(yaml.safe_dump(body))
+        code, out = _cli(command, str(conf))
+        assert code == 0, out
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.run.json"))]
+    records = [r for r in records if r["command"] in configs]
+    assert len(records) == 2
+    with open_store(both["postgis"]) as store:
+        rows = [store.run_info(int(r["run_id"])) for r in store.list_runs().to_dict("records")]
+    text = json.dumps(records) + json.dumps([r["config"] for r in rows], default=str)
+    assert "pw-9f3k" not in text and text.count("postgres:***@") == 4

@@ -169,13 +169,10 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _config_for_record(cfg: CoresetConfig) -> dict[str, Any]:
-    """The config as recorded in the catalog's ``run`` row: the URL's password hidden."""
-    from smt_tools.catalog import redact
+    """The config as recorded in the catalog's ``run`` row: secrets redacted."""
+    from smt_tools.pipelines._config_record import config_record
 
-    data = cfg.model_dump(mode="json")
-    if (data.get("catalog") or {}).get("url"):
-        data["catalog"]["url"] = redact(str(data["catalog"]["url"]))
-    return {"coreset": data}
+    return config_record("coreset", cfg)
 
 
 # ----------------------------------------------------------------------------- steps

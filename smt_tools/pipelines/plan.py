@@ -417,7 +417,6 @@ _ENV_EXPANDED: tuple[tuple[str, ...], ...] = (
         for key in ("url", "path")
     ),
 )
-_URL_KEYS = frozenset({"dsn", "url", "catalog_url"})
 
 
 def effective_config(cfg: BaseModel, source: str) -> dict[str, Any]:
@@ -434,22 +433,7 @@ def effective_config(cfg: BaseModel, source: str) -> dict[str, Any]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
             node[path[-1]] = expand_env(node[path[-1]], f"{source}: {'.'.join(path)}")
-    _redact(data)
+    from smt_tools.pipelines._config_record import redact_secrets
+
+    redact_secrets(data)
     return data
-
-
-def _redact(node: Any) -> None:
-    from smt_tools.catalog import redact
-
-    if isinstance(node, list):
-        for item in node:
-            _redact(item)
-    if not isinstance(node, dict):
-        return
-    for key, value in node.items():
-        if key == "password" and value:
-            node[key] = "***"
-        elif key in _URL_KEYS and isinstance(value, str):
-            node[key] = redact(value)
-        else:
-            _redact(value)

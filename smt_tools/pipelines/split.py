@@ -376,12 +376,9 @@ def _write_outputs(
 
 
 def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
-    from smt_tools.catalog import redact
+    from smt_tools.pipelines._config_record import config_record
 
-    data = cfg.model_dump(mode="json")
-    if data.get("catalog") and data["catalog"].get("url"):
-        data["catalog"]["url"] = redact(data["catalog"]["url"])
-    return data
+    return config_record("split", cfg)["split"]  # split records its section unwrapped
 
 
 def _read_catalog(
