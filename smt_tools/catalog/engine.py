@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from smt_tools.catalog.store_types import ENV_URL
+from smt_tools.catalog.store_types import store_ref
 from smt_tools.errors import CatalogConnectionError, CatalogError
 
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", re.IGNORECASE)
@@ -53,10 +53,12 @@ def resolve_url(explicit: str | None = None) -> str:
 
     Raises :class:`CatalogError` when neither is set.
     """
-    url = explicit if explicit else os.environ.get(ENV_URL, "").strip()
-    if not url:
-        raise CatalogError("no catalog: pass --catalog postgresql://... or set SMT_DATABASE_URL")
-    return url
+    ref = store_ref(explicit)  # the one resolution of --catalog / $SMT_DATABASE_URL
+    if ref.url is None:
+        raise CatalogError(
+            f"{ref.path} is a Parquet tile table; SQL on the catalog needs a postgresql:// URL"
+        )
+    return ref.url
 
 
 def _userinfo_password_span(rest: str) -> tuple[int, int] | None:

@@ -26,6 +26,7 @@ from smt_tools.atomic import atomic_path
 from smt_tools.catalog import parquet_io as tio
 from smt_tools.catalog.store_types import (
     RESULT_COLUMNS,
+    RUN_LIST_COLUMNS,
     RunRecord,
     StoreKind,
     TileQuery,
@@ -204,7 +205,7 @@ class ParquetStore:
         if pd.Series(ids).duplicated().any():
             dup = int(pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0])
             raise CatalogError(f"record_run: tile_id {dup} appears twice in the results")
-        known = tio.read_tile_table(self.path).frame["tile_id"].to_numpy(np.int64)
+        known = pq.read_table(self.path, columns=["tile_id"]).column(0).to_numpy()
         unknown = np.setdiff1d(ids, known)
         if unknown.size:
             raise CatalogError(
@@ -292,8 +293,7 @@ class ParquetStore:
                     None,
                 )
             )
-        columns = ["run_id", "command", "started_at", "finished_at", "tool_version"]
-        frame = pd.DataFrame(rows, columns=[*columns, "results", "map_view"])
+        frame = pd.DataFrame(rows, columns=list(RUN_LIST_COLUMNS))
         return frame.astype({"run_id": "int64", "results": "int64"})
 
     def run_info(self, run_id: int) -> dict[str, Any]:

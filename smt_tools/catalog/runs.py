@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from smt_tools.catalog.engine import db_failure, engine_label
 from smt_tools.catalog.migrate import require_schema
 from smt_tools.catalog.queries import RESULT_COLUMNS
+from smt_tools.catalog.store_types import RUN_LIST_COLUMNS
 from smt_tools.errors import EmptySelectionError
 
 
@@ -55,15 +56,6 @@ _RUN_SQL = (
     "select r.id, r.command, r.started_at, r.finished_at, r.tool_version, "
     "(select count(*) from tile_result t where t.run_id = r.id) as results, r.map_view "
     "from run r"
-)
-RUN_LIST_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "command",
-    "started_at",
-    "finished_at",
-    "tool_version",
-    "results",
-    "map_view",
 )
 
 

@@ -48,6 +48,17 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "buffer_excluded_folds",
 )
 
+#: Columns of :meth:`TileStore.list_runs`, on both backends.
+RUN_LIST_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "command",
+    "started_at",
+    "finished_at",
+    "tool_version",
+    "results",
+    "map_view",
+)
+
 StoreKind = Literal["postgis", "parquet"]
 
 
