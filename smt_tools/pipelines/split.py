@@ -381,11 +381,34 @@ def _config_for_run(cfg: SplitConfig) -> dict[str, Any]:
     return config_record("split", cfg)["split"]  # split records its section unwrapped
 
 
+class _StoreBuffer:
+    """The split's buffer computed where the tiles live (:meth:`TileStore.buffer_exclusions`);
+    ``computed`` says whether the store did it (a Parquet table cannot: shapely does)."""
+
+    def __init__(self, cfg: SplitConfig, store: TileStore, tile_ids: np.ndarray) -> None:
+        self.cfg, self.store, self.tile_ids = cfg, store, tile_ids
+        self.computed = False
+
+    def __call__(self, rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> Any:
+        assert self.cfg.catalog is not None
+        found = self.store.buffer_exclusions(
+            self.tile_ids[rows],
+            fold,
+            self.cfg.buffer_m,
+            self.cfg.n_splits,
+            method.crs,
+            table=self.cfg.catalog.table,
+            geodesic=method.kind == "geodesic",
+        )
+        self.computed = found is not None
+        return found
+
+
 def _read_catalog(
     cfg: SplitConfig, store: TileStore
-) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None, BufferFn]:
+) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None, _StoreBuffer]:
     """The catalog's tiles (frame, counts, class values) and the buffer computed where they
-    live (PostGIS; None from a store that cannot)."""
+    live."""
     from smt_tools.pipelines._sources import tile_query
 
     assert cfg.catalog is not None
@@ -397,21 +420,8 @@ def _read_catalog(
             f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
             f"use one of {', '.join(frame.columns[:8])}, ..."
         )
-    tile_ids = frame["tile_id"].to_numpy(np.int64)
-    cat_table = cfg.catalog.table
-
-    def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> np.ndarray | None:
-        return store.buffer_exclusions(
-            tile_ids[rows],
-            fold,
-            cfg.buffer_m,
-            cfg.n_splits,
-            method.crs,
-            table=cat_table,
-            geodesic=method.kind == "geodesic",
-        )
-
-    return frame, table.counts, table.class_values, buffer_fn
+    buffer = _StoreBuffer(cfg, store, frame["tile_id"].to_numpy(np.int64))
+    return frame, table.counts, table.class_values, buffer
 
 
 def run_split(
@@ -438,25 +448,16 @@ def _run(
     progress: Callable[[str], None] | None,
 ) -> SplitResult:
     """Read, fold, buffer, summarise and write, with the input's store open."""
-    buffer_fn: BufferFn | None = None
+    buffer_fn: _StoreBuffer | None = None
     class_values: np.ndarray | None
-    computed: list[bool] = []
     if store is None:
         assert cfg.input_csv_path is not None
         need_counts = cfg.strategy == "stratified_group"
         frame, counts, class_values = read_split_csv(
             cfg.input_csv_path, cfg.group_column, need_counts
         )
-        backend = "shapely"
     else:
-        frame, counts, class_values, store_buffer = _read_catalog(cfg, store)
-
-        def buffer_fn(rows: np.ndarray, fold: np.ndarray, method: DistanceMethod) -> Any:
-            found = store_buffer(rows, fold, method)
-            computed.append(found is not None)
-            return found
-
-        backend = "shapely"
+        frame, counts, class_values, buffer_fn = _read_catalog(cfg, store)
     if counts is not None and "excluded" in frame.columns:
         # excluded tiles are never sampled: balance the pixels that will actually be used
         excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1", "1.0"])
@@ -464,8 +465,8 @@ def _run(
     if progress:
         progress(f"{len(frame)} tiles loaded")
     fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn)
-    if any(computed):
-        backend = "postgis"  # the store computed the buffer where the tiles live
+    # where the buffer was computed: in the store (PostGIS) or here with shapely
+    backend = store.kind if store is not None and buffer_fn and buffer_fn.computed else "shapely"
     folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
     result = SplitResult(
         n_tiles=len(frame),
