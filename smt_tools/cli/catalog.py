@@ -216,7 +216,8 @@ def runs_list(catalog: str | None = typer.Option(None, "--catalog", help=_CATALO
         view = r["map_view"] or ""
         table.add_row(str(r["run_id"]), r["command"], finished, f"{r['results']:,}", view)
     console.print(table)
-    console.print(f"{len(result.runs)} runs", soft_wrap=True)
+    n = len(result.runs)
+    console.print(f"{n} run{'' if n == 1 else 's'}", soft_wrap=True)
     return result
 
 
