@@ -38,11 +38,20 @@ KSelection = Literal["elbow", "silhouette", "fixed"]
 K_SELECTIONS: tuple[KSelection, ...] = get_args(KSelection)
 DEFAULT_K_SELECTION: KSelection = "elbow"
 
-KnnBackend = Literal["hnsw", "faiss", "sklearn"]
+#: ``uniqueness.backend``; ``auto`` is resolved by
+#: :func:`smt_tools.curation.uniqueness.resolve_backend` (torch on a GPU, else hnsw / faiss /
+#: sklearn, the first one installed)
+KnnBackend = Literal["auto", "torch", "hnsw", "faiss", "sklearn"]
 KNN_BACKENDS: tuple[KnnBackend, ...] = get_args(KnnBackend)
-DEFAULT_KNN_BACKEND: KnnBackend = "hnsw"
-#: ``check-leakage --knn-backend``: the same backends, the exact one (its default) listed first
-AuditKnnBackend = Literal["sklearn", "faiss", "hnsw"]
+DEFAULT_KNN_BACKEND: KnnBackend = "auto"
+#: ``uniqueness.precision``: the torch backend's matmul on a GPU (tf32/bf16 candidates are
+#: re-ranked in fp32; the CPU always computes in fp32)
+KnnPrecision = Literal["fp32", "tf32", "bf16"]
+KNN_PRECISIONS: tuple[KnnPrecision, ...] = get_args(KnnPrecision)
+DEFAULT_KNN_PRECISION: KnnPrecision = "fp32"
+#: ``check-leakage --knn-backend``: the same backends, the exact ones (sklearn the default)
+#: listed first
+AuditKnnBackend = Literal["sklearn", "faiss", "torch", "hnsw", "auto"]
 DEFAULT_AUDIT_KNN_BACKEND: AuditKnnBackend = "sklearn"
 
 # --- select-coreset -----------------------------------------------------------------------
