@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "hnswlib", "faiss", "albumentations")
+HEAVY = ("torch", "transformers", "hnswlib", "faiss", "albumentations", "dask", "distributed")
 
 
 def _heavy_after(code: str) -> list[str]:

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from smt_tools.cli._common import console, err_console, guard, state
-from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
+from smt_tools.cli._config_opts import dry_run, dry_run_option, scheduler_option, set_option
 
 
 class _RateColumn(ProgressColumn):
@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         ),
         overrides: list[str] = set_option(),
         dry_run_: bool = dry_run_option(),
+        scheduler: str | None = scheduler_option(),
     ) -> object:
         """Compute DINOv2 embeddings of the included tiles into embeddings.parquet_path.
 
@@ -79,7 +80,13 @@ def register(app: typer.Typer) -> None:
             from smt_tools.pipelines.plan import plan_embed
 
             return dry_run(plan_embed, cfg, config)
-        r = run_embed(cfg, rebuild=rebuild, progress_factory=_image_progress, config_path=config)
+        r = run_embed(
+            cfg,
+            rebuild=rebuild,
+            progress_factory=_image_progress,
+            config_path=config,
+            scheduler=scheduler,
+        )
         rate = f" at {r.images_per_s:,.1f} images/s on {r.device}" if r.n_computed else ""
         console.print(
             f"Tiles: {r.n_tiles} included; {r.n_cached} cached, {r.n_computed} computed{rate}",

@@ -162,6 +162,26 @@ def describe_model(name: str) -> tuple[str, ImageGeometry]:
     return source, _geometry(source, is_dir)
 
 
+def model_dim(name: str) -> int:
+    """The embedding width of ``name`` from its config alone (no weights loaded): what a driver
+    that sends the model to a cluster checks the cache against."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        raise missing_dependency("torch and transformers", "embed", "Embeddings") from None
+    source, is_dir = resolve_model_name(name)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except OSError as exc:
+        if is_dir:
+            raise ModelLoadError(
+                f"embeddings.dino_model {source}: no usable config.json ({_first_line(exc)}); "
+                "the folder must be written by save_pretrained"
+            ) from None
+        raise _not_available(name, source) from None
+    return int(config.hidden_size)
+
+
 def make_preprocess(
     geometry: ImageGeometry, bands: list[int] | tuple[int, ...], scale: tuple[float, float]
 ) -> Preprocess:

@@ -234,6 +234,8 @@ class IngestResult:
     scanned: ScanSummary = field(default_factory=ScanSummary)
     #: Images skipped as smaller than the patch, low --edge drop coverage, padded tiles.
     tiling: TilingReport = field(default_factory=TilingReport)
+    #: Where the scan ran: ``local`` (the process pool) or ``dask <scheduler> (<n> workers)``.
+    scanned_on: str = "local"
 
     @property
     def images_scanned(self) -> int:
@@ -257,6 +259,7 @@ class IngestResult:
             "tiles_written": self.tiles_written,
             "tiles_in_catalog": self.tiles_in_catalog,
             "sources_in_catalog": self.sources_in_catalog,
+            "scanned_on": self.scanned_on,
             "tiles_per_second": self.tiles_per_second,
             "nodata_class": self.nodata_class,
             "nodata_share": s.nodata_share,

@@ -83,6 +83,7 @@ def ensure_embeddings(
     rebuild: bool = False,
     progress_factory: ProgressFactory | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    scheduler: str | None = None,
 ) -> tuple[np.ndarray, EmbedResult]:
     """(n, d) float32 embeddings of the rows of ``frame`` (same order), plus what was done.
 
@@ -90,6 +91,7 @@ def ensure_embeddings(
     ``ecfg.parquet_path`` set, cached rows are joined by (tile_id, model, preprocessing) and
     only missing tiles are computed and appended (chunks of ``chunk_rows``); a cache of another
     model or preprocessing is refused unless ``rebuild``. Without it, nothing is cached.
+    scheduler: a Dask scheduler to embed on (default ``$SMT_DASK_SCHEDULER``; unset: here).
     """
     from smt_tools.embeddings.cache import compact, row_count
     from smt_tools.embeddings.dataset import resolve_scale
@@ -115,23 +117,13 @@ def ensure_embeddings(
     images_per_s = 0.0
     device = "-"
     if len(todo):
-        from smt_tools.embeddings.extract import pick_device
-        from smt_tools.embeddings.model import load_model
-
-        device = pick_device(ecfg.use_gpu)
-        loaded = load_model(ecfg.dino_model, device)
-        if dim is not None and dim != loaded.dim:
-            raise EmbeddingCacheError(
-                f"{path}: cached embeddings have {dim} dimensions, the model gives {loaded.dim}; "
-                "run with --rebuild"
-            )
-        dim = loaded.dim
+        key = (path, model_id, phash)
+        ids_new, emb_new, images_per_s, device = _compute(
+            todo, ecfg, spec, key, dim, chunk_rows, progress_factory, scheduler
+        )
+        dim = emb_new.shape[1]
         if emb.shape[1] != dim:
             emb = np.full((len(frame), dim), np.nan, np.float32)
-        writer = _ChunkWriter(path, model_id, phash, chunk_rows)
-        ids_new, emb_new, images_per_s = _embed_missing(
-            todo, ecfg, loaded, spec, device, writer, progress_factory
-        )
         order = np.argsort(ids_new, kind="stable")
         ids_new, emb_new = ids_new[order], emb_new[order]
         rows = np.flatnonzero(~found)
@@ -156,6 +148,62 @@ def ensure_embeddings(
         cache_path=Path(path) if path is not None else None,
         cache_rows=cache_rows,
     )
+
+
+def _compute(
+    todo: pd.DataFrame,
+    ecfg: EmbeddingsConfig,
+    spec: Preprocess,
+    key: tuple[Path | None, str, str],
+    dim: int | None,
+    chunk_rows: int,
+    progress_factory: ProgressFactory,
+    scheduler: str | None,
+) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """Embed ``todo`` here or on a Dask cluster: (tile ids, embeddings, images/s, device).
+
+    key: (cache path or None, model id, preprocess hash); the model's width must equal the
+    cached ``dim`` (checked before any work)."""
+    from smt_tools.dask_cluster import resolve_scheduler
+
+    path, model_id, phash = key
+    address = resolve_scheduler(scheduler)
+    if address is None:
+        from smt_tools.embeddings.extract import pick_device
+        from smt_tools.embeddings.model import load_model
+
+        device = pick_device(ecfg.use_gpu)
+        loaded = load_model(ecfg.dino_model, device)
+        _check_dim(path, dim, loaded.dim)
+        writer = _ChunkWriter(path, model_id, phash, chunk_rows)
+        ids, emb, rate = _embed_missing(todo, ecfg, loaded, spec, device, writer, progress_factory)
+        return ids, emb, rate, device
+    from smt_tools.dask_cluster import dask_client
+    from smt_tools.embeddings.dask_embed import embed_on_cluster
+    from smt_tools.embeddings.model import model_dim
+
+    _check_dim(path, dim, model_dim(ecfg.dino_model))
+    with dask_client(address) as client, progress_factory("Embedding tiles", len(todo)) as adv:
+        out = embed_on_cluster(
+            client,
+            todo,
+            model_name=ecfg.dino_model,
+            use_gpu=ecfg.use_gpu,
+            spec=spec,
+            batch_size=ecfg.batch_size,
+            num_workers=ecfg.num_workers,
+            cache=None if path is None else (Path(path), model_id, phash),
+            progress=adv,
+        )
+    return out.ids, out.emb, out.images_per_s, f"{out.device} ({address})"
+
+
+def _check_dim(path: Path | None, cached: int | None, model: int) -> None:
+    if cached is not None and cached != model:
+        raise EmbeddingCacheError(
+            f"{path}: cached embeddings have {cached} dimensions, the model gives {model}; "
+            "run with --rebuild"
+        )
 
 
 def _check_frame(frame: pd.DataFrame) -> None:
@@ -291,6 +339,8 @@ def uniqueness_for_tiles(
         pca_dim=u.pca_dim,
         random_state=cfg.clustering.random_state,
         num_threads=u.num_threads,
+        precision=u.precision,
+        tail_fraction=u.tail_fraction,
     )
     out = np.empty(n, dtype=np.float64)
     out[order] = scores
@@ -310,8 +360,10 @@ def run_embed(
     rebuild: bool = False,
     progress_factory: ProgressFactory | None = None,
     config_path: str | Path | None = None,
+    scheduler: str | None = None,
 ) -> EmbedResult:
-    """The ``embed`` command: fill ``embeddings.parquet_path`` for the included tiles."""
+    """The ``embed`` command: fill ``embeddings.parquet_path`` for the included tiles
+    (on the Dask cluster ``scheduler`` names, default ``$SMT_DASK_SCHEDULER``)."""
     from smt_tools.pipelines._inputs import load_input_tiles, open_input
     from smt_tools.pipelines._preflight import preflight_embed
 
@@ -320,6 +372,10 @@ def run_embed(
             "embed needs embeddings.parquet_path (the cache file to fill); add it to the config"
         )
     preflight_embed(cfg, config_path)  # the cache is writable and not an input, before any work
+    from smt_tools.dask_cluster import require_dask, resolve_scheduler
+
+    if resolve_scheduler(scheduler) is not None:
+        require_dask()
     progress_factory = progress_factory or no_progress
     with open_input(cfg.input) as store:
         table = load_input_tiles(cfg.input, cfg.exclusion, store)
@@ -329,7 +385,11 @@ def run_embed(
             f"all {len(table)} tiles are excluded (see the exclusion section); nothing to embed"
         )
     _, result = ensure_embeddings(
-        included.frame, cfg.embeddings, rebuild=rebuild, progress_factory=progress_factory
+        included.frame,
+        cfg.embeddings,
+        rebuild=rebuild,
+        progress_factory=progress_factory,
+        scheduler=scheduler,
     )
     from smt_tools.pipelines._config_record import balanced_config_record
 

@@ -18,7 +18,8 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +56,10 @@ from smt_tools.raster.paths import (
 from smt_tools.tiletable import TileTable
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from smt_tools.catalog.store import TileStore
+    from smt_tools.catalog.store_types import StoreRef
 
 __all__ = [
     "IngestParams",
@@ -132,7 +136,8 @@ def _same(stored: object, current: object) -> bool:
 @dataclass(frozen=True)
 class _Job:
     """One ingest as the backends see it: the pairs, class names and settings, the scan's
-    worker count and chunk size, the progress factory and the start time (perf_counter)."""
+    worker count and chunk size, the progress factory, the start time (perf_counter) and the
+    Dask client the scan runs on (None: the local process pool)."""
 
     pairs: list[PairSpec]
     names: dict[int, tuple[str | None, str | None]]
@@ -141,6 +146,7 @@ class _Job:
     chunk_size: int
     progress_factory: ProgressFactory
     start: float
+    client: Client | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ def run_ingest(
     progress_factory: ProgressFactory | None = None,
     mask_band: int | None = None,
     allow_new_classes: bool = False,
+    scheduler: str | None = None,
 ) -> IngestResult:
     """Ingest the pairs of ``pairs_csv`` into ``catalog`` (PostgreSQL URL, default
     ``$SMT_DATABASE_URL``; or a ``.parquet`` path for a local tile table).
@@ -188,6 +195,8 @@ def run_ingest(
     nodata_class: the mask value that means nodata; None (default), ``-1`` or ``"none"``: every
     mask value is a class. mask_band: 1-based band of multi-band masks (None: masks must have
     one band). allow_new_classes: accept class values the (non-empty) catalog does not list.
+    scheduler: a Dask scheduler to scan on (see :mod:`smt_tools.dask_cluster`; default
+    ``$SMT_DASK_SCHEDULER``; unset: the local process pool, and dask is not imported).
     """
     start = time.perf_counter()
     stride = patch_size if stride is None else stride
@@ -205,13 +214,17 @@ def run_ingest(
         allow_new_classes=bool(allow_new_classes),
         scan_rules=SCAN_RULES,
     )
+    from smt_tools.dask_cluster import require_dask, resolve_scheduler
+
+    address = resolve_scheduler(scheduler)
+    if address is not None:
+        require_dask()
     clear_remote_cache()  # remote objects may have changed since GDAL cached them here
     pairs = read_pairs_csv(pairs_csv)
     names = read_class_names_csv(class_names_csv) if class_names_csv is not None else {}
     if nodata_class is not None:
         names.pop(int(nodata_class), None)
-    job = _Job(pairs, names, params, workers, chunk_size, progress_factory or no_progress, start)
-    from smt_tools.catalog.store import open_store, store_ref
+    from smt_tools.catalog.store import store_ref
 
     ref = store_ref(catalog)
     if ref.path is not None:
@@ -221,9 +234,27 @@ def run_ingest(
             [("--catalog", ref.path)],
             [("the pairs CSV", pairs_csv), ("--class-names", class_names_csv)],
         )
-    # one connection (PostGIS) or the table's lock (Parquet) from the first read to the write
-    with open_store(ref, write=True, create=ref.path is not None) as store:
-        return _ingest(store, job)
+    job = _Job(pairs, names, params, workers, chunk_size, progress_factory or no_progress, start)
+    return _run(job, ref, address)
+
+
+def _run(job: _Job, ref: StoreRef, address: str | None) -> IngestResult:
+    """Connect to the Dask scheduler (if any: a wrong address fails before any work), then
+    open the store (one connection, or the table's lock, from the first read to the write)
+    and ingest."""
+    from smt_tools.catalog.store import open_store
+
+    with ExitStack() as stack:
+        if address is not None:
+            from smt_tools.dask_cluster import dask_client
+
+            job = replace(job, client=stack.enter_context(dask_client(address)))
+        store = stack.enter_context(open_store(ref, write=True, create=ref.path is not None))
+        result = _ingest(store, job)
+        if job.client is not None:
+            workers_now = len(job.client.scheduler_info().get("workers", {}))
+            result = replace(result, scanned_on=f"dask {address} ({workers_now} workers)")
+    return result
 
 
 def _inspect(
@@ -287,6 +318,19 @@ def _scan(job: _Job, plan: _Plan) -> tuple[TileTable | None, float]:
     t0 = time.perf_counter()
     total = int(sum(plan.windows[i].shape[0] for i in todo))
     with job.progress_factory("Scanning tiles", total) as advance:
+        if job.client is not None:
+            from smt_tools.raster.scan_dask import scan_on_cluster
+
+            table = scan_on_cluster(
+                job.client,
+                plan.scanned,
+                [plan.windows[i] for i in todo],
+                nodata_class=job.params.nodata_class,
+                black_tolerance=job.params.black_tolerance,
+                read_image=True,
+                progress=advance,
+            )
+            return table, time.perf_counter() - t0
         table = scan(
             plan.scanned,
             [plan.windows[i] for i in todo],
