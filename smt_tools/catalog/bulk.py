@@ -6,6 +6,7 @@ catalog is either fully updated or exactly as it was.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -74,8 +75,6 @@ def _db_error(engine: Engine, exc: BaseException, doing: str) -> CatalogError:
 
 
 _EWKB_POLYGON_SRID = 0x20000003  # wkbPolygon with the EWKB SRID flag
-
-
 _PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _PGCOPY_TRAILER = b"\xff\xff"
 _INT8_OID = 20
@@ -182,13 +181,19 @@ def _tile_copy_chunks(
     """``COPY tile ... (FORMAT binary)`` payload for ``table``: signature, rows, trailer.
 
     Built vectorised with numpy (no per-row Python); streamed in chunks of ``chunk_rows`` rows
-    so the server parses one chunk while the next is built.
+    so the server parses one chunk while the next is built. Rows go in tile id order: the
+    primary key index then grows at its right edge instead of at random pages.
     """
     n = len(table)
+    f, table_counts = table.frame, table.counts
+    ids = f["tile_id"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+    if not bool(np.all(ids[1:] > ids[:-1])):  # sorted once: contiguous chunks below
+        order = np.argsort(ids, kind="stable")
+        f = f[[c for c in f.columns if c not in ("image_path", "mask_path")]].iloc[order]
+        table_counts = table_counts[order]
     counts = np.zeros((n, n_positions), np.int64)
     for j, v in enumerate(table.class_values):
-        counts[:, class_pos[int(v)] - 1] = table.counts[:, j]
-    f = table.frame
+        counts[:, class_pos[int(v)] - 1] = table_counts[:, j]
     yield _PGCOPY_SIGNATURE
     for start in range(0, n, chunk_rows):
         sub = f.iloc[start : start + chunk_rows]
@@ -358,8 +363,6 @@ def write_ingest(
     params: the ingest's settings (stored with each source image as its fingerprint).
     class_names: class value -> (name, colour), either may be None.
     """
-    import time
-
     start = time.perf_counter()
     names = dict(class_names or {})
     nodata = params.nodata_class
@@ -374,6 +377,7 @@ def write_ingest(
     try:
         with engine.begin() as conn:
             conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _INGEST_LOCK_KEY})
+            first_load = not conn.execute(text("select exists (select 1 from tile)")).scalar()
             others = _other_nodata_classes(conn, engine, delete_ids, nodata)
             deleted = conn.execute(
                 text("delete from source_image where id = any(:ids)"), {"ids": delete_ids}
@@ -393,7 +397,7 @@ def write_ingest(
                     f"catalog {engine_label(engine)} lists class {nodata} as a class; it cannot also "
                     "be the nodata class: use the nodata class the catalog was built with"
                 )
-            _copy_rows(conn, sources, table, tile_counts, params, pos)
+            _copy_rows(conn, sources, table, tile_counts, params, pos, first_load)
     except SmtError:
         raise
     except Exception as exc:
@@ -430,6 +434,38 @@ def _other_nodata_classes(
     return others
 
 
+#: (name, drop, rebuild) of what a first bulk load of ``tile`` drops and rebuilds: its secondary
+#: indexes (not the primary key, none a foreign key relies on) and its own foreign keys
+_BULK_LOAD_DROPS = """
+select coalesce(c.conname, i.relname),
+    case when c.conname is null then 'DROP INDEX ' || quote_ident(i.relname)
+         else 'ALTER TABLE tile DROP CONSTRAINT ' || quote_ident(c.conname) end,
+    case when c.conname is null then pg_get_indexdef(x.indexrelid)
+         else 'ALTER TABLE tile ADD CONSTRAINT ' || quote_ident(c.conname) || ' '
+             || pg_get_constraintdef(c.oid) end
+from pg_index x join pg_class i on i.oid = x.indexrelid
+left join pg_constraint c on c.conindid = x.indexrelid and c.conrelid = x.indrelid
+    and c.contype in ('u', 'x')
+where x.indrelid = 'tile'::regclass and not x.indisprimary and not exists (
+    select 1 from pg_constraint f where f.contype = 'f' and f.conindid = x.indexrelid)
+union all
+select conname, 'ALTER TABLE tile DROP CONSTRAINT ' || quote_ident(conname),
+    'ALTER TABLE tile ADD CONSTRAINT ' || quote_ident(conname) || ' ' || pg_get_constraintdef(oid)
+from pg_constraint where conrelid = 'tile'::regclass and contype = 'f'
+order by 1
+"""
+
+
+def _drop_for_bulk_load(conn: Connection) -> list[str]:
+    """Drop the secondary indexes and foreign keys of ``tile`` (a first bulk load fills it
+    faster without them, then builds each index once and checks each key in one query);
+    return the statements that rebuild them."""
+    statements = conn.execute(text(_BULK_LOAD_DROPS)).all()
+    for _name, drop, _create in statements:
+        conn.exec_driver_sql(drop)
+    return [str(create) for _name, _drop, create in statements]
+
+
 def _copy_rows(
     conn: Connection,
     sources: Sequence[SourceRecord],
@@ -437,12 +473,18 @@ def _copy_rows(
     tile_counts: Mapping[int, int],
     params: IngestParams,
     pos: Mapping[int, int],
+    first_load: bool = False,
 ) -> None:
-    """COPY the source image rows, then the tile rows (class counts at ``pos``), on ``conn``'s
-    own connection: inside the caller's transaction."""
+    """COPY the source image rows, then the tile rows (class counts at ``pos``; one COPY
+    streamed in chunks), on ``conn``'s own connection: inside the caller's transaction.
+
+    first_load (``tile`` was empty before this ingest): the secondary indexes of ``tile``
+    (GiST on footprint, the window UNIQUE constraint, any a user added; not the primary key)
+    and its foreign key are dropped before the COPY and rebuilt after it, same transaction."""
     raw = conn.connection.driver_connection
     assert raw is not None
     n_pos = max(pos.values(), default=0)
+    rebuild = _drop_for_bulk_load(conn) if first_load and len(table) else []
     with raw.cursor() as cur:
         if sources:
             with cur.copy(_SOURCE_COPY) as cp:
@@ -452,3 +494,7 @@ def _copy_rows(
             with cur.copy(_TILE_COPY) as cp:
                 for chunk in _tile_copy_chunks(table, pos, n_pos):
                     cp.write(chunk)
+        if rebuild:
+            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for statement in rebuild:
+            cur.execute(statement)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,19 @@ def write_tile_table(
             sources,
             params or IngestParams(patch_size=0, stride=0, edge_policy=""),
         )
+    arrow = tile_table_arrow(table, class_names)
+    with atomic_path(path, suffix=".part") as tmp:
+        pq.write_table(arrow, tmp, compression="zstd")
+
+
+def tile_table_arrow(
+    table: TileTable, class_names: Mapping[int, tuple[str | None, str | None]] | None = None
+) -> pa.Table:
+    """``table`` as the Arrow table :func:`write_tile_table` writes (columns, ``class_counts``,
+    fingerprint columns (null when absent), the ``smt_tools.tile_table`` metadata)."""
+    missing = [c for c in TILE_COLUMNS if c not in table.frame.columns]
+    if missing:
+        raise InputDataError(f"tile table: missing columns {', '.join(missing)}")
     frame = table.frame.copy()
     for col, dtype in _SOURCE_DTYPES.items():
         if col not in frame.columns:
@@ -126,9 +139,39 @@ def write_tile_table(
     schema_meta = dict(arrow.schema.metadata or {})
     schema_meta.pop(b"pandas", None)
     schema_meta[META_KEY] = json.dumps(meta).encode("utf-8")
-    arrow = arrow.replace_schema_metadata(schema_meta)
+    return arrow.replace_schema_metadata(schema_meta)
+
+
+@contextlib.contextmanager
+def tile_table_writer(
+    path: str | os.PathLike[str],
+    class_names: Mapping[int, tuple[str | None, str | None]] | None = None,
+) -> Iterator[Callable[[TileTable], None]]:
+    """Write a tile table chunk by chunk (one row group or more per chunk), atomically: yields
+    ``write(table)``; every chunk must have the first chunk's class values, nodata class and
+    columns. Millions of tiles are written without holding them all in memory."""
+    state: dict[str, Any] = {}
+
+    def write(table: TileTable) -> None:
+        arrow = tile_table_arrow(table, class_names)
+        if "writer" not in state:
+            state["writer"] = pq.ParquetWriter(tmp, arrow.schema, compression="zstd")
+            state["schema"] = arrow.schema
+        elif not arrow.schema.equals(state["schema"], check_metadata=True):
+            raise InputDataError(
+                f"{path}: a chunk's columns, class values or nodata class differ from the first "
+                "chunk's; write one class list and nodata class per tile table"
+            )
+        state["writer"].write_table(arrow)
+
     with atomic_path(path, suffix=".part") as tmp:
-        pq.write_table(arrow, tmp, compression="zstd")
+        try:
+            yield write
+        finally:
+            if "writer" in state:
+                state["writer"].close()
+        if "writer" not in state:
+            raise InputDataError(f"{path}: no chunk written; a tile table needs one tile")
 
 
 def tile_table_lock(
@@ -224,6 +267,76 @@ def read_tile_table(path: str | os.PathLike[str], include_sources: bool = False)
         class_values=class_values,
         nodata_class=None if nodata is None else int(nodata),
     )
+
+
+#: string columns the batched reader keeps dictionary-encoded (pandas ``category``)
+CATEGORICAL_COLUMNS: tuple[str, ...] = ("group_id", "image_path", "mask_path", "crs")
+
+
+def read_tile_table_batched(path: str | os.PathLike[str]) -> TileTable:
+    """:func:`read_tile_table` (without the fingerprint columns) in bounded memory.
+
+    The file is read one row group at a time: the class counts go straight into one (n, C)
+    int64 array, the fingerprint columns are never read, and :data:`CATEGORICAL_COLUMNS` stay
+    dictionary-encoded (pandas ``category``, categories sorted), so ten million tiles of a few
+    thousand scenes hold a few thousand strings, not ten million. Every other column, the
+    counts, the class values and the nodata class are exactly those of :func:`read_tile_table`.
+    """
+    p = Path(path)
+    meta = read_meta(p)
+    class_values = np.asarray(meta.get("class_values", []), dtype=np.int64)
+    try:
+        pf = pq.ParquetFile(p, read_dictionary=list(CATEGORICAL_COLUMNS))
+        names = pf.schema_arrow.names
+        missing = [c for c in TILE_COLUMNS if c not in names]
+        if missing:
+            raise InputDataError(f"{p}: tile table lacks columns {', '.join(missing)}")
+        columns = [c for c in names if c not in SOURCE_COLUMNS or c == "mask_band"]
+        n, n_classes = pf.metadata.num_rows, len(class_values)
+        counts = np.zeros((n, n_classes), np.int64)
+        chunks: dict[str, list[pa.Array]] = {c: [] for c in columns if c != "class_counts"}
+        start = 0
+        for rg in range(pf.num_row_groups):
+            part = pf.read_row_group(rg, columns=columns)
+            start = _fill_counts(part.column("class_counts"), counts, start, p)
+            for c in chunks:
+                chunks[c].extend(part.column(c).chunks)
+            del part
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{p}: unreadable tile table ({str(exc).splitlines()[0]})") from None
+    data: dict[str, Any] = {}
+    for c in list(chunks):  # one column at a time: its Arrow chunks go as it is converted
+        col = pa.chunked_array(chunks.pop(c), type=pf.schema_arrow.field(c).type)
+        if c in CATEGORICAL_COLUMNS:
+            col = col.cast(pa.dictionary(pa.int32(), pa.large_string()))
+        values = col.to_pandas()
+        if c in CATEGORICAL_COLUMNS:
+            values = values.cat.reorder_categories(sorted(values.cat.categories))
+        data[c] = values
+        del col
+    band = data.pop("mask_band", None)
+    data["mask_band"] = np.ones(n, np.int64) if band is None else band.fillna(1).to_numpy(np.int64)
+    order = [*TILE_COLUMNS, "mask_band", *[c for c in data if c not in TILE_COLUMNS]]
+    frame = pd.DataFrame({c: data.pop(c) for c in dict.fromkeys(order)}, copy=False)
+    pa.default_memory_pool().release_unused()  # the Arrow chunks are gone: give them back
+    nodata = meta.get("nodata_class")
+    return TileTable(frame, counts, class_values, None if nodata is None else int(nodata))
+
+
+def _fill_counts(lists: pa.ChunkedArray, counts: np.ndarray, start: int, p: Path) -> int:
+    """Copy the ``class_counts`` lists of one row group into ``counts[start:]``; the next start."""
+    n_classes = counts.shape[1]
+    for chunk in lists.chunks:
+        m = len(chunk)
+        if m and np.any(chunk.value_lengths().to_numpy(zero_copy_only=False) != n_classes):
+            raise InputDataError(
+                f"{p}: class_counts rows must each have {n_classes} entries (one per class value)"
+            )
+        if m:
+            flat = chunk.flatten().to_numpy(zero_copy_only=False)
+            counts[start : start + m] = flat.reshape(m, n_classes)
+        start += m
+    return start
 
 
 def read_class_names(path: str | os.PathLike[str]) -> dict[int, tuple[str | None, str | None]]:

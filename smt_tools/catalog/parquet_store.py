@@ -90,7 +90,14 @@ class ParquetStore:
 
     # --- tiles ---------------------------------------------------------------------------
 
-    def read_tiles(self, query: TileQuery = TileQuery()) -> TileTable:
+    def read_tiles_batched(self, query: TileQuery = TileQuery()) -> TileTable:
+        """:meth:`read_tiles` in bounded memory (build-balanced-dataset at millions of tiles)."""
+        return self.read_tiles(query, batched=True)
+
+    def read_tiles(self, query: TileQuery = TileQuery(), *, batched: bool = False) -> TileTable:
+        """The tiles of ``query``; ``batched``: read in bounded memory, the path columns as
+        pandas ``category`` (:func:`~smt_tools.catalog.parquet_io.read_tile_table_batched`)."""
+        read = tio.read_tile_table_batched if batched else tio.read_tile_table
         if query.table != "tile":
             raise ConfigError(
                 f"catalog.table: a Parquet tile table holds one table; got {query.table!r}: "
@@ -99,11 +106,11 @@ class ParquetStore:
         if query.where_clause is not None:
             from smt_tools.catalog.parquet_where import filter_rows
 
-            table = tio.read_tile_table(self.path)
+            table = read(self.path)
             keep = filter_rows(_as_catalog_tile(table.frame), query.where_clause, self.label)
             table = _selection(table, keep)
         else:
-            table = tio.read_tile_table(self.path)
+            table = read(self.path)
         if query.run_id is not None:
             _, results = self.read_run(query.run_id)
             if query.included_only:
@@ -205,8 +212,12 @@ class ParquetStore:
         if pd.Series(ids).duplicated().any():
             dup = int(pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0])
             raise CatalogError(f"record_run: tile_id {dup} appears twice in the results")
-        known = pq.read_table(self.path, columns=["tile_id"]).column(0).to_numpy()
-        unknown = np.setdiff1d(ids, known)
+        known = np.sort(pq.read_table(self.path, columns=["tile_id"]).column(0).to_numpy())
+        # np.setdiff1d / np.isin cost 15-30 s at 10M ids; two sorts + a merge-like search ~4 s
+        wanted = np.sort(ids)  # sorted keys: each binary search starts where the last ended
+        pos = np.searchsorted(known, wanted).clip(max=max(known.size - 1, 0))
+        found = known[pos] == wanted if known.size else np.zeros(wanted.size, bool)
+        unknown = wanted[~found]  # sorted and unique (duplicates were refused above)
         if unknown.size:
             raise CatalogError(
                 f"{self.label}: recording the run failed: {unknown.size} tile ids are not in the "

@@ -98,9 +98,20 @@ def run_info(engine: Engine, run_id: int) -> dict[str, object]:
     }
 
 
+#: the partition of ``tile_result`` holding run ``:r`` (catalog version 7), NULL when none
+_PARTITION_SQL = (
+    "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+    "where i.inhparent = 'tile_result'::regclass and c.relname = 'tile_result_run_' || :r"
+)
+
+
 def delete_run(engine: Engine, run_id: int) -> int:
     """Delete run ``run_id``, its ``tile_result`` rows, its map view and the view's QGIS
-    styles, in one transaction; return how many tile results went with it."""
+    styles, in one transaction; return how many tile results went with it.
+
+    The rows go with their partition ``tile_result_run_<id>``, dropped (not deleted row by row)
+    before the run row, so a run of millions of tiles goes in seconds; rows of the run in
+    ``tile_result_default`` (written with plain SQL) go by the foreign key's cascade."""
     info = run_info(engine, run_id)
     label = engine_label(engine)
     try:
@@ -111,6 +122,9 @@ def delete_run(engine: Engine, run_id: int) -> int:
                 conn.execute(
                     text("delete from layer_styles where f_table_name = :v"), {"v": str(view)}
                 )
+            part = conn.execute(text(_PARTITION_SQL), {"r": str(int(run_id))}).scalar()
+            if part is not None:
+                conn.exec_driver_sql(f'DROP TABLE "{part}"')
             conn.execute(text("delete from run where id = :r"), {"r": int(run_id)})
     except SQLAlchemyError as exc:
         raise db_failure(exc, label, f"deleting run {run_id}", "; nothing was deleted") from None

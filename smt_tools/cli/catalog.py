@@ -9,6 +9,7 @@ import typer
 
 from smt_tools.choices import DEFAULT_EDGE_POLICY, EdgePolicy
 from smt_tools.cli._common import console, err_console, guard, progress_bar
+from smt_tools.cli._config_opts import scheduler_option
 from smt_tools.cli._tables import print_class_table
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def ingest(
         None, "--class-names", help="CSV class_value,name[,colour] for catalog_class."
     ),
     catalog: str | None = typer.Option(None, "--catalog", help=_CATALOG_HELP),
+    scheduler: str | None = scheduler_option(),
 ) -> object:
     """Scan image/mask pairs into tiles (incremental: unchanged images are skipped)."""
     from smt_tools.errors import ConfigError
@@ -139,6 +141,7 @@ def ingest(
         workers=workers,
         class_names_csv=class_names,
         progress_factory=lambda desc, total: progress_bar(desc, total, "tiles"),
+        scheduler=scheduler,
     )
     _print_ingest_summary(result)
     return result
@@ -177,8 +180,9 @@ def _print_ingest_summary(result: IngestResult) -> None:
         f"{result.images_skipped} unchanged skipped",
         soft_wrap=True,
     )
+    where = "" if result.scanned_on == "local" else f" on {result.scanned_on}"
     speed = (
-        f"scan {result.tiles_per_second:,.0f} tiles/s, write {result.write_seconds:.1f} s"
+        f"scan {result.tiles_per_second:,.0f} tiles/s{where}, write {result.write_seconds:.1f} s"
         if result.tiles_written
         else "nothing changed"
     )
