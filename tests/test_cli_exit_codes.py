@@ -244,10 +244,13 @@ def test_check_leakage_leak_no_leak_bad_input(audit_csv: Path, tmp_path: Path) -
     # an unknown kNN backend is a usage error listing the choices (was accepted silently)
     code, _, err = _run("check-leakage", "--train", str(tmp_path / "t.csv"),
                         "--val", str(tmp_path / "v.csv"), "--knn-backend", "annoy")  # fmt: skip
-    _usage_error(code, err, "Invalid value for '--knn-backend'", "'sklearn'", "'faiss'", "'hnsw'")
+    _usage_error(
+        code, err, "Invalid value for '--knn-backend'", "'sklearn'", "'faiss'", "'torch'",
+        "'hnsw'", "'auto'",
+    )  # fmt: skip
     code, out, _ = _run("check-leakage", "--help")
     flat = " ".join(out.split())
-    assert "sklearn|faiss|hnsw" in flat.replace(" ", "")
+    assert "<sklearn|faiss|torch|" in flat.replace(" ", "")  # the metavar wraps after torch
     assert "3: leakage found" in flat
 
 

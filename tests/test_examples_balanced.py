@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 from smt_tools.cli.app import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "smt_tools" / "examples"
-TESTED = {"balanced_train.yaml", "balanced_patch_records.yaml", "balanced_postgres.yaml"}
+TESTED = {
+    "balanced_train.yaml",
+    "balanced_patch_records.yaml",
+    "balanced_postgres.yaml",
+    "balanced_10m.yaml",
+}
 
 
 #: balanced examples run by other test modules (embeddings: tests of the embed command)
@@ -149,3 +154,39 @@ def test_balanced_postgres_example(
     out = _check_csv(Path(cfg["output"]["csv_path"]), selected[0])
     assert results[0] == len(out) and results[1] == int(out["excluded"].sum())
     assert results[2] == pytest.approx(1.0)
+
+
+def test_balanced_10m_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 10M example as shipped, on 30,000 tiles of the same generator (the FlatGeobuf
+    switch and batch sizes are exercised by lowering their thresholds)."""
+    import sys
+
+    import pyarrow.parquet as pq
+    import pyogrio
+
+    from smt_tools.export import vector
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gen_tiles import write_tiles
+
+    data = _load("balanced_10m.yaml")
+    cfg = data["balanced_dataset"]
+    out = cfg["output"]
+    assert cfg["input"]["tiles"] == "bench_data/tiles_10m.parquet" and "csv_path" not in out
+    tiles = tmp_path / "tiles.parquet"
+    write_tiles(tiles, 30_000, per_side=10)
+    cfg["input"]["tiles"] = str(tiles)
+    for key in ("parquet_path", "geojson_path"):
+        assert out[key].startswith("bench_data/")
+        out[key] = str(tmp_path / out[key].removeprefix("bench_data/"))
+    monkeypatch.setattr(vector, "GEOJSON_MAX_TILES", 1_000)  # .fgb is named anyway
+    res = _run(data, tmp_path)
+    assert "Tiles: 30000 in" in res.stdout.replace(",", "")
+    table = pq.read_table(out["parquet_path"]).to_pandas()
+    assert len(table) == 30_000 and table["tile_id"].is_unique
+    w = table["sampler_weight"]
+    assert (w[table["excluded"]] == 0).all() and w.max() == pytest.approx(1.0)
+    assert w[~table["excluded"]].min() >= 0.05 - 1e-12
+    info = pyogrio.read_info(out["geojson_path"])
+    assert info["features"] == 30_000 and info["capabilities"]["fast_spatial_filter"]
+    assert Path(out["geojson_path"]).with_suffix(".qml").is_file()

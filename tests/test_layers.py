@@ -178,14 +178,14 @@ def test_nested_config_fields_use_the_declared_choices() -> None:
     from smt_tools.config.coreset import SamplerWeightsConfig
 
     assert _field(ClusteringConfig, "k_selection") == (choices.KSelection, "elbow")
-    assert _field(UniquenessConfig, "backend") == (choices.KnnBackend, "hnsw")
+    assert _field(UniquenessConfig, "backend") == (choices.KnnBackend, "auto")
     assert _field(SamplerWeightsConfig, "formula") == (choices.WeightFormula, "sqrt_inverse_freq")
     assert choices.VectorFormat in get_args(OutputConfig.model_fields["format"].annotation)
 
 
 def test_the_tuples_are_the_literals_values() -> None:
     assert choices.MODES == ("masks_only", "embeddings", "embeddings_only")
-    assert choices.KNN_BACKENDS == ("hnsw", "faiss", "sklearn")
+    assert choices.KNN_BACKENDS == ("auto", "torch", "hnsw", "faiss", "sklearn")
     assert set(get_args(choices.AuditKnnBackend)) == set(choices.KNN_BACKENDS)
     assert choices.TWO_SIGNAL_METHODS < set(choices.SAMPLING_METHODS)
     assert choices.SPATIAL_METHODS < choices.EMBEDDING_METHODS < set(choices.CORESET_METHODS)
@@ -256,7 +256,9 @@ def test_domain_functions_use_the_declared_choices() -> None:
     assert default(run_check_leakage, "knn_backend") == choices.DEFAULT_AUDIT_KNN_BACKEND
     assert CoresetParams(method="cb", budget=0.5).budget_mode == choices.DEFAULT_BUDGET_MODE
     # the messages list the declared values, in order
-    with pytest.raises(InputDataError, match="must be one of hnsw, faiss, sklearn; got 'x'"):
+    with pytest.raises(
+        InputDataError, match="must be one of auto, torch, hnsw, faiss, sklearn; got 'x'"
+    ):
         knn_search(np.eye(3, dtype=np.float32), 1, "x")
     with pytest.raises(InputDataError, match="must be one of drop, shift, pad; got 'x'"):
         tile_windows(8, 8, 4, 4, edge="x")

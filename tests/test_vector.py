@@ -298,3 +298,28 @@ def test_run_view_and_default_style(fresh_database_url: str, demo_pairs: Path) -
         assert tuple(left) == (True, 0) and still == 3
     finally:
         engine.dispose()
+
+
+def test_large_layer_without_a_format_becomes_flatgeobuf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above GEOJSON_MAX_TILES a .geojson path with no output.format is written as FlatGeobuf
+    beside it (one warning line); an explicit format: geojson is kept."""
+    from smt_tools.export import vector
+
+    monkeypatch.setattr(vector, "GEOJSON_MAX_TILES", 5)  # tiles() has 6
+    frame, props = tiles(), ["tile_id", "fold"]
+    written = write_vector(frame, tmp_path / "m.geojson", props, fold_qml(3))
+    assert (written.path, written.format) == (tmp_path / "m.fgb", "fgb")
+    assert written.style == tmp_path / "m.qml" and written.features == 6
+    assert written.note == (
+        f"{tmp_path / 'm.geojson'}: 6 tiles are more than GeoJSON serves well (5); wrote m.fgb "
+        "(FlatGeobuf, spatially indexed, opens in QGIS with the same style) instead; set "
+        "output.format: geojson to force GeoJSON"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fgb", "m.qml"]
+    assert pyogrio.read_info(tmp_path / "m.fgb")["features"] == 6
+    forced = write_vector(frame, tmp_path / "f.geojson", props, None, fmt="geojson")
+    assert (forced.format, forced.note) == ("geojson", None)
+    monkeypatch.setattr(vector, "GEOJSON_MAX_TILES", 6)  # at the limit: GeoJSON
+    assert write_vector(frame, tmp_path / "k.geojson", props, None).format == "geojson"

@@ -46,6 +46,18 @@ def set_option() -> Any:
     return typer.Option([], "--set", metavar="KEY=VALUE", callback=_check_items, help=_SET_HELP)
 
 
+_SCHEDULER_HELP = (
+    "Run the work on a Dask cluster: tcp://host:8786, a scheduler .json file, or local[:N] "
+    "for N local worker processes (default: $SMT_DASK_SCHEDULER; unset: this machine's process "
+    "pool). Needs smt-tools[dask]."
+)
+
+
+def scheduler_option() -> Any:
+    """``--scheduler``: the Dask scheduler to run on (see smt_tools.dask_cluster)."""
+    return typer.Option(None, "--scheduler", help=_SCHEDULER_HELP)
+
+
 def dry_run_option() -> Any:
     """The ``--dry-run`` flag."""
     return typer.Option(False, "--dry-run", help=_DRY_RUN_HELP)

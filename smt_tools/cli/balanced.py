@@ -71,6 +71,8 @@ def _print_summary(result: BalancedResult) -> None:
         f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})"
     )
 
+    if result.uniqueness_backend is not None:
+        _say(f"Visual uniqueness: kNN backend {result.uniqueness_backend}")
     if result.rare_classes:
         _say(
             "Rare-class boost on classes "

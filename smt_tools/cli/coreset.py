@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from smt_tools.cli._common import console, guard, progress_bar
+from smt_tools.cli._common import console, err_console, guard, progress_bar
 from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import print_class_table
 
@@ -88,4 +88,6 @@ def register(app: typer.Typer) -> None:
         if result.run_id is not None:
             say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
         say(f"Done in {time.perf_counter() - start:.1f} s")
+        for line in result.warnings:  # e.g. the map layer written as FlatGeobuf, tiles left out
+            err_console.print(f"warning: {line}", markup=False, soft_wrap=True)
         return result

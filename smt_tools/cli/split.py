@@ -76,8 +76,7 @@ def check_leakage(
         None,
         "--buffer-m",
         min=0.0,
-        help="Tiles of different splits closer than this "
-        "(metres) leak; 0 (default) = only overlaps.",
+        help="Tiles of different splits closer than this (metres) leak; 0 (default) = overlaps.",
     ),
     near_duplicate_threshold: float | None = typer.Option(
         None,
@@ -90,7 +89,8 @@ def check_leakage(
     knn_backend: AuditKnnBackend | None = typer.Option(
         None,
         "--knn-backend",
-        help=f"kNN backend: sklearn (exact), faiss or hnsw (default {DEFAULT_AUDIT_KNN_BACKEND}).",
+        help="kNN backend of the near-duplicate check: sklearn, faiss, torch (exact; GPU when "
+        f"torch sees one), hnsw (approximate) or auto (default {DEFAULT_AUDIT_KNN_BACKEND}).",
     ),
     group_column: str | None = typer.Option(
         None, "--group-column", help="Column that groups tiles (default source_image_id)."

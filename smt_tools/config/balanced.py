@@ -14,9 +14,11 @@ from pydantic import Field, field_validator, model_validator
 from smt_tools.choices import (
     DEFAULT_K_SELECTION,
     DEFAULT_KNN_BACKEND,
+    DEFAULT_KNN_PRECISION,
     DEFAULT_MODE,
     DEFAULT_SAMPLING_METHOD,
     KnnBackend,
+    KnnPrecision,
     KSelection,
     Mode,
     SamplingMethod,
@@ -159,16 +161,33 @@ class ClusteringConfig(StrictModel):
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF = 48
+#: approximate searches (hnsw, pca_dim): the share of tiles, highest approximate scores first,
+#: whose neighbours are recomputed exactly (docs/algorithms.md §7, "the tail pass")
+TAIL_FRACTION = 0.03
 
 
 class UniquenessConfig(StrictModel):
     k_neighbors: int = Field(default=5, ge=1, le=1_024)
-    backend: KnnBackend = DEFAULT_KNN_BACKEND
+    backend: KnnBackend = Field(
+        default=DEFAULT_KNN_BACKEND,
+        description="auto: torch on a GPU, else hnsw / faiss / sklearn (the first installed)",
+    )
+    precision: KnnPrecision = Field(
+        default=DEFAULT_KNN_PRECISION,
+        description="torch backend on a GPU: fp32, or tf32/bf16 matmul re-ranked in fp32",
+    )
     # hnsw defaults meet recall@5 >= 0.95 in <= 60 s on 2 cores for 155k x 768 (BENCHMARKS.md)
     M: int = Field(default=HNSW_M, ge=4, le=256, description="hnsw graph degree")
     ef_construction: int = Field(default=HNSW_EF_CONSTRUCTION, ge=8, le=8_192)
     ef: int = Field(
         default=HNSW_EF, ge=1, le=8_192, description="hnsw query breadth (>= k_neighbors + 1)"
+    )
+    tail_fraction: float = Field(
+        default=TAIL_FRACTION,
+        ge=0,
+        le=1,
+        description="approximate searches: share of tiles, most unique first, whose neighbours "
+        "are recomputed exactly (0: off)",
     )
     pca_dim: int | None = Field(
         default=None, ge=2, le=8_192, description="optional seeded PCA before search"

@@ -276,7 +276,8 @@ class _Candidates:
         return order
 
     def cb(self) -> np.ndarray:
-        c = np.asarray(self.counts)[self.cand]
+        # float64 once here (the int64 gather is freed before the greedy runs)
+        c = np.asarray(self.counts)[self.cand].astype(np.float64)
         growth = self.params.cb_growth
         if self.params.device == "cuda":
             from smt_tools.coreset import gpu

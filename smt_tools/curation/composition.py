@@ -27,8 +27,52 @@ def clr(p: np.ndarray, pseudocount: float = 1e-6) -> np.ndarray:
         raise ValueError(f"clr expects a 2-D array (n, C); got shape {p.shape}")
     if pseudocount <= 0:
         raise ValueError(f"clr pseudocount must be > 0; got {pseudocount}")
-    logp = np.log(p + pseudocount)
-    return logp - logp.mean(axis=1, keepdims=True)
+    logp = p + pseudocount  # in place from here on: one (n, C) array, the same numbers
+    np.log(logp, out=logp)
+    logp -= logp.mean(axis=1, keepdims=True)
+    return logp
+
+
+def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(x, axis=0, return_inverse=True, return_counts=True)`` for finite float rows
+    (n, C), with the same distinct rows (sorted lexicographically), inverse (n,) int64 and
+    counts (d,) int64, in a fraction of the time and memory: rows are ordered by column 0 and
+    only rows that tie there are ordered by the next columns (:func:`_lex_order`)."""
+    x = np.ascontiguousarray(x)
+    n = x.shape[0]
+    order = _lex_order(x)
+    first = np.zeros(n, bool)
+    first[:1] = True
+    for j in range(x.shape[1]):  # a new distinct row wherever any column changes
+        col = x[order, j]
+        first[1:] |= col[1:] != col[:-1]
+    starts = np.flatnonzero(first)
+    inverse = np.empty(n, np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    counts = np.diff(np.append(starts, n)).astype(np.int64)
+    return x[order[starts]], inverse, counts
+
+
+def _lex_order(x: np.ndarray) -> np.ndarray:
+    """Row order (n,) int64 sorting ``x`` (n, C) lexicographically (column 0 first): a sort on
+    column 0, then the runs of equal column-0 values sorted by the other columns."""
+    order = np.argsort(x[:, 0])  # equal rows are interchangeable: no need for a stable sort
+    if x.shape[1] == 1 or x.shape[0] < 2:
+        return order
+    col = x[order, 0]
+    same = col[1:] == col[:-1]
+    if not same.any():
+        return order
+    tied = np.zeros(x.shape[0], bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    pos = np.flatnonzero(tied)  # positions (in sorted order) of rows in runs of ties
+    run = np.cumsum(np.concatenate([[True], ~same]))[pos]
+    sub = order[pos]
+    inner = _lex_order(x[sub, 1:])
+    inner = inner[np.argsort(run[inner], kind="stable")]
+    order[pos] = sub[inner]
+    return order
 
 
 def elbow_k(ks: np.ndarray, inertias: np.ndarray) -> int:
@@ -88,6 +132,9 @@ def cluster_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     if labels.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    if labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < 1 << 20:
+        sizes = np.bincount(labels.reshape(-1))[labels.reshape(-1)].astype(np.int64)
+        return sizes, 1.0 / sizes  # the same numbers as np.unique, without sorting n labels
     _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sizes = counts[inv.reshape(-1)].astype(np.int64)
     return sizes, 1.0 / sizes
@@ -153,8 +200,9 @@ def cluster_compositions(
     n = p.shape[0]
     _check_args(n, k_min, k_max, k_selection, k)
     x = clr(p, pseudocount)
-    distinct, inverse, mult = np.unique(x, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    del p  # the caller's array may be the only other reference: millions of rows
+    distinct, inverse, mult = unique_rows(x)
+    del x
     n_distinct = distinct.shape[0]
     weights = mult.astype(np.float64)
     if n_distinct < 2:

@@ -6,9 +6,11 @@ mode has uniqueness), named so the training module reads it without extra keys.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -59,10 +61,12 @@ def _json_objects(class_values: np.ndarray, values: np.ndarray) -> pd.Series:
     n, c = values.shape
     if c == 0:
         return pd.Series(["{}"] * n, dtype="string[pyarrow]")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow casts run without the GIL
+        texts = list(pool.map(lambda j: pc.cast(pa.array(values[:, j]), pa.string()), range(c)))
     parts: list[Any] = []
     for j, v in enumerate(class_values):
         parts.append(pa.scalar(("{" if j == 0 else ", ") + f'"{int(v)}": '))
-        parts.append(pc.cast(pa.array(values[:, j]), pa.string()))
+        parts.append(texts[j])
     parts.append(pa.scalar("}"))
     joined = pc.binary_join_element_wise(*parts, "")
     return pd.Series(pd.arrays.ArrowExtensionArray(joined))
@@ -161,6 +165,100 @@ def write_balanced_parquet(
         pq.write_table(table, tmp, compression="zstd")
 
 
+def write_balanced_tables(
+    batches: Iterable[pd.DataFrame],
+    csv_path: str | os.PathLike[str] | None,
+    parquet_path: str | os.PathLike[str] | None,
+    columns: Sequence[str] = BALANCED_COLUMNS,
+) -> int:
+    """Write the balanced table, given as consecutive ``batches`` of rows, to ``csv_path`` and /
+    or ``parquet_path`` (atomically; None: not written) without ever holding it whole; returns
+    the rows written. Each file is the one :func:`write_balanced_csv` /
+    :func:`write_balanced_parquet` write for the concatenated frame (Parquet: the same rows
+    and schema, one row group per non-empty batch)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        csv_tmp = stack.enter_context(atomic_path(csv_path, suffix=".csv")) if csv_path else None
+        pq_tmp = (
+            stack.enter_context(atomic_path(parquet_path, suffix=".parquet"))
+            if parquet_path
+            else None
+        )
+        writers: list[Any] = []
+        schema: Any = None
+        first: Any = None
+        # one thread writes (encodes, compresses) a batch while the next one is built
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        pending: list[Future[None]] = []  # the write in flight (at most one)
+        for frame in batches:
+            table = _arrow_batch(frame, columns)
+            del frame
+            if table.num_rows == 0:
+                first = table if first is None else first
+                continue
+            if schema is None:
+                schema = table.schema
+                if csv_tmp is not None:
+                    options = pacsv.WriteOptions(quoting_style="needed")
+                    writers.append(pacsv.CSVWriter(csv_tmp, schema, write_options=options))
+                if pq_tmp is not None:
+                    writers.append(pq.ParquetWriter(pq_tmp, schema, compression="zstd"))
+                for w in writers:
+                    stack.callback(w.close)
+                stack.callback(wait, pending)  # on an error: ends before the writers close
+            elif not table.schema.equals(schema, check_metadata=False):
+                table = table.cast(schema)
+            if pending:
+                pending.pop().result()
+                pa.default_memory_pool().release_unused()  # the written batch's buffers
+            pending.append(pool.submit(_write_all, writers, table))
+            rows += table.num_rows
+        if pending:
+            pending.pop().result()
+        if schema is None:  # no row at all: the header / schema of the (empty) table
+            assert first is not None, "write_balanced_tables needs at least one batch"
+            if csv_tmp is not None:
+                write_options = pacsv.WriteOptions(quoting_style="needed")
+                pacsv.write_csv(first, csv_tmp, write_options=write_options)
+            if pq_tmp is not None:
+                pq.write_table(first, pq_tmp, compression="zstd")
+    return rows
+
+
+def _write_all(writers: list[Any], table: Any) -> None:
+    for w in writers:
+        w.write_table(table)
+
+
+def _arrow_batch(frame: pd.DataFrame, columns: Sequence[str]) -> Any:
+    """``frame[columns]`` (+ ``uniqueness_score`` if present) as an Arrow table."""
+    import pyarrow as pa
+
+    cols = list(columns)
+    if UNIQUENESS_COLUMN in frame.columns and UNIQUENESS_COLUMN not in cols:
+        cols.append(UNIQUENESS_COLUMN)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"balanced table: frame lacks column(s) {', '.join(missing)}")
+    return pa.Table.from_pandas(frame[cols], preserve_index=False)
+
+
+def _plain(col: pd.Series) -> np.ndarray:
+    """``col.to_numpy()``; for a ``category`` column (a tile table read in batches) built from
+    the few categories by code, not converted row by row (the same object array)."""
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        return col.to_numpy()
+    codes = col.cat.codes.to_numpy()
+    out = np.asarray(col.cat.categories.to_numpy(), dtype=object).take(codes)
+    if codes.size and codes.min() < 0:
+        out[codes < 0] = np.nan
+    return np.asarray(out)
+
+
 def balanced_frame(
     table: TileTable,
     excluded: np.ndarray,
@@ -177,8 +275,8 @@ def balanced_frame(
     f = table.frame
     out = pd.DataFrame(
         {
-            "image_path": f["image_path"].to_numpy(),
-            "mask_path": f["mask_path"].to_numpy(),
+            "image_path": _plain(f["image_path"]),
+            "mask_path": _plain(f["mask_path"]),
             "row_off": f["row_off"].to_numpy(np.int64),
             "col_off": f["col_off"].to_numpy(np.int64),
             "patch_size": f["patch_size"].to_numpy(np.int64),
@@ -189,12 +287,12 @@ def balanced_frame(
             ),
             "tile_id": f["tile_id"].to_numpy(np.int64),
             "source_image_id": f["source_image_id"].to_numpy(np.int64),
-            "group_id": f["group_id"].to_numpy(),
+            "group_id": _plain(f["group_id"]),
             "minx": f["minx"].to_numpy(np.float64),
             "miny": f["miny"].to_numpy(np.float64),
             "maxx": f["maxx"].to_numpy(np.float64),
             "maxy": f["maxy"].to_numpy(np.float64),
-            "crs": f["crs"].to_numpy(),
+            "crs": _plain(f["crs"]),
             "valid_pixels": f["valid_pixels"].to_numpy(np.int64),
             "class_entropy": f["class_entropy"].to_numpy(np.float64),
             "nodata_ratio": f["nodata_ratio"].to_numpy(np.float64),

@@ -1,6 +1,8 @@
 """Tile footprints as a vector layer in one of three formats, with its QGIS style.
 
-``output.format`` picks the format (default: from the path's extension, else GeoJSON):
+``output.format`` picks the format (default: from the path's extension, else GeoJSON; a
+GeoJSON path with more than :data:`GEOJSON_MAX_TILES` tiles and no ``output.format`` is written
+as FlatGeobuf beside it, ``<name>.fgb``, with a warning line):
 
 - ``geojson``: RFC 7946 text (:mod:`smt_tools.export.geojson`), style in ``<name>.qml`` beside
   it. No spatial index: QGIS reads the whole file on open and scans it on every repaint.
@@ -45,6 +47,7 @@ from smt_tools.geo import footprints_lonlat, has_crs
 
 __all__ = [
     "EXTENSIONS",
+    "GEOJSON_MAX_TILES",
     "INDEXED_FORMAT_ABOVE_TILES",
     "VECTOR_FORMATS",
     "VectorFormat",
@@ -58,6 +61,10 @@ __all__ = [
 _DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}
 #: above this many tiles an indexed format (gpkg, fgb) is recommended over GeoJSON
 INDEXED_FORMAT_ABOVE_TILES = 50_000
+#: above this many tiles a map layer whose format is not set explicitly is written as
+#: FlatGeobuf, not GeoJSON: 500,000 tiles are a ~220 MB GeoJSON that QGIS parses whole on open
+#: and rescans on every repaint (1M: 444 MB, 10M: ~4.4 GB, which it cannot open)
+GEOJSON_MAX_TILES = 500_000
 #: geometry column name GDAL gives a GeoPackage layer (``layer_styles.f_geometry_column``)
 GPKG_GEOMETRY_COLUMN = "geom"
 
@@ -121,6 +128,15 @@ def write_vector(
     """
     target = Path(path)
     kind = format_for(target, fmt)
+    switched = None
+    if fmt is None and kind == "geojson" and len(frame) > GEOJSON_MAX_TILES:
+        target, kind = target.with_suffix(EXTENSIONS["fgb"]), "fgb"
+        switched = (
+            f"{Path(path)}: {len(frame):,} tiles are more than GeoJSON serves well "
+            f"({GEOJSON_MAX_TILES:,}); wrote {target.name} (FlatGeobuf, spatially indexed, "
+            "opens in QGIS with the same style) instead; set output.format: geojson to force "
+            "GeoJSON"
+        )
     qml = style_path(target, kind)
     if kind == "geojson":
         with _target(target, staging, ".geojson") as tmp:
@@ -133,6 +149,7 @@ def write_vector(
     if qml is not None and style_qml is not None:
         with _target(qml, staging, ".qml") as tmp:
             tmp.write_text(style_qml, encoding="utf-8")
+    note = "; ".join(n for n in (switched, note) if n) or None
     return VectorWritten(target, kind, features, left_out, note, qml if style_qml else None)
 
 

@@ -9,8 +9,10 @@ back in input order. The numbers follow docs/algorithms.md §5-§9; the writing 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +33,8 @@ from smt_tools.curation.weights import final_weights, rare_class_boost, rare_cla
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.csv_out import balanced_frame
 from smt_tools.export.run_record import run_json_path
+from smt_tools.pipelines import _balanced_canon as canon_of
 from smt_tools.pipelines import _inputs, _nodata
-from smt_tools.pipelines._tiling_report import padded_tiles_note
 from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
 
@@ -78,6 +80,8 @@ class BalancedResult:
     nodata_share_weighted: float = 0.0
     #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
     config_record: dict[str, Any] | None = None
+    #: the kNN backend of the uniqueness scores (``auto`` resolved); None without uniqueness
+    uniqueness_backend: str | None = None
 
     @property
     def n_included(self) -> int:
@@ -112,6 +116,7 @@ class BalancedResult:
             "rare_classes": self.rare_classes,
             "warnings": self.warnings,
             "timings_s": self.timings,
+            "uniqueness_backend": self.uniqueness_backend,
         }
 
     def run_json_path(self) -> Path | None:
@@ -124,31 +129,49 @@ class BalancedResult:
 
 @dataclass(frozen=True)
 class Loaded:
-    """The input tiles: ``table`` in input order, ``canon = table.take(perm)`` sorted by tile_id;
+    """The input tiles: ``table`` in input order, ``perm`` the order sorted by tile_id (the
+    canonical order: ``canon = table.take(perm)``, copied only for the steps that need every
+    column; the others gather what they use, :mod:`smt_tools.pipelines._balanced_canon`);
     ``kind`` names the input for messages (:func:`smt_tools.pipelines._nodata.input_kind`);
     ``store`` is where the tiles came from and where the run is recorded."""
 
     table: TileTable
-    canon: TileTable
     perm: np.ndarray
     kind: _nodata.InputKind
     store: TileStore | None = None  # the input's store, open for the run (None: patch records)
 
     @property
     def n(self) -> int:
-        return len(self.canon)
+        return len(self.table)
+
+    @cached_property
+    def canon(self) -> TileTable:
+        """The tiles sorted by tile_id: a full copy (the HTML report uses it)."""
+        return canon_of.plain_strings(self.table.take(self.perm))
+
+    @cached_property
+    def back(self) -> np.ndarray:
+        """(n,) int64: the canonical position of each input row (``perm``'s inverse)."""
+        back = np.empty(self.n, np.int64)
+        back[self.perm] = np.arange(self.n)
+        return back
+
+    def column(self, name: str) -> np.ndarray:
+        """The frame column ``name`` in canonical order."""
+        return np.asarray(self.table.frame[name].to_numpy()[self.perm])
 
 
 @dataclass(frozen=True)
 class Exclusion:
     """§5 on the canonical tiles: reasons {name: (n,) bool}, excluded (n,) bool, the included
-    rows (indexes and tiles), the rare classes boosted (§9; empty without a boost), window and
-    valid pixels per tile (n,) int64 and the nodata share over all tiles."""
+    rows (canonical indexes, and ``included_rows``: their input rows), the rare classes boosted
+    (§9; empty without a boost), window and valid pixels per tile (n,) int64 and the nodata
+    share over all tiles."""
 
     reasons: dict[str, np.ndarray]
     excluded: np.ndarray
     included_idx: np.ndarray
-    included: TileTable
+    included_rows: np.ndarray
     rare: np.ndarray
     window_px: np.ndarray
     valid_px: np.ndarray
@@ -184,18 +207,29 @@ class Weighing:
 
 @dataclass
 class BalancedRun:
-    """Everything one run computed (canonical order), handed to the writers; ``out`` is the
-    output table in input order, ``timings`` the run's timings dict (filled as it goes)."""
+    """Everything one run computed (canonical order), handed to the writers. ``batches()``
+    yields the output table in input order, a batch of input rows at a time; ``out`` is all of
+    it (only the map layer and the report need it whole); ``timings`` is the run's timings dict
+    (filled as it goes)."""
 
     loaded: Loaded
     exclusion: Exclusion
     composition: Composition
     uniqueness: np.ndarray | None
     weighing: Weighing
-    out: pd.DataFrame
+    cfg: BalancedDatasetConfig
     result: BalancedResult
     started: datetime
     timings: dict[str, float]
+
+    def batches(self) -> Iterator[pd.DataFrame]:
+        return output_batches(
+            self.cfg, self.loaded, self.exclusion, self.composition, self.uniqueness, self.weighing
+        )
+
+    @cached_property
+    def out(self) -> pd.DataFrame:
+        return pd.concat(list(self.batches()), ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -214,11 +248,11 @@ def load(
     if mismatch:
         raise ConfigError(mismatch)
     ids = table.frame["tile_id"].to_numpy(np.int64)
-    perm = np.argsort(ids, kind="stable")
+    perm = np.argsort(ids)  # ids are unique (checked below): any sort gives this order
     if np.any(ids[perm][1:] == ids[perm][:-1]):
         dup = int(ids[perm][1:][ids[perm][1:] == ids[perm][:-1]][0])
         raise InputDataError(f"input: tile_id {dup} occurs twice; every tile must be listed once")
-    return Loaded(table, table.take(perm), perm, kind, store)
+    return Loaded(table, perm, kind, store)
 
 
 def _read_input(
@@ -242,27 +276,38 @@ def _read_input(
 def exclude(cfg: BalancedDatasetConfig, loaded: Loaded) -> Exclusion:
     """§5: which tiles are left out and why; every tile excluded is one error naming the
     reasons. Also resolves the rare classes (§9), so a bad ``rare_class_ids`` fails early."""
-    canon = loaded.canon
-    reasons, excluded = tile_exclusions(canon, cfg.exclusion)
+    table, perm = loaded.table, loaded.perm
+    reasons, excluded = tile_exclusions(table, cfg.exclusion)  # per tile: any order
+    reasons = {k: v[perm] for k, v in reasons.items()}
+    excluded = excluded[perm]
     included_idx = np.flatnonzero(~excluded)
-    window_px = (canon.frame["height"] * canon.frame["width"]).to_numpy(np.int64)
-    valid_px = canon.counts.sum(axis=1)
-    nodata_all = nodata_pixel_share(window_px, valid_px, np.ones(len(canon)))
+    f = table.frame
+    window_px = (f["height"].to_numpy(np.int64) * f["width"].to_numpy(np.int64))[perm]
+    valid_px = table.counts.sum(axis=1)[perm]
+    nodata_all = nodata_pixel_share(window_px, valid_px, np.ones(loaded.n))
     if included_idx.size == 0:
         raise EmptySelectionError(
             _nodata.all_excluded_message(
-                len(canon), reasons, loaded.kind, canon.nodata_class, cfg.exclusion, nodata_all
+                loaded.n, reasons, loaded.kind, table.nodata_class, cfg.exclusion, nodata_all
             )
         )
-    inc = canon.take(included_idx)
-    rare = _rare(cfg, inc) if cfg.weights.rare_class_boost > 1 else np.zeros(0, np.int64)
-    return Exclusion(reasons, excluded, included_idx, inc, rare, window_px, valid_px, nodata_all)
+    rows = perm[included_idx]
+    rare = _rare(cfg, table, rows) if cfg.weights.rare_class_boost > 1 else np.zeros(0, np.int64)
+    return Exclusion(reasons, excluded, included_idx, rows, rare, window_px, valid_px, nodata_all)
 
 
-def _rare(cfg: BalancedDatasetConfig, table: TileTable) -> np.ndarray:
+def included_table(loaded: Loaded, ex: Exclusion) -> TileTable:
+    """The included tiles in canonical order (a copy of every column, paths as strings)."""
+    return canon_of.plain_strings(loaded.table.take(ex.included_rows))
+
+
+def _rare(cfg: BalancedDatasetConfig, table: TileTable, rows: np.ndarray) -> np.ndarray:
+    """The rare classes (§9) of ``table``'s rows ``rows`` (the included tiles)."""
     ids = cfg.weights.rare_class_ids
-    if ids is None:
-        return rare_classes(table.counts, table.class_values)
+    if ids is None:  # class pixel totals: integers, exact in any order
+        keep = np.zeros(len(table), bool)
+        keep[rows] = True
+        return rare_classes(canon_of.column_sums(table, keep)[None, :], table.class_values)
     known = set(table.class_values.tolist())
     unknown = [c for c in ids if c not in known]
     if unknown:
@@ -283,7 +328,7 @@ def compose(cfg: BalancedDatasetConfig, loaded: Loaded, ex: Exclusion) -> Compos
         return Composition(labels, sizes, freq_cluster_weight, None)
     cl = cfg.clustering
     clustering = cluster_compositions(
-        ex.included.proportions(),
+        canon_of.proportions_of(loaded.table, ex.included_rows),
         k_min=cl.k_min,
         k_max=cl.k_max,
         k_selection=cl.k_selection,
@@ -308,7 +353,7 @@ def uniqueness(
         return None
     from smt_tools.pipelines.embed import uniqueness_for_tiles
 
-    inc = ex.included
+    inc = included_table(loaded, ex)
     u = np.asarray(uniqueness_for_tiles(inc, cfg, progress_factory), dtype=np.float64)
     if u.shape != (len(inc),):
         raise InputDataError(
@@ -333,7 +378,7 @@ def weigh(
 ) -> Weighing:
     """§8-§9: combine the signals, boost rare classes, floor and normalise the weights; the
     class and nodata shares they draw and the warnings about the input."""
-    canon, excluded, inc = loaded.canon, ex.excluded, ex.included
+    table, excluded = loaded.table, ex.excluded
     combined = combine(
         cfg.sampling_method,
         comp.clustering.freq_cluster_weight if comp.clustering is not None else None,
@@ -341,53 +386,75 @@ def weigh(
     )
     warnings = [combined.fallback] if combined.fallback else []
     boost = (
-        rare_class_boost(inc.proportions(), inc.class_values, ex.rare, cfg.weights.rare_class_boost)
+        rare_class_boost(
+            canon_of.proportions_of(table, ex.included_rows),
+            table.class_values,
+            ex.rare,
+            cfg.weights.rare_class_boost,
+        )
         if ex.rare.size
         else None
     )
     weights = final_weights(
         combined.score, ~excluded, boost=boost, weight_floor=cfg.weights.weight_floor
     )
-    uniform, weighted = class_shares_uniform_vs_weighted(canon.counts, weights, ~excluded)
+    counts = canon_of.counts_float(table, loaded.perm)  # canonical order: the same sums
+    uniform, weighted = class_shares_uniform_vs_weighted(counts, weights, ~excluded)
+    del counts
     nodata_shares = (
         ex.nodata_share,
         nodata_pixel_share(ex.window_px, ex.valid_px, (~excluded).astype(np.float64)),
         nodata_pixel_share(ex.window_px, ex.valid_px, weights),
     )
     warnings += _nodata.nodata_warnings(
-        loaded.n, ex.reasons, loaded.kind, canon.nodata_class, ex.nodata_share, cfg.exclusion
+        loaded.n, ex.reasons, loaded.kind, table.nodata_class, ex.nodata_share, cfg.exclusion
     )
-    warnings += padded_tiles_note(canon.frame, excluded)  # --edge pad tiles kept / excluded
+    back = loaded.back  # --edge pad tiles kept / excluded
+    warnings += canon_of.padded_note(table.frame, back, excluded[back])
     ess = effective_sample_size(weights)
     return Weighing(
         weights, combined.effective_method, uniform, weighted, nodata_shares, ess, warnings
     )
 
 
-def output_frame(
+def output_batches(
     cfg: BalancedDatasetConfig,
     loaded: Loaded,
     ex: Exclusion,
     comp: Composition,
     uniq: np.ndarray | None,
     w: Weighing,
-) -> pd.DataFrame:
-    """The balanced CSV's rows, back in input order (excluded rows dropped unless
-    ``output.include_excluded``)."""
-    back = np.empty(loaded.n, np.int64)
-    back[loaded.perm] = np.arange(loaded.n)
-    out = balanced_frame(
-        loaded.table,
-        ex.excluded[back],
-        comp.labels[back],
-        comp.sizes[back],
-        comp.freq_cluster_weight[back],
-        w.weights[back],
-        uniq[back] if uniq is not None else None,
-    )
-    if not cfg.output.include_excluded:
-        out = out.loc[~out["excluded"].to_numpy(bool)].reset_index(drop=True)
-    return out
+) -> Iterator[pd.DataFrame]:
+    """The balanced table's rows in input order, :data:`~smt_tools.pipelines._balanced_canon.
+    BATCH_ROWS` input rows at a time (excluded rows dropped unless ``output.include_excluded``;
+    a batch may then be empty)."""
+    table, back, batch = loaded.table, loaded.back, canon_of.BATCH_ROWS
+    for s in range(0, loaded.n, batch):
+        idx = back[s : s + batch]
+        part = TileTable(
+            table.frame.iloc[s : s + batch],
+            table.counts[s : s + batch],
+            table.class_values,
+            table.nodata_class,
+        )
+        out = balanced_frame(
+            part,
+            ex.excluded[idx],
+            comp.labels[idx],
+            comp.sizes[idx],
+            comp.freq_cluster_weight[idx],
+            w.weights[idx],
+            uniq[idx] if uniq is not None else None,
+        )
+        if not cfg.output.include_excluded:
+            out = out.loc[~out["excluded"].to_numpy(bool)].reset_index(drop=True)
+        yield out
+        del out, part  # the writer has its rows: free them before the next batch is built
+
+
+def rows_written(cfg: BalancedDatasetConfig, loaded: Loaded, ex: Exclusion) -> int:
+    """Rows of the balanced table: every tile, or the included ones."""
+    return loaded.n if cfg.output.include_excluded else int(ex.included_idx.size)
 
 
 def diagnose(
@@ -401,7 +468,7 @@ def diagnose(
     has_uniqueness: bool,
 ) -> BalancedResult:
     """The run's numbers: exclusion counts, clusters, class shares, weights, nodata."""
-    canon, excluded, clustering = loaded.canon, ex.excluded, comp.clustering
+    table, excluded, clustering = loaded.table, ex.excluded, comp.clustering
     return BalancedResult(
         n_tiles=loaded.n,
         n_excluded=int(excluded.sum()),
@@ -415,7 +482,7 @@ def diagnose(
         k_scores=clustering.k_scores if clustering else {},
         cluster_sizes=clustering.cluster_sizes if clustering else {},
         ess=w.ess,
-        class_values=[int(v) for v in canon.class_values],
+        class_values=[int(v) for v in table.class_values],
         class_names=_inputs.input_class_names(loaded.store),
         uniform_share=[float(v) for v in w.uniform],
         weighted_share=[float(v) for v in w.weighted],
@@ -425,7 +492,7 @@ def diagnose(
         warnings=w.warnings,
         rows_written=rows_written,
         has_uniqueness=has_uniqueness,
-        nodata_class=canon.nodata_class,
+        nodata_class=table.nodata_class,
         nodata_share=w.nodata_shares[0],
         nodata_share_uniform=w.nodata_shares[1],
         nodata_share_weighted=w.nodata_shares[2],

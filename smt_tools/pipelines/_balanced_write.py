@@ -18,7 +18,7 @@ import pandas as pd
 from smt_tools import __version__
 from smt_tools.atomic import StagedOutputs, reraise_output_error
 from smt_tools.config.balanced import BalancedDatasetConfig
-from smt_tools.export.csv_out import write_balanced_csv, write_balanced_parquet
+from smt_tools.export.csv_out import write_balanced_tables
 from smt_tools.export.qgis_style import qml_text
 from smt_tools.pipelines import _inputs, _nodata
 from smt_tools.pipelines._balanced_steps import BalancedRun
@@ -52,7 +52,8 @@ def write(cfg: BalancedDatasetConfig, run: BalancedRun, progress_factory: Progre
         )
     )
     try:
-        with progress_factory("Writing outputs", steps * len(run.out)) as advance:
+        rows = run.result.rows_written
+        with progress_factory("Writing outputs", steps * rows) as advance:
             _stage(cfg, run, staging, advance)
         run.result.outputs = staging.commit()
     except BaseException as exc:
@@ -67,28 +68,30 @@ def _stage(
     staging: StagedOutputs,
     advance: Callable[[int], None],
 ) -> None:
-    """Stage the CSV, GeoJSON + style, report and catalog run of one run."""
-    out, timings = run.out, run.timings
+    """Stage the CSV / Parquet table, GeoJSON + style, report and catalog run of one run."""
+    timings, rows = run.timings, run.result.rows_written
     t = time.perf_counter()
-    if cfg.output.csv_path is not None:
-        write_balanced_csv(out, staging.file(cfg.output.csv_path))
-    if cfg.output.parquet_path is not None:
-        write_balanced_parquet(out, staging.file(cfg.output.parquet_path))
+    csv_path, parquet_path = cfg.output.csv_path, cfg.output.parquet_path
+    write_balanced_tables(  # batch by batch: the whole table is never built for these
+        run.batches(),
+        staging.file(csv_path) if csv_path is not None else None,
+        staging.file(parquet_path) if parquet_path is not None else None,
+    )
     timings["write_csv"] = time.perf_counter() - t
-    advance(len(out))
+    advance(rows)
     if cfg.output.geojson_path is not None:
         t = time.perf_counter()
         _stage_vector(cfg, run, staging)
         timings["write_geojson"] = time.perf_counter() - t
-        advance(len(out))
+        advance(rows)
     if cfg.output.report_dir is not None:
         _stage_report(cfg, run, staging)
-        advance(len(out))
+        advance(rows)
     if run.loaded.store is not None and cfg.output.write_catalog_run:
         t = time.perf_counter()
         run.result.run_id = _record_run(cfg, run)
         timings["catalog_run"] = time.perf_counter() - t
-        advance(len(out))
+        advance(rows)
 
 
 def _stage_vector(cfg: BalancedDatasetConfig, run: BalancedRun, staging: StagedOutputs) -> None:
@@ -120,7 +123,7 @@ def _stage_report(cfg: BalancedDatasetConfig, run: BalancedRun, staging: StagedO
     files = write_report(
         tmp_dir,
         ReportData(
-            class_values=run.loaded.canon.class_values,
+            class_values=run.loaded.table.class_values,
             class_colours=colours,
             uniform_share=w.uniform,
             weighted_share=w.weighted,
@@ -191,7 +194,7 @@ def _record_run(cfg: BalancedDatasetConfig, run: BalancedRun) -> int:
 
     results = pd.DataFrame(
         {
-            "tile_id": run.loaded.canon.frame["tile_id"].to_numpy(np.int64),
+            "tile_id": run.loaded.column("tile_id").astype(np.int64),
             "sampler_weight": run.weighing.weights,
             "freq_cluster_id": run.composition.labels,
             "excluded": run.exclusion.excluded,

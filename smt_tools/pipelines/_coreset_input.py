@@ -42,6 +42,8 @@ class CoresetInput:
     excluded: np.ndarray
     source: str
     store: TileStore | None = None  # the catalog the tiles came from (the run is recorded there)
+    #: catalog input: the JSON count columns are made when the CSV is written, after this column
+    json_after: str | None = None
 
 
 def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
@@ -97,14 +99,15 @@ def read_catalog_tiles(store: TileStore, src: CatalogSource) -> CoresetInput:
     """Tiles of the ``catalog`` block from ``store``. With ``run_id`` (a build-balanced-dataset
     run): the run's tiles with its results (weights, clusters, exclusions); without: every tile
     the block selects, none excluded."""
-    from smt_tools.export.csv_out import class_counts_json, class_dist_json
-
     command, results = (None, None) if src.run_id is None else store.read_run(src.run_id)
-    tiles = store.read_tiles(tile_query(src, included_only=False))
-    frame = tiles.frame.copy()
+    query = tile_query(src, included_only=False)
+    if store.kind == "parquet":  # bounded memory: path columns stay categorical
+        tiles = store.read_tiles(query, batched=True)  # type: ignore[call-arg]
+    else:
+        tiles = store.read_tiles(query)
+    frame = tiles.frame.copy(deep=False)
     frame.insert(5, "patch_size", frame["height"])
-    frame["class_dist_json"] = class_dist_json(tiles.counts, tiles.class_values).to_numpy()
-    frame["class_counts_json"] = class_counts_json(tiles.counts, tiles.class_values).to_numpy()
+    json_after = str(frame.columns[-1])  # class_dist_json, class_counts_json go here (CSV)
     label = f"catalog {store.label}"
     if results is None:
         excluded = np.zeros(len(frame), dtype=bool)
@@ -115,7 +118,9 @@ def read_catalog_tiles(store: TileStore, src: CatalogSource) -> CoresetInput:
         excluded = frame["excluded"].fillna(False).astype(bool).to_numpy()
         label += f" run {src.run_id} ({command})"
     frame["excluded"] = excluded
-    return CoresetInput(frame, tiles.counts, tiles.class_values, excluded, label, store)
+    return CoresetInput(
+        frame, tiles.counts, tiles.class_values, excluded, label, store, json_after=json_after
+    )
 
 
 def projected_centroids(frame: pd.DataFrame, source: str) -> np.ndarray:

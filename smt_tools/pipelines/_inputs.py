@@ -60,7 +60,9 @@ def load_input_tiles(
         records = read_patch_records_csv(cfg.patch_records_csv)
         return scan_patch_records(records, str(cfg.patch_records_csv), exclusion, cfg, progress)
     assert store is not None, "tiles and the catalog are read from the input's store"
-    return _with_patch_size(store.read_tiles(input_query(cfg)))
+    # a Parquet tile table is read row group by row group, its paths kept as categories
+    read = getattr(store, "read_tiles_batched", store.read_tiles)
+    return _with_patch_size(read(input_query(cfg)))
 
 
 def input_ref(cfg: InputConfig) -> StoreRef | None:
@@ -289,7 +291,7 @@ def scan_patch_records(
 
 def _with_patch_size(table: TileTable) -> TileTable:
     if "patch_size" not in table.frame.columns:
-        frame = table.frame.copy()
+        frame = table.frame.copy(deep=False)  # copy-on-write: the columns are not copied
         frame["patch_size"] = np.maximum(
             frame["height"].to_numpy(np.int64), frame["width"].to_numpy(np.int64)
         )

@@ -87,8 +87,10 @@ def _run(
 
     t = time.perf_counter()
     exclusion = steps.exclude(cfg, loaded)  # §5
+    timings["exclusion"] = time.perf_counter() - t
     composition = steps.compose(cfg, loaded, exclusion)  # §6
-    timings["cluster"] = time.perf_counter() - t
+    timings["cluster"] = time.perf_counter() - t  # exclusion + composition
+    timings["composition"] = timings["cluster"] - timings["exclusion"]
 
     uniqueness = None
     if mode_signals(cfg.mode).uniqueness:  # §7
@@ -101,20 +103,23 @@ def _run(
     timings["weights"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    out = steps.output_frame(cfg, loaded, exclusion, composition, uniqueness, weighing)
-    timings["prepare"] = time.perf_counter() - t
     result = steps.diagnose(
         cfg,
         loaded,
         exclusion,
         composition,
         weighing,
-        rows_written=len(out),
+        rows_written=steps.rows_written(cfg, loaded, exclusion),
         has_uniqueness=uniqueness is not None,
     )
+    timings["diagnostics"] = time.perf_counter() - t
+    if uniqueness is not None:  # the kNN backend used: uniqueness.backend with auto resolved
+        from smt_tools.curation.uniqueness import resolve_backend
+
+        result.uniqueness_backend = resolve_backend(cfg.uniqueness.backend)
 
     run = BalancedRun(
-        loaded, exclusion, composition, uniqueness, weighing, out, result, started, timings
+        loaded, exclusion, composition, uniqueness, weighing, cfg, result, started, timings
     )
     write(cfg, run, progress_factory)  # staged, then moved in together
     timings["total"] = time.perf_counter() - t0

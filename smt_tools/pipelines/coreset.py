@@ -32,6 +32,7 @@ from smt_tools.curation.diagnostics import effective_sample_size
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
 from smt_tools.export.run_record import run_json_path
+from smt_tools.pipelines._coreset_csv import write_coreset_csv
 from smt_tools.pipelines._coreset_input import (
     BOUNDS_COLUMNS,
     REQUIRED_COLUMNS,
@@ -102,6 +103,8 @@ class CoresetResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
     config_record: dict[str, Any] | None = None
+    #: one line each, printed as ``warning: ...`` (the map layer's notes)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (stored in the catalog run)."""
@@ -122,6 +125,7 @@ class CoresetResult:
             "ess": self.ess,
             "info": self.info,
             "timings": self.timings,
+            "warnings": self.warnings,
         }
 
     def run_json_path(self) -> Path | None:
@@ -158,14 +162,6 @@ def _params(cfg: CoresetConfig, device: str) -> CoresetParams:
         random_state=cfg.random_state,
         device="cuda" if device == "cuda" else "cpu",
     )
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
 def _config_for_record(cfg: CoresetConfig) -> dict[str, Any]:
@@ -244,12 +240,15 @@ def _weigh(run: CoresetRun) -> None:
     """Sampler weights of the selected tiles; the output table (input + score columns)."""
     assert run.selection is not None
     sel, data = run.selection, run.data
-    valid = data.counts.sum(axis=1, keepdims=True).astype(np.float64)
-    p = np.where(valid > 0, data.counts / np.where(valid > 0, valid, 1.0), 0.0)
-    run.weights = coreset_sampler_weights(
-        p, sel.selected, run.cfg.sampler_weights.formula, run.cfg.sampler_weights.cap
+    # proportions of the selected tiles only (the weights of the others are 0)
+    c = data.counts[sel.selected]
+    valid = c.sum(axis=1, keepdims=True).astype(np.float64)
+    p = np.where(valid > 0, c / np.where(valid > 0, valid, 1.0), 0.0)
+    run.weights = np.zeros(len(sel.selected), dtype=np.float64)
+    run.weights[sel.selected] = coreset_sampler_weights(
+        p, np.ones(len(p), dtype=bool), run.cfg.sampler_weights.formula, run.cfg.sampler_weights.cap
     )
-    out = data.frame.copy()
+    out = data.frame.copy(deep=False)
     out["coreset_score"] = sel.scores
     out["coreset_selected"] = sel.selected
     out["sampler_weight"] = run.weights
@@ -301,7 +300,14 @@ def _write(run: CoresetRun, config_record: dict[str, Any]) -> None:
     # selected tiles coloured by score class (quantiles of the selected scores)
     map_style = coreset_qml(score_breaks(sel.scores[sel.selected]))
     try:
-        _write_csv(out, staging.file(Path(cfg.output.csv_path)))
+        data = run.data
+        write_coreset_csv(
+            out,
+            staging.file(Path(cfg.output.csv_path)),
+            data.counts,
+            data.class_values,
+            data.json_after,
+        )
         if cfg.output.geojson_path is not None:
             _stage_vector(run, staging, map_style)
         if run.data.store is not None and cfg.output.write_catalog_run:
@@ -326,7 +332,7 @@ def _stage_vector(run: CoresetRun, staging: StagedOutputs, map_style: str) -> No
             f"{run.data.source}: output.geojson_path needs column(s) {', '.join(missing)}"
         )
     props = [c for c in GEOJSON_PROPERTIES if c in out.columns]
-    write_vector(
+    written = write_vector(
         out,
         Path(run.cfg.output.geojson_path),
         props,
@@ -334,6 +340,8 @@ def _stage_vector(run: CoresetRun, staging: StagedOutputs, map_style: str) -> No
         fmt=run.cfg.output.format,
         staging=staging,
     )
+    if written.note and run.result is not None:  # FlatGeobuf instead, tiles without a CRS
+        run.result.warnings.append(written.note)
 
 
 def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) -> int:

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: kNN backend name (``uniqueness.backend``) -> the module it needs.
-KNN_MODULES = {"hnsw": "hnswlib", "faiss": "faiss", "sklearn": "sklearn.neighbors"}
+KNN_MODULES = {
+    "torch": "torch",
+    "hnsw": "hnswlib",
+    "faiss": "faiss",
+    "sklearn": "sklearn.neighbors",
+}
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,9 @@ def _torch_checks() -> list[Check]:
 
 def _knn_check() -> Check:
     from smt_tools.config.balanced import UniquenessConfig
+    from smt_tools.curation.uniqueness import resolve_backend
 
-    backend = str(UniquenessConfig().backend)
+    backend = resolve_backend(str(UniquenessConfig().backend))  # auto: what this install uses
     module = KNN_MODULES.get(backend, backend)
     ok, v = _version_of(module) if _installed(module.split(".")[0]) else (False, "not installed")
     extra = {"hnsw": "hnsw", "faiss": "faiss"}.get(backend)

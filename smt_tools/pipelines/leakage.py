@@ -31,13 +31,13 @@ from smt_tools.config._source import CatalogSource
 from smt_tools.config.split import MAX_BUFFER_M
 from smt_tools.errors import InputDataError
 from smt_tools.export.run_record import run_json_path
-from smt_tools.geo import has_crs
 from smt_tools.splits.audit import CHECKS, LeakageAudit, audit_splits
 from smt_tools.splits.buffer import TEST_FOLD
 from smt_tools.splits.distance import (
     DistanceMethod,
     TileFootprints,
     distance_method,
+    tile_crs,
     tile_footprints,
 )
 
@@ -186,8 +186,8 @@ def _fold_labels(
         per_fold = parse_excluded_folds(frame["buffer_excluded_folds"], k)
         cols = np.where(values == TEST_FOLD, k, values)
         exclusions = per_fold[:, cols]
-    out = frame.copy()
-    out["split"] = [names[i] for i in labels]
+    out = frame.copy(deep=False)
+    out["split"] = np.asarray(names, dtype=object)[labels]  # a few shared strings
     return out, labels, names, values >= 0, np.ones(len(values), dtype=bool), exclusions
 
 
@@ -207,7 +207,11 @@ def _catalog_folds(src: CatalogSource, group_column: str) -> pd.DataFrame:
                 "check-leakage audits a split run (run `pytorch-smt-tools split` with this "
                 "catalog and use its run id)"
             )
-        tiles = store.read_tiles(tile_query(src, included_only=False))
+        query = tile_query(src, included_only=False)
+        if store.kind == "parquet":  # bounded memory: path columns stay categorical
+            tiles = store.read_tiles(query, batched=True)  # type: ignore[call-arg]
+        else:
+            tiles = store.read_tiles(query)
     frame = tiles.frame.merge(
         results[["tile_id", "fold", "buffer_excluded_folds"]], on="tile_id", validate="1:1"
     )
@@ -309,7 +313,7 @@ def _footprints(
         return None, None, "no footprint columns", None
     if len(frame) == 0:
         return None, None, "no tiles", None
-    georef = has_crs(frame)
+    georef = tile_crs(frame) != ""
     bounds = frame[_BOUNDS[:4]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = georef & ~np.isfinite(bounds).all(axis=1)
     if bad.any():

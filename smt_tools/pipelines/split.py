@@ -35,10 +35,20 @@ from smt_tools.errors import InputDataError
 from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import fold_qml
 from smt_tools.export.run_record import run_json_path
-from smt_tools.geo import has_crs
 from smt_tools.pipelines._sources import open_source
-from smt_tools.splits.buffer import TEST_FOLD, buffer_exclusions, pixel_space_exclusions
-from smt_tools.splits.distance import DistanceMethod, distance_method, tile_footprints
+from smt_tools.splits.buffer import (
+    TEST_FOLD,
+    buffer_exclusions,
+    pixel_space_exclusions,
+    planar_buffer_exclusions,
+)
+from smt_tools.splits.distance import (
+    DistanceMethod,
+    distance_method,
+    tile_crs,
+    tile_footprints,
+)
+from smt_tools.splits.fold_text import format_excluded_folds, parse_excluded_folds
 from smt_tools.splits.kfold import assign_folds, encode_groups, fold_report, holdout_mask
 
 if TYPE_CHECKING:
@@ -144,42 +154,6 @@ class SplitResult:
         }
 
 
-def format_excluded_folds(exclusions: np.ndarray) -> list[str]:
-    """``(n, k+1)`` bool exclusions -> ``"0;2"``-style strings; the last column is written as -1."""
-    k = exclusions.shape[1] - 1
-    names = [str(f) for f in range(k)] + [str(TEST_FOLD)]
-    rows, cols = np.nonzero(exclusions)
-    out = [""] * exclusions.shape[0]
-    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        out[r] = names[c] if not out[r] else out[r] + ";" + names[c]
-    return out
-
-
-def parse_excluded_folds(values: pd.Series, n_splits: int) -> np.ndarray:
-    """Inverse of :func:`format_excluded_folds`: (n, n_splits + 1) bool."""
-    out = np.zeros((len(values), n_splits + 1), dtype=bool)
-    for r, text in enumerate(values.fillna("").astype(str).tolist()):
-        for part in text.replace(",", ";").split(";"):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                f = int(float(part))
-            except ValueError:
-                raise InputDataError(
-                    f"buffer_excluded_folds: {text!r} is not a ';'-separated list of folds"
-                ) from None
-            if f == TEST_FOLD:
-                out[r, n_splits] = True
-            elif 0 <= f < n_splits:
-                out[r, f] = True
-            else:
-                raise InputDataError(
-                    f"buffer_excluded_folds: fold {f} out of range 0..{n_splits - 1} (or -1)"
-                )
-    return out
-
-
 def read_split_csv(
     path: str | Path, group_column: str, need_counts: bool
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
@@ -251,13 +225,17 @@ def compute_split(
         random_state=cfg.random_state,
     )
     method = distance_method(frame)
-    georef = has_crs(frame)
+    georef = tile_crs(frame) != ""
     exclusions = np.zeros((len(frame), cfg.n_splits + 1), dtype=bool)
     rows = np.flatnonzero(georef)
     if len(rows):
         found = buffer_fn(rows, fold[rows], method) if buffer_fn is not None else None
         if found is not None:
             exclusions[rows] = found
+        elif method.kind == "planar":  # boxes on a grid, in batches: no geometry objects
+            exclusions[rows] = planar_buffer_exclusions(
+                frame, rows, fold[rows], cfg.buffer_m, cfg.n_splits
+            )
         else:
             sub = frame.iloc[rows]
             exclusions[rows] = buffer_exclusions(
@@ -313,9 +291,10 @@ def _fold_summaries(
 
 def _write_map(
     frame: pd.DataFrame, path: Path, fmt: str | None, n_splits: int, staging: StagedOutputs
-) -> str | None:
+) -> tuple[Path, str | None]:
     """Stage the folds layer with its categorical style (one colour per fold, holdout and
-    buffer-dropped tiles marked); return the warning line about tiles left out, if any."""
+    buffer-dropped tiles marked); return the path written (``.fgb`` when a large layer was
+    switched from GeoJSON) and the warning line, if any."""
     from smt_tools.export.vector import write_vector
 
     props = [
@@ -324,7 +303,7 @@ def _write_map(
         if c in frame.columns
     ]
     written = write_vector(frame, path, props, fold_qml(n_splits), fmt=fmt, staging=staging)
-    return written.note
+    return written.path, written.note
 
 
 def _write_outputs(
@@ -343,10 +322,10 @@ def _write_outputs(
             result.csv_path = Path(cfg.output.csv_path)
         if cfg.output.geojson_path is not None:
             path = Path(cfg.output.geojson_path)
-            note = _write_map(out, path, cfg.output.format, cfg.n_splits, staging)
+            written, note = _write_map(out, path, cfg.output.format, cfg.n_splits, staging)
             if note:
                 result.warnings.append(note)
-            result.geojson_path = path
+            result.geojson_path = written
         if store is not None:
             from smt_tools.catalog.store import RunRecord
 
@@ -413,8 +392,12 @@ def _read_catalog(
 
     assert cfg.catalog is not None
     # the user's filter is checked; the run filter is bound; the run's excluded tiles left out
-    table = store.read_tiles(tile_query(cfg.catalog, included_only=True))
-    frame = table.frame.copy()
+    query = tile_query(cfg.catalog, included_only=True)
+    if store.kind == "parquet":  # bounded memory: path columns stay categorical
+        table = store.read_tiles(query, batched=True)  # type: ignore[call-arg]
+    else:
+        table = store.read_tiles(query)
+    frame = table.frame
     if cfg.group_column not in frame.columns:
         raise InputDataError(
             f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
@@ -486,7 +469,7 @@ def _run(
         exclusions=exclusions,
         method=method,
     )
-    out = frame.copy()
+    out = frame.copy(deep=False)
     out["fold"] = fold
     out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
     _write_outputs(cfg, out, result, store, started)

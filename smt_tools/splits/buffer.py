@@ -24,6 +24,7 @@ from pyproj import CRS, Transformer
 from smt_tools.errors import InputDataError
 from smt_tools.geo import crs_strings, footprints_lonlat, parse_crs, shared_metric_crs
 from smt_tools.splits.distance import TileFootprints, measure_pairs
+from smt_tools.splits.grid import grid_close_pairs
 
 __all__ = [
     "TEST_FOLD",
@@ -33,6 +34,7 @@ __all__ = [
     "metric_crs",
     "metric_footprints",
     "pixel_space_exclusions",
+    "planar_buffer_exclusions",
 ]
 
 #: fold value of holdout (test-set) tiles
@@ -152,6 +154,29 @@ def buffer_exclusions(
     i, j = close_pairs(np.asarray(geoms, dtype=object), np.asarray(geoms, dtype=object), buffer_m)
     keep = i < j
     return exclusions_from_pairs(i[keep], j[keep], fold, n_splits)
+
+
+def planar_buffer_exclusions(
+    frame: pd.DataFrame, rows: np.ndarray, fold: np.ndarray, buffer_m: float, n_splits: int
+) -> np.ndarray:
+    """:func:`buffer_exclusions` of the tiles at positions ``rows`` of ``frame`` for the planar
+    distance method (every tile in one metric CRS): the boxes of their bounds are paired on a
+    grid in batches (:func:`smt_tools.splits.grid.grid_close_pairs`), no geometry objects.
+    Same pairs as the STRtree path. fold: (len(rows),) int64. Returns (len(rows), n_splits + 1)
+    bool."""
+    if buffer_m < 0:
+        raise InputDataError(f"buffer_m must be >= 0; got {buffer_m}")
+    fold = np.asarray(fold, dtype=np.int64)
+    minx, miny, maxx, maxy = (
+        frame[c].to_numpy(np.float64)[rows] for c in ("minx", "miny", "maxx", "maxy")
+    )
+    bad = ~((maxx >= minx) & (maxy >= miny))
+    if bad.any():
+        raise InputDataError(
+            f"tile bounds must have minx <= maxx and miny <= maxy; row {int(rows[bad][0])} does not"
+        )
+    i, j, _ = grid_close_pairs(minx, miny, maxx, maxy, buffer_m, labels=fold)
+    return exclusions_from_pairs(i, j, fold, n_splits)
 
 
 def _image_labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

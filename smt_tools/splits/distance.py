@@ -41,6 +41,7 @@ __all__ = [
     "distance_method",
     "measure_pairs",
     "overlap_areas",
+    "tile_crs",
     "tile_footprints",
 ]
 
@@ -51,6 +52,8 @@ _WGS84_F = 1.0 / 298.257223563
 _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
 #: pairs measured per chunk in the geodesic path (bounds memory: ~1 KB per pair)
 _CHUNK = 100_000
+#: above this many tiles the geodesic rings are never all in memory at once
+_LAZY_RINGS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -131,22 +134,34 @@ def _scale_error(frame: pd.DataFrame, crs: str) -> float:
     return float(np.nanmax(err)) if np.isfinite(err).any() else float("inf")
 
 
+def tile_crs(frame: pd.DataFrame) -> np.ndarray:
+    """:func:`smt_tools.geo.crs_strings` (``""`` = no CRS), one string per distinct CRS when
+    the column is categorical (a batched Parquet read): (n,) object array."""
+    col = frame["crs"]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        return crs_strings(frame)
+    cats = crs_strings(pd.DataFrame({"crs": pd.Series(col.cat.categories, dtype=object)}))
+    table = np.append(cats, "").astype(object)  # code -1 (missing) -> ""
+    return table[col.cat.codes.to_numpy()]
+
+
 def distance_method(frame: pd.DataFrame) -> DistanceMethod:
     """Choose how to measure distances between the tiles of ``frame`` (see module docstring).
 
     frame needs ``minx, miny, maxx, maxy, crs`` (and ``source_image_id`` or ``image_path`` to
     count the source images without a CRS).
     """
-    crs = crs_strings(frame)
+    crs = tile_crs(frame)
     georef = crs != ""
     n_without = int((~georef).sum())
     images_without = len(np.unique(_image_codes(frame)[~georef])) if n_without else 0
-    values = tuple(sorted({str(c) for c in crs[georef]}))
+    values = tuple(sorted(str(c) for c in pd.unique(crs[georef])))
     if not values:
         return DistanceMethod("none", "", (), float("nan"), n_without, images_without)
     shared = shared_metric_crs(values)
     if shared is not None and shared.epsg is not None:
-        err = _scale_error(frame.iloc[np.flatnonzero(georef)], values[0])
+        bounds = frame[["minx", "miny", "maxx", "maxy"]]
+        err = _scale_error(bounds.iloc[np.flatnonzero(georef)], values[0])
         if err <= PLANAR_SCALE_TOLERANCE:
             return DistanceMethod("planar", shared.name, values, err, n_without, images_without)
         return DistanceMethod("geodesic", "EPSG:4326", values, err, n_without, images_without)
@@ -167,16 +182,25 @@ class TileFootprints:
     georef: np.ndarray
     planar: np.ndarray | None = None
     rings: np.ndarray | None = None
+    #: bounds and crs of every row, when the rings are built per chunk (:data:`_LAZY_RINGS`)
+    source: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.georef)
+
+    def rings_of(self, idx: np.ndarray) -> np.ndarray:
+        """Lon/lat rings of rows ``idx``: (len(idx), m, 2) float64 (geodesic method)."""
+        if self.rings is not None:
+            return self.rings[idx]
+        assert self.source is not None
+        return footprints_lonlat(self.source.iloc[idx], DENSIFY, missing="nan")
 
 
 def tile_footprints(frame: pd.DataFrame, method: DistanceMethod | None = None) -> TileFootprints:
     """Footprints of ``frame``'s tiles for :func:`measure_pairs` (method: default chosen by
     :func:`distance_method`)."""
     method = method or distance_method(frame)
-    crs = crs_strings(frame)
+    crs = tile_crs(frame)
     georef = crs != ""
     minx = frame["minx"].to_numpy(np.float64)
     miny = frame["miny"].to_numpy(np.float64)
@@ -194,6 +218,9 @@ def tile_footprints(frame: pd.DataFrame, method: DistanceMethod | None = None) -
         geoms[idx] = shapely.box(minx[idx], miny[idx], maxx[idx], maxy[idx])
         return TileFootprints(method, georef, planar=geoms)
     if method.kind == "geodesic":
+        if len(frame) > _LAZY_RINGS:  # 10M rings would take ~3 GB: built per chunk instead
+            cols = ["minx", "miny", "maxx", "maxy", "crs"]
+            return TileFootprints(method, georef, source=frame[cols])
         return TileFootprints(
             method, georef, rings=footprints_lonlat(frame, DENSIFY, missing="nan")
         )
@@ -233,20 +260,33 @@ def _tangent_rings(ra: np.ndarray, rb: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return plane(ra), plane(rb)
 
 
+def _centres_radii(fp: TileFootprints, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ECEF centre (m, 3) of each ring of rows ``idx`` and its farthest vertex (m,), chunked."""
+    centre = np.empty((len(idx), 3), np.float64)
+    radius = np.empty(len(idx), np.float64)
+    for start in range(0, len(idx), _CHUNK):
+        rings = fp.rings_of(idx[start : start + _CHUNK])
+        xyz = _ecef(rings[..., 0], rings[..., 1])
+        c = xyz[:, :-1].mean(axis=1)
+        centre[start : start + _CHUNK] = c
+        radius[start : start + _CHUNK] = np.sqrt(((xyz - c[:, None, :]) ** 2).sum(axis=-1)).max(
+            axis=1
+        )
+    return centre, radius
+
+
 def _geodesic_candidates(
-    xyz: np.ndarray, labels: np.ndarray | None, distance_m: float
+    centre: np.ndarray, radius: np.ndarray, labels: np.ndarray | None, distance_m: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) that may lie within ``distance_m``: (m,) int64 each, a superset.
 
-    xyz: (n, p, 3) ECEF ring vertices (closing vertex included). The chord between two surface
-    points never exceeds their distance along the surface, so any pair within ``distance_m``
-    has centres at most ``distance_m + r_i + r_j + slack`` apart (r: the farthest vertex from
-    the centre; slack covers the surface bulging above the vertices' chords).
+    centre: (n, 3) ECEF ring centres; radius: (n,) farthest ring vertex from the centre. The
+    chord between two surface points never exceeds their distance along the surface, so any
+    pair within ``distance_m`` has centres at most ``distance_m + r_i + r_j + slack`` apart
+    (slack covers the surface bulging above the vertices' chords).
     """
     from scipy.spatial import cKDTree
 
-    centre = xyz[:, :-1].mean(axis=1)
-    radius = np.sqrt(((xyz - centre[:, None, :]) ** 2).sum(axis=-1)).max(axis=1)
     r_max = float(radius.max()) if len(radius) else 0.0
     slack = (2.0 * r_max) ** 2 / (8.0 * _WGS84_A) * 2.0 + 0.01
     reach = float(distance_m) + 2.0 * r_max + slack
@@ -270,12 +310,15 @@ def _geodesic_candidates(
     return lo[keep], hi[keep]
 
 
-def _geodesic_distances(xyz: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Minimum distance in metres between the footprints of each pair (i, j): (m,) float64."""
+def _geodesic_distances(
+    fp: TileFootprints, idx: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """Minimum distance in metres between the footprints of rows idx[i] and idx[j]: (m,)."""
     out = np.empty(len(i), np.float64)
     for start in range(0, len(i), _CHUNK):
-        a, b = i[start : start + _CHUNK], j[start : start + _CHUNK]
-        pa, pb = _tangent_rings(xyz[a], xyz[b])
+        ra = fp.rings_of(idx[i[start : start + _CHUNK]])
+        rb = fp.rings_of(idx[j[start : start + _CHUNK]])
+        pa, pb = _tangent_rings(_ecef(ra[..., 0], ra[..., 1]), _ecef(rb[..., 0], rb[..., 1]))
         out[start : start + _CHUNK] = shapely.distance(shapely.polygons(pa), shapely.polygons(pb))
     return out
 
@@ -314,10 +357,9 @@ def measure_pairs(
         a, b = a[keep], b[keep]
         d = shapely.distance(geoms[a], geoms[b]).astype(np.float64)
     else:
-        assert fp.rings is not None
-        xyz = _ecef(fp.rings[idx, :, 0], fp.rings[idx, :, 1])
-        a, b = _geodesic_candidates(xyz, sub_labels, distance_m)
-        d = _geodesic_distances(xyz, a, b)
+        centre, radius = _centres_radii(fp, idx)
+        a, b = _geodesic_candidates(centre, radius, sub_labels, distance_m)
+        d = _geodesic_distances(fp, idx, a, b)
         keep = d <= float(distance_m)
         a, b, d = a[keep], b[keep], d[keep]
     i, j = idx[a], idx[b]
@@ -337,12 +379,12 @@ def overlap_areas(fp: TileFootprints, i: np.ndarray, j: np.ndarray) -> np.ndarra
             shapely.area(shapely.intersection(fp.planar[i], fp.planar[j])), np.float64
         )
     if fp.method.kind == "geodesic":
-        assert fp.rings is not None
         out = np.empty(len(i), np.float64)
         for start in range(0, len(i), _CHUNK):
             a, b = i[start : start + _CHUNK], j[start : start + _CHUNK]
-            ra = _ecef(fp.rings[a, :, 0], fp.rings[a, :, 1])
-            rb = _ecef(fp.rings[b, :, 0], fp.rings[b, :, 1])
+            ga, gb = fp.rings_of(a), fp.rings_of(b)
+            ra = _ecef(ga[..., 0], ga[..., 1])
+            rb = _ecef(gb[..., 0], gb[..., 1])
             pa, pb = _tangent_rings(ra, rb)
             out[start : start + _CHUNK] = shapely.area(
                 shapely.intersection(shapely.polygons(pa), shapely.polygons(pb))
