@@ -49,20 +49,26 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare_copy(url: str, chunks: Iterable[bytes], what: str) -> float:
+def bare_copy(url: str, chunks: Iterable[bytes], what: str, indexed: bool = False) -> float:
     """Seconds to COPY ``chunks`` into ``tile_bare``: ``tile``'s columns, no key, no index, no
-    foreign key (created beforehand, dropped after)."""
+    foreign key; or, ``indexed``, ``tile``'s definition with its primary key, GiST and UNIQUE
+    indexes (``like tile including all``: everything but the foreign key). Created
+    beforehand, dropped after; the same queued writer thread as the catalog's writer."""
     import psycopg
+    from psycopg.copy import QueuedLibpqWriter
 
     from smt_tools.catalog.bulk import _TILE_COPY
 
     with psycopg.connect(url) as conn:
-        conn.execute("create table tile_bare (like tile including defaults)")
+        like = "including all" if indexed else "including defaults"
+        conn.execute(f"create table tile_bare (like tile {like})")
         conn.commit()
         t = time.perf_counter()
         with (
             conn.cursor() as cur,
-            cur.copy(_TILE_COPY.replace("COPY tile ", "COPY tile_bare ")) as cp,
+            cur.copy(
+                _TILE_COPY.replace("COPY tile ", "COPY tile_bare "), writer=QueuedLibpqWriter(cur)
+            ) as cp,
         ):
             for chunk in chunks:
                 cp.write(chunk)
@@ -163,6 +169,9 @@ def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         out["payload_mb"] = payload.stat().st_size / 1e6
         file_blocks(payload)  # warm the page cache
         out["bare_s"] = bare_copy(url, file_blocks(payload), "pre-encoded rows")
+        out["bare_indexed_s"] = bare_copy(
+            url, file_blocks(payload), "pre-encoded rows, indexed table", indexed=True
+        )
     out["bare_stream_s"] = bare_copy(
         url, _tile_copy_chunks(table, pos, len(pos)), "rows encoded while sent"
     )
@@ -210,6 +219,7 @@ def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
 def report(args: argparse.Namespace, m: dict[str, Any], server: str, cfg: dict[str, str]) -> str:
     n = args.n
     bare, stream, writer = n / m["bare_s"], n / m["bare_stream_s"], n / m["writer_s"]
+    indexed = n / m["bare_indexed_s"]
     settings = ", ".join(f"{k} {v}" for k, v in cfg.items())
     rebuilt = [v for k, v in m["builds"].items() if k != "tile_pkey"]
     builds = ", ".join(f"{k} {v:.1f} s" for k, v in m["builds"].items() if k != "tile_pkey")
@@ -235,6 +245,9 @@ def report(args: argparse.Namespace, m: dict[str, Any], server: str, cfg: dict[s
         f"| B: bare `COPY` of the same rows encoded while sent (`_tile_copy_chunks`), same "
         f"unindexed table | {n:,} | {m['bare_stream_s']:.1f} | {stream:,.0f} | "
         f"{m['rss_bare']:,.0f} MiB |",
+        f"| C: bare `COPY` of the pre-encoded rows into `tile`'s definition with its primary "
+        f"key, GiST and UNIQUE indexes (no foreign key) | {n:,} | {m['bare_indexed_s']:.1f} | "
+        f"{indexed:,.0f} | – |",
         f"| `write_ingest` (open_store) into the empty catalog: encode + COPY + source rows, "
         f"secondary indexes and FK rebuilt after, one transaction | {n:,} | "
         f"{m['writer_s']:.1f} | {writer:,.0f} | {m['rss_writer']:,.0f} MiB |",
@@ -248,9 +261,13 @@ def report(args: argparse.Namespace, m: dict[str, Any], server: str, cfg: dict[s
         f"never spends; the primary key is kept and maintained row by row during the COPY (built "
         f"after instead it would take {m['builds']['tile_pkey']:.1f} s).",
         "",
-        f"Writer / bare COPY: **{writer / bare:.0%}** of A, **{writer / stream:.0%}** of B "
-        f"(target >= 80 %: {'met' if writer / bare >= 0.8 else 'NOT met'} against A, "
-        f"{'met' if writer / stream >= 0.8 else 'NOT met'} against B).",
+        f"Writer / bare COPY: **{writer / bare:.0%}** of A, **{writer / stream:.0%}** of B, "
+        f"**{writer / indexed:.0%}** of C (target >= 80 %: "
+        f"{'met' if writer / bare >= 0.8 else 'NOT met'} against A, "
+        f"{'met' if writer / stream >= 0.8 else 'NOT met'} against B, "
+        f"{'met' if writer / indexed >= 0.8 else 'NOT met'} against C). A and B load a table "
+        f"without indexes, so the writer's index builds count against it there; C is the same "
+        f"table as the writer's.",
         "",
     ]
     return "\n".join(lines)

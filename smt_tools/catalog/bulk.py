@@ -111,12 +111,7 @@ def _tile_record_dtype(
             ("geom_points", "<u4"),
             ("geom_xy", "<f8", (n_points, 2)),
         ]
-    fields += [
-        ("cc_len", ">i4"),
-        ("cc_ndim", ">i4"),
-        ("cc_hasnull", ">i4"),
-        ("cc_oid", ">i4"),
-    ]
+    fields += [("cc_len", ">i4"), ("cc_ndim", ">i4"), ("cc_hasnull", ">i4"), ("cc_oid", ">i4")]
     if n_positions:
         fields += [("cc_dim", ">i4"), ("cc_lbound", ">i4")]
         fields += [("cc", [("len", ">i4"), ("value", ">i8")], (n_positions,))]
@@ -475,12 +470,14 @@ def _copy_rows(
     pos: Mapping[int, int],
     first_load: bool = False,
 ) -> None:
-    """COPY the source image rows, then the tile rows (class counts at ``pos``; one COPY
-    streamed in chunks), on ``conn``'s own connection: inside the caller's transaction.
+    """COPY the source image rows, then the tile rows (class counts at ``pos``; one COPY, a
+    writer thread sends one chunk while the next is encoded), inside the caller's transaction.
 
     first_load (``tile`` was empty before this ingest): the secondary indexes of ``tile``
     (GiST on footprint, the window UNIQUE constraint, any a user added; not the primary key)
     and its foreign key are dropped before the COPY and rebuilt after it, same transaction."""
+    from psycopg.copy import QueuedLibpqWriter
+
     raw = conn.connection.driver_connection
     assert raw is not None
     n_pos = max(pos.values(), default=0)
@@ -491,7 +488,7 @@ def _copy_rows(
                 for row in _source_rows(sources, tile_counts, params):
                     cp.write_row(row)
         if len(table):
-            with cur.copy(_TILE_COPY) as cp:
+            with cur.copy(_TILE_COPY, writer=QueuedLibpqWriter(cur)) as cp:
                 for chunk in _tile_copy_chunks(table, pos, n_pos):
                     cp.write(chunk)
         if rebuild:

@@ -107,10 +107,12 @@ class PostgisStore:
             map_style=run.map_style,
         )
 
-    def read_run(self, run_id: int) -> tuple[str, pd.DataFrame]:
+    def read_run(
+        self, run_id: int, columns: Sequence[str] | None = None
+    ) -> tuple[str, pd.DataFrame]:
         from smt_tools.catalog.runs import load_run_results
 
-        return load_run_results(self.engine, run_id)
+        return load_run_results(self.engine, run_id, columns)
 
     def list_runs(self) -> pd.DataFrame:
         from smt_tools.catalog.runs import list_runs

@@ -6,6 +6,8 @@ lists, shows and deletes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -13,17 +15,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from smt_tools.catalog.engine import db_failure, engine_label
 from smt_tools.catalog.migrate import require_schema
-from smt_tools.catalog.queries import RESULT_COLUMNS
-from smt_tools.catalog.store_types import RUN_LIST_COLUMNS
+from smt_tools.catalog.store_types import RUN_LIST_COLUMNS, result_columns
 from smt_tools.errors import EmptySelectionError
 
 
-def load_run_results(engine: Engine, run_id: int) -> tuple[str, pd.DataFrame]:
-    """(command, results) of run ``run_id``; results has tile_id + every RESULT_COLUMNS column,
-    sorted by tile_id. An unknown run or a run without tile results is an error."""
+def load_run_results(
+    engine: Engine, run_id: int, columns: Sequence[str] | None = None
+) -> tuple[str, pd.DataFrame]:
+    """(command, results) of run ``run_id``; results has tile_id + the RESULT_COLUMNS in
+    ``columns`` (None: all of them; fewer columns, less memory at 10M rows), sorted by
+    tile_id. An unknown run or a run without tile results is an error."""
     label = engine_label(engine)
     require_schema(engine)
-    cols = ", ".join(RESULT_COLUMNS)
+    wanted = result_columns(columns)
+    cols = ", ".join(wanted)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("set transaction read only")
@@ -47,7 +52,7 @@ def load_run_results(engine: Engine, run_id: int) -> tuple[str, pd.DataFrame]:
             f"catalog {label}: run {run_id} ({command}) has no tile results; use a "
             "build-balanced-dataset run"
         )
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=["tile_id", *RESULT_COLUMNS])
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["tile_id", *wanted])
     frame["tile_id"] = frame["tile_id"].astype("int64")
     return str(command), frame
 

@@ -187,7 +187,7 @@ def _fold_labels(
         cols = np.where(values == TEST_FOLD, k, values)
         exclusions = per_fold[:, cols]
     out = frame.copy(deep=False)
-    out["split"] = np.asarray(names, dtype=object)[labels]  # a few shared strings
+    out["split"] = pd.Categorical.from_codes(labels, dtype=pd.CategoricalDtype(names))  # 1 B/row
     return out, labels, names, values >= 0, np.ones(len(values), dtype=bool), exclusions
 
 
@@ -199,7 +199,7 @@ def _catalog_folds(src: CatalogSource, group_column: str) -> pd.DataFrame:
     assert src.run_id is not None
     with open_source(src, "check_leakage.catalog") as store:
         assert store is not None
-        command, results = store.read_run(src.run_id)
+        command, results = store.read_run(src.run_id, ("fold", "buffer_excluded_folds"))
         results = results[results["fold"].notna()]
         if results.empty:
             raise InputDataError(
@@ -209,18 +209,34 @@ def _catalog_folds(src: CatalogSource, group_column: str) -> pd.DataFrame:
             )
         query = tile_query(src, included_only=False)
         if store.kind == "parquet":  # bounded memory: path columns stay categorical
-            tiles = store.read_tiles(query, batched=True)  # type: ignore[call-arg]
+            frame = store.read_tiles(query, batched=True).frame  # type: ignore[call-arg]
         else:
-            tiles = store.read_tiles(query)
-    frame = tiles.frame.merge(
-        results[["tile_id", "fold", "buffer_excluded_folds"]], on="tile_id", validate="1:1"
-    )
+            frame = store.read_tiles(query).frame  # the class counts are not needed: freed
+    frame = _with_folds(frame, results)
     if group_column not in frame.columns:
         raise InputDataError(
             f"--group-column: the catalog tiles have no column {group_column!r}; use one of "
             f"{', '.join(map(str, frame.columns[:8]))}, ..."
         )
-    frame["buffer_excluded_folds"] = frame["buffer_excluded_folds"].fillna("").astype(str)
+    # a few distinct texts shared by millions of rows: categorical, not one string per row
+    frame["buffer_excluded_folds"] = frame["buffer_excluded_folds"].fillna("").astype("category")
+    return frame
+
+
+def _with_folds(frame: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """The tiles of ``frame`` that have a row in ``results`` (tile ids unique in both), with
+    its ``fold`` and ``buffer_excluded_folds``: the inner join on tile_id in ``frame``'s order,
+    without copying ``frame`` when every tile has a result (10M rows: no second frame)."""
+    res_ids = pd.Index(results["tile_id"].to_numpy(np.int64))
+    if not res_ids.is_unique or not frame["tile_id"].is_unique:
+        raise InputDataError("the split run lists a tile twice; run `split` again")
+    pos = res_ids.get_indexer(frame["tile_id"].to_numpy(np.int64))
+    keep = pos >= 0
+    if not keep.all():
+        frame, pos = frame.loc[keep], pos[keep]
+    frame = frame.reset_index(drop=True)  # copy-on-write: no data copied
+    for column in ("fold", "buffer_excluded_folds"):
+        frame[column] = results[column].to_numpy()[pos]
     return frame
 
 

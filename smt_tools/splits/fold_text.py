@@ -35,10 +35,11 @@ def format_excluded_folds(exclusions: np.ndarray) -> np.ndarray:
 def parse_excluded_folds(values: pd.Series, n_splits: int) -> np.ndarray:
     """Inverse of :func:`format_excluded_folds`: (n, n_splits + 1) bool (each distinct text
     parsed once)."""
-    text = values.fillna("").astype(str).to_numpy()
-    uniq, inverse = np.unique(text, return_inverse=True)
-    table = np.zeros((len(uniq), n_splits + 1), dtype=bool)
-    for r, t in enumerate(uniq.tolist()):
+    # hashed, not sorted: ten million texts (or a categorical's codes) in one pass; a missing
+    # value gets code -1, which indexes the last, all-False row of the table
+    inverse, uniq = pd.factorize(values, use_na_sentinel=True)
+    table = np.zeros((len(uniq) + 1, n_splits + 1), dtype=bool)
+    for r, t in enumerate(str(u) for u in uniq):
         for part in t.replace(",", ";").split(";"):
             part = part.strip()
             if not part:
