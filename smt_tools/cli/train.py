@@ -6,12 +6,13 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from smt_tools.choices import TrainPrecision
 from smt_tools.cli._common import console, err_console, guard, progress_bar, state
 from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 
@@ -28,6 +29,12 @@ def train(
         None, "--steps-per-epoch", min=1, help="Override steps_per_epoch."
     ),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Override output_dir."),
+    precision: TrainPrecision | None = typer.Option(
+        None,
+        "--precision",
+        help="Override precision: auto (bf16 autocast on a CUDA GPU that has it, else fp16; "
+        "fp32 on the CPU), bf16, fp16 or fp32.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from output_dir/last.pt (same config, more epochs)."
     ),
@@ -41,7 +48,12 @@ def train(
     from smt_tools.pipelines.train import run_training
 
     start = time.perf_counter()
-    updates = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "output_dir": output_dir}
+    updates = {
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "output_dir": output_dir,
+        "precision": precision,
+    }
     cfg = _load_config(config, overrides, updates)
     if dry_run_:
         from smt_tools.pipelines.plan import plan_train
@@ -52,14 +64,15 @@ def train(
     def on_epoch(row: dict[str, object]) -> None:
         console.print(epoch_line(row, cfg.epochs, state.verbose), markup=False, soft_wrap=True)
 
-    result = run_training(
-        cfg,
-        progress_factory=_batch_progress,
-        source=str(config),
-        resume=resume_from if resume_from is not None else resume,
-        on_epoch=on_epoch,
-        log=lambda line: console.print(line, markup=False, soft_wrap=True),
-    )
+    with _precision_warnings_as_lines():
+        result = run_training(
+            cfg,
+            progress_factory=_batch_progress,
+            source=str(config),
+            resume=resume_from if resume_from is not None else resume,
+            on_epoch=on_epoch,
+            log=lambda line: console.print(line, markup=False, soft_wrap=True),
+        )
     _print_summary(result, start)
     return result
 
@@ -75,6 +88,25 @@ def _load_config(config: Path, overrides: list[str], updates: Mapping[str, objec
         err_console.print(f"warning: {w.message}", markup=False, soft_wrap=True)
     given = {k: v for k, v in updates.items() if v is not None}
     return cfg.model_copy(update=given) if given else cfg
+
+
+@contextlib.contextmanager
+def _precision_warnings_as_lines() -> Iterator[None]:
+    """A ``precision: bf16`` / ``fp16`` that falls back to fp32 (no CUDA GPU) as one
+    ``warning:`` line on stderr when it happens; other warnings as before."""
+    from smt_tools.train.precision import PrecisionFallbackWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kw: object) -> None:
+        if issubclass(category, PrecisionFallbackWarning):
+            err_console.print(f"warning: {message}", markup=False, soft_wrap=True)
+        else:
+            shown(message, category, *args, **kw)  # type: ignore[arg-type]
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _batch_progress(
@@ -97,7 +129,7 @@ def _print_summary(result: TrainResult, start: float) -> None:
     sampler = "weighted sampler" if result.weighted_sampler else "uniform sampling"
     console.print(
         f"Trained {result.epochs - result.start_epoch + 1} epoch(s) on {result.device} "
-        f"({sampler}; "
+        f"({result.precision}; {sampler}; "
         f"{result.train_items} train / {result.val_items} validation items) "
         f"in {time.perf_counter() - start:.1f} s",
         soft_wrap=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -66,6 +67,9 @@ def resolve_target(path: str, where: str) -> Any:
     obj: Any = None
     # Try the longest importable module prefix (handles nested attributes like a.b.C.D).
     last_error: Exception | None = None
+    # a target may import albumentations: no update check against PyPI on that import
+    # (offline runs would print a 'version info' warning)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     for cut in range(len(parts) - 1, 0, -1):
         mod_name = ".".join(parts[:cut])
         try:

@@ -16,6 +16,7 @@ optimizer: {_target_: torch.optim.AdamW, lr: 0.001}
 scheduler: {_target_: torch.optim.lr_scheduler.StepLR, step_size: 2}   # optional, per epoch
 epochs: 3
 steps_per_epoch: 50
+precision: auto                      # bf16 / fp16 autocast on a CUDA GPU, fp32 on the CPU
 output_dir: runs/demo
 ```
 
@@ -37,6 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from smt_tools.choices import DEFAULT_TRAIN_PRECISION, TrainPrecision
 from smt_tools.config._loader import (
     MAX_INT32,
     MAX_SEED,
@@ -47,7 +49,7 @@ from smt_tools.config._loader import (
     validate_mapping,
 )
 from smt_tools.config._targets import check_kwargs, check_target, resolve_target
-from smt_tools.errors import ConfigError
+from smt_tools.errors import ConfigError, SmtDeprecationWarning
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -155,6 +157,11 @@ class TrainConfig(StrictModel):
         default=None, gt=0, le=MAX_INT32, description="cap on validation batches"
     )
     device: str = "auto"
+    precision: TrainPrecision = Field(
+        default=DEFAULT_TRAIN_PRECISION,
+        description="autocast of the forward pass: auto (bf16 on a CUDA GPU that has it, else "
+        "fp16 with a gradient scaler; fp32 on the CPU), bf16, fp16 or fp32",
+    )
     torch_threads: int | None = Field(
         default=None,
         gt=0,
@@ -291,8 +298,11 @@ def load_train_config(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cfg = validate_mapping(data, TrainConfig, str(path), overrides)
-    for w in caught:  # re-emit with the file name
-        warnings.warn(f"{path}: {w.message}", UserWarning, stacklevel=2)
+    for w in caught:  # re-emit with the file name (older spellings already name it)
+        if issubclass(w.category, SmtDeprecationWarning):
+            warnings.warn(str(w.message), SmtDeprecationWarning, stacklevel=2)
+        else:
+            warnings.warn(f"{path}: {w.message}", UserWarning, stacklevel=2)
     _check_numbers(cfg, str(path))
     if check_imports:
         _check_targets(cfg, str(path))

@@ -45,6 +45,8 @@ class TrainResult:
     val_items: int
     weighted_sampler: bool
     device: str
+    precision: str = "fp32"  # what the run computed in (bf16, fp16, fp32)
+    loader_wait_s: float = 0.0  # training time spent waiting for the next batch (this call)
     files: list[Path] = field(default_factory=list)
     start_epoch: int = 1  # first epoch trained by this call (> epochs: nothing left to train)
     resumed_from: Path | None = None
@@ -87,6 +89,8 @@ class TrainResult:
             "val_items": self.val_items,
             "weighted_sampler": self.weighted_sampler,
             "device": self.device,
+            "precision": self.precision,
+            "loader_wait_s": round(self.loader_wait_s, 3),
             "files": [str(p) for p in self.files],
             "start_epoch": self.start_epoch,
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
@@ -105,7 +109,7 @@ def _plain(value: Any) -> Any:
 
 #: top-level config keys a resumed run may change: they do not change the weights it trains
 RESUME_FREE_KEYS = frozenset(
-    {"epochs", "output_dir", "device", "torch_threads", "val_steps", "rare_class"}
+    {"epochs", "output_dir", "device", "precision", "torch_threads", "val_steps", "rare_class"}
 )
 #: data_loader keys free on resume: 0 or N workers give the same batches
 _LOADER_FREE_KEYS = frozenset({"num_workers", "pin_memory", "persistent_workers"})
@@ -233,6 +237,7 @@ def _loader(
     import torch
     from torch.utils.data import DataLoader
 
+    from smt_tools.train.datasets import warm_worker  # each worker opens its rasters once
     from smt_tools.train.sampler import build_weighted_sampler
 
     gen = torch.Generator()
@@ -276,6 +281,7 @@ def _loader(
         drop_last=dl.drop_last if train else False,
         persistent_workers=dl.persistent_workers and dl.num_workers > 0,
         generator=gen,
+        worker_init_fn=warm_worker if dl.num_workers > 0 else None,
     )
 
 
@@ -342,6 +348,7 @@ def run_training(
         scheduler=scheduler,
         resume=checkpoint,
         on_epoch=on_epoch,
+        precision=cfg.precision,
     )
     for ds in (data.train_ds, data.val_ds):
         if hasattr(ds, "close"):
@@ -362,6 +369,8 @@ def run_training(
         val_items=len(data.val_ds),
         weighted_sampler=cfg.train_dataset.data_loader.weighted_sampler,
         device=str(device),
+        precision=result.precision,
+        loader_wait_s=result.timings.data_wait_s,
         files=result.files,
         start_epoch=result.start_epoch,
         resumed_from=ckpt_path,

@@ -129,12 +129,15 @@ class RasterCache:
         self._handles: OrderedDict[str, DatasetReader] = OrderedDict()
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        #: rasters opened by this process through the cache (reopens after eviction count)
+        self.opens = 0
 
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
             # Inherited from a parent process: never share GDAL handles across processes.
             self._handles = OrderedDict()
             self._pid = os.getpid()
+            self.opens = 0
 
     def get(self, path: str | os.PathLike[str]) -> DatasetReader:
         """The open dataset for ``path`` (opened on first use)."""
@@ -147,6 +150,7 @@ class RasterCache:
                 return ds
         opened = open_raster(key)
         with self._lock:
+            self.opens += 1
             self._handles[key] = opened
             self._handles.move_to_end(key)
             while len(self._handles) > self.maxsize:

@@ -6,6 +6,7 @@ check) are resolved by :mod:`smt_tools.config._targets`, which the config loader
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,8 @@ def build_transforms(augmentation_list: Any, where: str) -> Any:
         return None
     if not isinstance(augmentation_list, list | tuple):
         raise ConfigError(f"{where}: augmentation_list must be a list; got {augmentation_list!r}")
+    # no update check against PyPI on import (offline runs print no 'version info' warning)
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
         import albumentations as A
     except ModuleNotFoundError:

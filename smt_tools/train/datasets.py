@@ -20,10 +20,13 @@ returns exactly the float32 image and int64 mask the default output has. Five ti
 per crop; the float conversion happens once, on the device.
 
 Raster handles come from :class:`smt_tools.raster.RasterCache` (LRU, closes on eviction) and are
-opened per DataLoader worker; randomness is a function of (seed, epoch, index), so a crop does
-not depend on which worker draws it. ``set_epoch`` writes the epoch into shared memory, so
-workers see it whatever their lifetime (``persistent_workers: true`` included): each epoch gets
-new crops, the same ones with persistent workers, fresh workers or none.
+opened per DataLoader worker (``worker_init_fn=warm_worker`` opens them before the first batch);
+a DataLoader batch of the windowed dataset is read in on-disk order (``__getitems__``: sorted by
+image, row, column) and returned in the order asked. Randomness is a function of (seed, epoch,
+index), so a crop does not depend on which worker draws it. ``set_epoch`` writes the epoch into
+shared memory, so workers see it whatever their lifetime (``persistent_workers: true``
+included): each epoch gets new crops, the same ones with persistent workers, fresh workers or
+none.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -54,6 +57,7 @@ __all__ = [
     "RandomCropSegmentationDataset",
     "prepare_batch",
     "read_window",
+    "warm_worker",
 ]
 
 
@@ -229,6 +233,9 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         self._cols: np.ndarray = frame[col_off_column].astype(np.int64).to_numpy()
         self._sizes = _window_sizes(frame, patch_size, patch_size_column, src)
         self._mask_bands = _mask_bands(frame, mask_band_column, mask_band, src, name)
+        #: the first row of each image (row order), for warm_handles
+        first = ~pd.Series(self._images).duplicated().to_numpy()
+        self._first_rows: np.ndarray = np.flatnonzero(first)[: self.lru_cache_size]
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -256,5 +263,44 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
         img, msk, inside = self._read_pair(
             img_path, msk_path, r, c, s, s, int(self._mask_bands[row])
         )
-        classes = self._mask_to_classes(msk, inside, f"{msk_path} window ({r}, {c}, {s})")
+        classes = self._mask_to_classes(msk, inside, lambda: f"{msk_path} window ({r}, {c}, {s})")
         return self._finish(img, classes, row, draw)
+
+    def __getitems__(
+        self, indices: Sequence[int | tuple[int, int]]
+    ) -> list[dict[str, torch.Tensor]]:
+        """The items of a batch (what a DataLoader asks for), read in on-disk order.
+
+        The windows are read sorted by (image, row_off, col_off), so windows of one raster
+        follow each other (its handle and GDAL's cached blocks are reused); the items come
+        back in the order asked, each the same as ``self[index]``."""
+        rows = [self._unpack(i)[0] for i in indices]
+        keys = [(self._images[r], int(self._rows[r]), int(self._cols[r])) for r in rows]
+        out: list[dict[str, torch.Tensor] | None] = [None] * len(rows)
+        for k in sorted(range(len(rows)), key=keys.__getitem__):
+            out[k] = self[indices[k]]
+        return cast("list[dict[str, torch.Tensor]]", out)
+
+    def warm_handles(self) -> int:
+        """Open the rasters of the first images (at most ``lru_cache_size`` files: the image
+        and mask of each image's first row, in row order) in this process; returns how many
+        handles are open. Called by :func:`warm_worker` in each DataLoader worker, so the first
+        batches do not pay for the opens."""
+        paths: dict[str, None] = {}
+        for r in self._first_rows.tolist():
+            for path in (self._images[r], self._masks[r]):
+                if len(paths) < self.lru_cache_size and path not in paths:
+                    paths[path] = None
+                    self._handle(path)
+        return len(self.cache)
+
+
+def warm_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for a DataLoader over a windowed dataset: opens the worker's raster
+    handles once, before its first batch (see :meth:`CSVWindowedSegmentationDataset.warm_handles`)."""
+    info = torch.utils.data.get_worker_info()
+    dataset = getattr(info, "dataset", None)
+    while dataset is not None and not hasattr(dataset, "warm_handles"):
+        dataset = getattr(dataset, "dataset", None)  # a Subset / wrapper: its dataset
+    if dataset is not None:
+        dataset.warm_handles()

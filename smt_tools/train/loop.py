@@ -20,9 +20,12 @@ from smt_tools.atomic import atomic_path
 from smt_tools.errors import InputDataError
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.train._base import _WindowDataset
+from smt_tools.train._report import LoopTimings, plot_history
+from smt_tools.train._report import epoch_line as epoch_line
 from smt_tools.train.checkpoint import FORMAT, rng_state, set_rng_state
 from smt_tools.train.datasets import prepare_batch
 from smt_tools.train.metrics import confusion_matrix, scores_from_confusion
+from smt_tools.train.precision import Precision, resolve_precision
 
 
 @dataclass
@@ -34,6 +37,8 @@ class LoopResult:
     best_miou: float
     files: list[Path] = field(default_factory=list)
     start_epoch: int = 1  # first epoch this call trained (> epochs: a finished run resumed)
+    precision: str = "fp32"  # what the run computed in: bf16, fp16 or fp32
+    timings: LoopTimings = field(default_factory=LoopTimings)
 
 
 def _hard_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -71,11 +76,14 @@ def evaluate(
     ignore_index: int = 255,
     max_steps: int | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: Precision | None = None,
 ) -> tuple[float, np.ndarray]:
     """Mean validation loss and the (C, C) int64 confusion matrix over valid pixels.
 
     n_classes: number of classes scored (2 for a one-channel binary model).
+    precision: the forward pass runs under its autocast (default fp32); the loss in float32.
     """
+    prec = precision or Precision("fp32", torch.device(device).type)
     model.eval()
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     total, batches = 0.0, 0
@@ -84,7 +92,7 @@ def evaluate(
             if max_steps is not None and step >= max_steps:
                 break
             image, mask = prepare_batch(batch, device)
-            logits = model(image)
+            logits = prec.forward(model, image)
             total += float(loss_fn(logits, mask))
             batches += 1
             cm += confusion_matrix(
@@ -103,66 +111,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path, suffix=".part") as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def plot_history(history: pd.DataFrame, class_names: list[str], path: Path) -> None:
-    """Loss curves and mIoU / per-class IoU per epoch as a PNG (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(history["epoch"], history["train_loss"], marker="o", label="train")
-    if "val_loss" in history:
-        ax1.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
-    ax1.legend()
-    ax1.set_title("Loss")
-    for name in class_names:
-        col = f"iou_{name}"
-        if col in history:
-            ax2.plot(history["epoch"], history[col], lw=1, alpha=0.7, label=name)
-    if "miou" in history:
-        ax2.plot(history["epoch"], history["miou"], color="black", lw=2.5, marker="o", label="mIoU")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("IoU")
-    ax2.set_ylim(0, 1)
-    if "miou" in history:
-        ax2.legend(fontsize=7, ncol=2)
-    ax2.set_title("Validation IoU (ignored pixels excluded)")
-    for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".part.png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-
-
-def _fmt(value: Any) -> str:
-    return (
-        "n/a"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{float(value):.4f}")
-    )
-
-
-def epoch_line(row: dict[str, Any], epochs: int, verbose: bool = False) -> str:
-    """One line for a row of the history: ``epoch 3/10  train loss 0.4123  val loss 0.5012
-    mIoU 0.4471  12.3 s``; the per-class IoU is added when ``verbose``; train loss only
-    without validation."""
-    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {_fmt(row['train_loss'])}"]
-    if "val_loss" in row:
-        parts += [f"val loss {_fmt(row['val_loss'])}", f"mIoU {_fmt(row.get('miou'))}"]
-        if verbose:
-            ious = ", ".join(f"{k[4:]} {_fmt(v)}" for k, v in row.items() if k.startswith("iou_"))
-            parts.append(f"IoU {ious}")
-    parts.append(f"{float(row['seconds']):.1f} s")
-    return "  ".join(parts)
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:
@@ -267,20 +215,25 @@ class _Run:
     val_steps: int | None
     ignore_index: int
     progress_factory: ProgressFactory
+    precision: Precision
     generators: dict[str, list[tuple[torch.Generator, int]]] = field(default_factory=dict)
+    timings: LoopTimings = field(default_factory=LoopTimings)
 
 
 def _train_epoch(run: _Run, epoch: int) -> float:
     """One epoch of ``steps_per_epoch`` optimiser steps (the loader restarts when it runs out;
-    default one pass); the mean train loss (NaN for no steps)."""
-    model, loader, optimizer = run.model, run.train_loader, run.optimizer
+    default one pass); the mean train loss (NaN for no steps). The time spent waiting for
+    batches and in the steps goes to ``run.timings``; the losses stay on the device until the
+    end of the epoch, so the host queues the next step while the device computes."""
+    model, loader, timings = run.model, run.train_loader, LoopTimings()
     n_steps = run.steps_per_epoch if run.steps_per_epoch is not None else len(loader)
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     with run.progress_factory(f"Epoch {epoch}/{run.epochs} train", n_steps) as advance:
         it = iter(loader)
         repeat = 0
         for _ in range(n_steps):
+            t0 = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
@@ -289,15 +242,20 @@ def _train_epoch(run: _Run, epoch: int) -> float:
                 _set_epoch(loader, epoch, repeat)
                 it = iter(loader)
                 batch = next(it)
+            t1 = time.perf_counter()
             image, mask = prepare_batch(batch, run.device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = run.loss_fn(model(image), mask)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(run.precision.train_step(model, run.loss_fn, run.optimizer, image, mask))
+            timings.data_wait_s += t1 - t0
+            timings.step_s += time.perf_counter() - t1
+            timings.steps += 1
             advance(1)
     del it
-    return float(np.mean(losses)) if losses else float("nan")
+    t2 = time.perf_counter()
+    # one synchronisation: waits for the device's last step
+    values = torch.stack(losses).cpu().double().numpy() if losses else np.empty(0)
+    timings.step_s += time.perf_counter() - t2
+    run.timings.add(timings)
+    return float(np.mean(values)) if values.size else float("nan")
 
 
 def _validate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
@@ -315,6 +273,7 @@ def _validate_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             run.ignore_index,
             val_steps,
             advance,
+            run.precision,
         )
     scores = scores_from_confusion(cm)
     row: dict[str, Any] = {
@@ -379,6 +338,8 @@ def _write_checkpoints(
         "dataset_epoch": epoch,
         "rng": rng_state(),
     }
+    if run.precision.scaler is not None:  # fp16: a resumed run goes on with the same scale
+        state["training_state"]["grad_scaler"] = run.precision.state_dict()
     _atomic_save(state, output_dir / "last.pt")
     _atomic_csv(pd.DataFrame(history), output_dir / "metrics.csv")
 
@@ -405,6 +366,7 @@ def fit(
     scheduler: Any | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    precision: str | Precision = "auto",
 ) -> LoopResult:
     """Train ``epochs`` epochs of ``steps_per_epoch`` batches (the train loader restarts when it
     runs out; default one pass), validate after each epoch, keep the best checkpoint by mIoU.
@@ -423,9 +385,13 @@ def fit(
         (the loaders' generators are seeded per epoch, the global random state restored). A
         checkpoint at or past ``epochs`` trains nothing and writes nothing.
     on_epoch: called with each new history row once its checkpoint is written.
+    precision: ``auto``, ``bf16``, ``fp16``, ``fp32`` (see :mod:`smt_tools.train.precision`;
+        auto = fp32 on the CPU) or a :class:`~smt_tools.train.precision.Precision`; the result
+        names it and holds the time spent waiting for batches and in steps (``timings``).
     An :class:`~smt_tools.errors.SmtError` raised in a DataLoader worker reaches the caller
     with the worker's own one-line message (not PyTorch's wrapped traceback).
     """
+    resolved = resolve_precision(precision, device)
     output_dir.mkdir(parents=True, exist_ok=True)
     names = _class_names(class_names, n_classes)
     model.to(device)
@@ -447,14 +413,34 @@ def fit(
         val_steps=val_steps,
         ignore_index=ignore_index,
         progress_factory=progress_factory or no_progress,
+        precision=resolved,
     )
     run.generators = {"train": _initial_seeds(train_loader), "val": _initial_seeds(val_loader)}
     if resume is not None:
         set_rng_state(resume["training_state"]["rng"])
-    for epoch in range(start_epoch, epochs + 1):
+        run.precision.load_state_dict(resume["training_state"].get("grad_scaler"))
+    best = _train_epochs(
+        run, start_epoch, rows, (best_epoch, best_miou), output_dir, checkpoint_extra, on_epoch
+    )
+    return _finish(run, output_dir, rows, best[0], best[1], start_epoch, write_plot)
+
+
+def _train_epochs(
+    run: _Run,
+    start_epoch: int,
+    rows: list[dict[str, Any]],
+    best: tuple[int, float],
+    output_dir: Path,
+    checkpoint_extra: dict[str, Any] | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> tuple[int, float]:
+    """Epochs ``start_epoch`` .. ``run.epochs``: train, validate, checkpoint; each row is
+    appended to ``rows``; the (best epoch, best mIoU) at the end."""
+    best_epoch, best_miou = best
+    for epoch in range(start_epoch, run.epochs + 1):
         row = _run_epoch(run, epoch)
         rows.append(row)
-        improved = _improves(row, best_miou, val_loader is None)
+        improved = _improves(row, best_miou, run.val_loader is None)
         if improved:
             best_miou, best_epoch = _score(row), epoch
         _write_checkpoints(
@@ -462,20 +448,20 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch(dict(row))
-    return _finish(output_dir, rows, names, best_epoch, best_miou, start_epoch, epochs, write_plot)
+    return best_epoch, best_miou
 
 
 def _finish(
+    run: _Run,
     output_dir: Path,
     rows: list[dict[str, Any]],
-    names: list[str],
     best_epoch: int,
     best_miou: float,
     start_epoch: int,
-    epochs: int,
     write_plot: bool,
 ) -> LoopResult:
     """The history frame, the files written and (when this call trained) the plot."""
+    names, epochs = run.names, run.epochs
     history = pd.DataFrame(rows)
     names_out = ("best.pt", "last.pt", "metrics.csv")
     files = [output_dir / n for n in names_out if (output_dir / n).is_file()]
@@ -488,4 +474,6 @@ def _finish(
         best_miou=float(best_miou),
         files=files,
         start_epoch=start_epoch,
+        precision=run.precision.name,
+        timings=run.timings,
     )
