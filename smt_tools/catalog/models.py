@@ -150,6 +150,9 @@ class TileResult(CatalogBase):
     coreset_selected: Mapped[bool | None] = mapped_column(Boolean)
     fold: Mapped[int | None] = mapped_column(Integer)
     buffer_excluded_folds: Mapped[str | None] = mapped_column(Text)  # 0005
+    exclusion_reason: Mapped[str | None] = mapped_column(Text)  # 0008
+    has_low_entropy: Mapped[bool | None] = mapped_column(Boolean)  # 0008
+    has_high_nodata: Mapped[bool | None] = mapped_column(Boolean)  # 0008
 
     run: Mapped[Run] = relationship(back_populates="results")
     tile: Mapped[Tile] = relationship(back_populates="results")

@@ -31,6 +31,7 @@ from smt_tools.catalog.store_types import (
     StoreKind,
     TileQuery,
     WriteStats,
+    result_columns,
 )
 from smt_tools.errors import CatalogError, ConfigError, EmptySelectionError, InputDataError
 
@@ -112,7 +113,7 @@ class ParquetStore:
         else:
             table = read(self.path)
         if query.run_id is not None:
-            _, results = self.read_run(query.run_id)
+            _, results = self.read_run(query.run_id, ("excluded",))
             if query.included_only:
                 results = results[~results["excluded"].fillna(False).astype(bool)]
             ids = table.frame["tile_id"].to_numpy(np.int64)
@@ -203,7 +204,7 @@ class ParquetStore:
         return found
 
     def record_run(self, run: RunRecord) -> int:
-        from smt_tools import __version__
+        from smt_tools._version import __version__
 
         results = run.results
         if "tile_id" not in results.columns:
@@ -273,10 +274,16 @@ class ParquetStore:
         meta: dict[str, Any] = json.loads(raw)
         return meta
 
-    def read_run(self, run_id: int) -> tuple[str, pd.DataFrame]:
+    def read_run(
+        self, run_id: int, columns: Sequence[str] | None = None
+    ) -> tuple[str, pd.DataFrame]:
         meta = self.run_meta(run_id)
         path = self._run_files()[int(run_id)]
-        frame = pq.read_table(path).to_pandas()
+        wanted = result_columns(columns)
+        present = set(pq.ParquetFile(path).schema_arrow.names)
+        frame = pq.read_table(
+            path, columns=["tile_id", *(c for c in wanted if c in present)]
+        ).to_pandas()
         command = str(meta.get("command", ""))
         if frame.empty:
             raise EmptySelectionError(
@@ -284,7 +291,7 @@ class ParquetStore:
                 "build-balanced-dataset run"
             )
         out = pd.DataFrame({"tile_id": frame["tile_id"].astype("int64")})
-        for col in RESULT_COLUMNS:  # as the catalog gives them: Python values, None if unset
+        for col in wanted:  # as the catalog gives them: Python values, None if unset
             values = frame[col] if col in frame.columns else pd.Series([None] * len(frame))
             out[col] = values.astype(object).where(values.notna(), None).to_numpy()
         return command, out.sort_values("tile_id", kind="stable").reset_index(drop=True)

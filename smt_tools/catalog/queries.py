@@ -23,8 +23,8 @@ from smt_tools.tiletable import TILE_COLUMNS, TileTable
 
 #: Columns of ``tile_result`` that :func:`record_run` writes when present in ``results``.
 _INT_RESULTS = {"freq_cluster_id", "fold"}
-_BOOL_RESULTS = {"excluded", "coreset_selected"}
-_TEXT_RESULTS = {"buffer_excluded_folds"}
+_BOOL_RESULTS = {"excluded", "coreset_selected", "has_low_entropy", "has_high_nodata"}
+_TEXT_RESULTS = {"buffer_excluded_folds", "exclusion_reason"}
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -359,7 +359,7 @@ def record_run(
     creates the run's view ``run_<id>_<kind>`` (:mod:`smt_tools.catalog.layers`) with
     ``map_style`` (QGIS .qml text) as its default QGIS style.
     """
-    from smt_tools import __version__
+    from smt_tools._version import __version__
     from smt_tools.catalog.layers import create_run_layer
 
     label = engine_label(engine)

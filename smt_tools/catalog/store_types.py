@@ -36,7 +36,18 @@ if TYPE_CHECKING:
 #: Environment variable holding the default catalog (a PostgreSQL URL or a .parquet path).
 ENV_URL = "SMT_DATABASE_URL"
 
+
 #: Per-tile result columns a run may record (``tile_result`` in PostGIS, a run file in Parquet).
+def result_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
+    """The :data:`RESULT_COLUMNS` named in ``columns`` in their order (None: all of them)."""
+    if columns is None:
+        return RESULT_COLUMNS
+    unknown = set(columns) - set(RESULT_COLUMNS)
+    if unknown:
+        raise ValueError(f"not run result columns: {sorted(unknown)}")
+    return tuple(c for c in RESULT_COLUMNS if c in columns)
+
+
 RESULT_COLUMNS: tuple[str, ...] = (
     "sampler_weight",
     "freq_cluster_id",
@@ -46,6 +57,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "coreset_selected",
     "fold",
     "buffer_excluded_folds",
+    "exclusion_reason",  # catalog version 8
+    "has_low_entropy",
+    "has_high_nodata",
 )
 
 #: Columns of :meth:`TileStore.list_runs`, on both backends.
@@ -191,9 +205,12 @@ class TileStore(Protocol):
         """Write the run and its per-tile results, all or nothing; return the run id."""
         ...
 
-    def read_run(self, run_id: int) -> tuple[str, pd.DataFrame]:
-        """(command, results) of a recorded run: ``tile_id`` + :data:`RESULT_COLUMNS`,
-        sorted by tile id; an unknown run or one without results is an error."""
+    def read_run(
+        self, run_id: int, columns: Sequence[str] | None = None
+    ) -> tuple[str, pd.DataFrame]:
+        """(command, results) of a recorded run: ``tile_id`` + the :data:`RESULT_COLUMNS` in
+        ``columns`` (None: all), sorted by tile id; an unknown run or one without results is
+        an error."""
         ...
 
     def list_runs(self) -> pd.DataFrame:

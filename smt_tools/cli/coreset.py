@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from smt_tools.cli._common import console, err_console, guard, progress_bar
 from smt_tools.cli._config_opts import dry_run, dry_run_option, set_option
 from smt_tools.cli._tables import print_class_table
+
+
+def _method_note(info: dict[str, Any]) -> str:
+    """``; fd clusters k = 4 (Vendi rule); first 3 picks by fd`` from the selection's info."""
+    extra = ""
+    if "fd_k" in info:
+        rule = " (Vendi rule)" if info.get("fd_k_rule") == "vendi" else ""
+        extra += f"; fd clusters k = {info['fd_k']}{rule}"
+    if "lc_fd_m" in info:
+        extra += f"; first {info['lc_fd_m']} picks by fd"
+    return extra
+
+
+def _diversity_line(pool: float | None, selected: float | None) -> str:
+    """The Vendi scores (docs/algorithms.md §10: effective number of distinct tiles)."""
+    if pool is None or selected is None:
+        return "Diversity (Vendi score): n/a (no embeddings; set coreset.parquet_path)"
+    return f"Diversity (Vendi score of the embeddings): selected {selected:.2f}, pool {pool:.2f}"
 
 
 def register(app: typer.Typer) -> None:
@@ -43,11 +62,7 @@ def register(app: typer.Typer) -> None:
         def say(text: str) -> None:
             console.print(text, soft_wrap=True)
 
-        extra = ""
-        if "fd_k" in result.info:
-            extra += f"; fd clusters k = {result.info['fd_k']}"
-        if "lc_fd_m" in result.info:
-            extra += f"; first {result.info['lc_fd_m']} picks by fd"
+        extra = _method_note(result.info)
         say(
             f"Selected {result.budget} of {result.n_included} included tiles "
             f"({result.budget / max(result.n_included, 1):.0%}; {result.n_tiles} in the input) "
@@ -79,6 +94,7 @@ def register(app: typer.Typer) -> None:
             )
         else:
             say("Mean uniqueness: n/a (the input has no uniqueness_score)")
+        say(_diversity_line(result.pool_vendi, result.selected_vendi))
         say(
             f"Sampler weights over the selection: effective sample size {result.ess:,.1f} "
             f"of {result.budget}"

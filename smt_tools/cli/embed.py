@@ -1,4 +1,5 @@
-"""``embed CONFIG [--rebuild]``: fill the DINOv2 embedding cache of a balanced-dataset config."""
+"""``embed CONFIG [--rebuild]``: fill the DINOv2 embedding cache of a balanced-dataset config;
+``embed-import OLD.parquet``: convert an older embedding cache into ours."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
         if dry_run_:
             from smt_tools.pipelines.plan import plan_embed
 
-            return dry_run(plan_embed, cfg, config)
+            return dry_run(plan_embed, cfg, config, scheduler)
         r = run_embed(
             cfg,
             rebuild=rebuild,
@@ -99,4 +100,57 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"Cache: {r.cache_path} ({r.cache_rows} rows) in {r.seconds:.1f} s", soft_wrap=True
         )
+        return r
+
+    _register_import(app)
+
+
+def _register_import(app: typer.Typer) -> None:
+    @app.command("embed-import")
+    @guard(outputs=("out",))
+    def embed_import(
+        old: Path = typer.Argument(
+            ..., help="An older embedding cache (.parquet): window columns + embeddings."
+        ),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            help="Our cache to write (default: embeddings.parquet_path of --config, else "
+            "OLD's name with .smt.parquet).",
+        ),
+        model_id: str | None = typer.Option(
+            None,
+            "--model-id",
+            help="The model the vectors came from (hub id or folder; default: dino_model of "
+            "--config, else facebook/dinov2-base).",
+        ),
+        balanced_config: Path | None = typer.Option(
+            None,
+            "--config",
+            help="A balanced-dataset YAML whose embeddings: section (dino_model, bands, scale, "
+            "parquet_path) the imported rows should match.",
+        ),
+    ) -> object:
+        """Convert an older embedding cache into ours, keyed by tile id (as ingest computes it),
+        model and preprocessing, so `embed` and build-balanced-dataset reuse the vectors.
+        """
+        from smt_tools.config.balanced import EmbeddingsConfig
+        from smt_tools.embeddings.import_old import default_out, import_old_cache
+
+        ecfg = EmbeddingsConfig()
+        if balanced_config is not None:
+            from smt_tools.config import load_config
+            from smt_tools.config.balanced import BalancedFile
+
+            ecfg = load_config(balanced_config, BalancedFile, []).balanced_dataset.embeddings
+        target = out or ecfg.parquet_path or default_out(old)
+        r = import_old_cache(
+            old, target, dino_model=model_id or ecfg.dino_model, bands=ecfg.bands, scale=ecfg.scale
+        )
+        console.print(
+            f"Imported: {r.n_rows} embeddings ({r.dim}-d, from {r.embedding_columns}) of {old}",
+            soft_wrap=True,
+        )
+        console.print(f"Model: {r.model_id}, preprocessing {r.preprocess_hash}", soft_wrap=True)
+        console.print(f"Cache: {r.cache_path} ({r.cache_rows} rows) in {r.seconds:.1f} s")
         return r

@@ -27,7 +27,8 @@ def split(
 ) -> object:
     """Group k-fold by source image (optionally pixel-stratified), with a spatial buffer.
 
-    Adds `fold` (-1 = holdout test) and `buffer_excluded_folds` to the CSV, or records
+    Adds `fold` (-1 = holdout test) and `buffer_excluded_folds` to the CSV (and `block_id` with
+    strategy spatial_blocks: square blocks of block_size_m metres as the groups), or records
     tile_result.fold rows in the catalog.
     """
     from smt_tools.config import load_config
@@ -174,12 +175,14 @@ def _print_split_summary(result: SplitResult, start: float) -> None:
     # fold sizes, then class shares with one column per fold: every value stays whole in
     # an 80-column log, whatever the number of classes (the share table is split in parts
     # when the folds do not fit side by side)
+    by = result.group_column
+    if result.blocks is not None:
+        by = f"{result.blocks.n_blocks} blocks of {result.blocks.block_size_m:g} m"
     table = Table(
-        title=f"{result.n_splits} folds ({result.strategy}, by {result.group_column})",
-        title_justify="left",
+        title=f"{result.n_splits} folds ({result.strategy}, by {by})", title_justify="left"
     )
     text_column(table, "fold", justify="right")
-    for header in ("tiles", "groups"):
+    for header in ("tiles", "groups" if result.blocks is None else "blocks"):
         number_column(table, header)
     text_column(table, "buffer-dropped train tiles", justify="right")
     names = ["test" if f.fold < 0 else str(f.fold) for f in result.folds]
@@ -206,8 +209,11 @@ def _print_split_summary(result: SplitResult, start: float) -> None:
         if result.class_values
         else ""
     )
+    groups = f"{result.n_groups} groups"
+    if result.blocks is not None:
+        groups = f"{result.blocks.describe()} (column block_id)"
     console.print(
-        f"Split {result.n_tiles} tiles from {result.n_groups} groups; {dev}"
+        f"Split {result.n_tiles} tiles from {groups}; {dev}"
         f"wrote {', '.join(where)} in {time.perf_counter() - start:.1f} s",
         soft_wrap=True,
     )

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from smt_tools.config._aliases import alias_override, apply_aliases
 from smt_tools.errors import ConfigError, SmtDeprecationWarning
 
 M = TypeVar("M", bound=BaseModel)
@@ -241,8 +242,11 @@ def validate_mapping(data: Any, model: type[M], source: str, overrides: Sequence
     first; an error on an overridden key names the ``--set`` that caused it.
     """
     applied: dict[tuple[int | str, ...], str] = {}
-    if overrides:
-        data, applied = apply_overrides(data, overrides, model)
+    with warnings.catch_warnings(record=True) as renamed:  # older spellings: read as today's
+        warnings.simplefilter("always", SmtDeprecationWarning)
+        data = apply_aliases(data, source)
+        if overrides:
+            data, applied = apply_overrides(data, overrides, model, source)
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: expected a mapping of keys at the top level; got {type(data).__name__}"
@@ -258,6 +262,8 @@ def validate_mapping(data: Any, model: type[M], source: str, overrides: Sequence
                 source = f"{source} (--set {typed})"
                 break
         raise ConfigError(format_validation_error(source, model, exc)) from None
+    for w in renamed:  # the lines already name the file (smt_tools.config._aliases)
+        warnings.warn(str(w.message), SmtDeprecationWarning, stacklevel=2)
     for w in seen:  # older spellings: one line each, only for a config that is valid
         if issubclass(w.category, SmtDeprecationWarning):
             warnings.warn(f"{source}: {w.message}", SmtDeprecationWarning, stacklevel=2)
@@ -355,7 +361,7 @@ def _set_in(data: dict[str, Any], parts: list[int | str], value: Any, typed: str
 
 
 def apply_overrides(
-    data: Any, overrides: Sequence[str], model: type[BaseModel]
+    data: Any, overrides: Sequence[str], model: type[BaseModel], source: str = "config"
 ) -> tuple[Any, dict[tuple[int | str, ...], str]]:
     """Apply ``--set KEY=VALUE`` items to parsed YAML ``data`` (a copy; ``data`` is untouched).
 
@@ -363,6 +369,7 @@ def apply_overrides(
     in a file with one top-level section (``balanced_dataset:``) the section may be left out.
     Missing blocks are created. Returns the new data and ``{full key path: key as typed}``.
     Raises :class:`ConfigError` for a malformed item or a key the model does not know.
+    An older spelling of a key or value (:mod:`smt_tools.config._aliases`) is read as today's.
     """
     if data is not None and not isinstance(data, Mapping):
         return data, {}
@@ -374,6 +381,7 @@ def apply_overrides(
         parts: list[int | str] = [int(p) if p.isdigit() else p for p in typed.split(".")]
         if section is not None and parts[0] != section:
             parts.insert(0, section)
+        parts, value = alias_override(parts, value, f"{source} (--set {typed})", out)
         _check_override_key(model, parts, typed)
         _set_in(out, parts, value, typed)
         applied[tuple(parts)] = typed

@@ -10,6 +10,7 @@ The same block sits in ``balanced_dataset.input``, ``split``, ``coreset`` (selec
       where_clause: nodata_ratio < 0.05
       run_id: 3                     # only the tiles of a recorded run
       statement_timeout_s: 60
+      image_path_column: img    # a table of your own: map its columns (docs/algorithms.md §3)
 
 ``${VAR}`` in ``url`` and ``path`` is expanded when the command runs (the config record keeps
 the variable, not its value). Older spellings are turned into this block by
@@ -28,8 +29,60 @@ from pydantic import Field, model_validator
 from smt_tools.config._loader import MAX_DB_ID, MAX_TIMEOUT_S, StrictModel, expand_env
 from smt_tools.errors import SmtDeprecationWarning
 
+#: Column keys of a user's own tile table, each with the column name read when it is not
+#: given (docs/algorithms.md §3, "Tiles from a table of your own"). The first five are
+#: required; the last three optional.
+TABLE_COLUMN_KEYS: dict[str, str] = {
+    "image_path_column": "image_path",
+    "mask_path_column": "mask_path",
+    "row_off_column": "row_off",
+    "col_off_column": "col_off",
+    "patch_size_column": "patch_size",
+    "class_dist_column": "class_dist",
+    "uniqueness_score_column": "uniqueness_score",
+    "tile_id_column": "tile_id",
+}
+#: the optional ones: read when the key is given, or when the table has the default name
+OPTIONAL_TABLE_COLUMNS: tuple[str, ...] = (
+    "class_dist_column",
+    "uniqueness_score_column",
+    "tile_id_column",
+)
 
-class CatalogSource(StrictModel):
+
+class TableColumns(StrictModel):
+    """The column mapping of a PostgreSQL table of the user's own (docs/algorithms.md §3):
+    giving any ``*_column`` key reads ``table`` as one window per row (image_path, mask_path,
+    row_off, col_off, patch_size, optional class_dist / uniqueness_score / tile_id) instead
+    of as the catalog's ``tile`` table."""
+
+    image_path_column: str | None = Field(default=None, min_length=1, max_length=63)
+    mask_path_column: str | None = Field(default=None, min_length=1, max_length=63)
+    row_off_column: str | None = Field(default=None, min_length=1, max_length=63)
+    col_off_column: str | None = Field(default=None, min_length=1, max_length=63)
+    patch_size_column: str | None = Field(default=None, min_length=1, max_length=63)
+    class_dist_column: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="precomputed class fractions or counts (used instead of reading masks)",
+    )
+    uniqueness_score_column: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="precomputed uniqueness (used instead of embeddings)",
+    )
+    tile_id_column: str | None = Field(default=None, min_length=1, max_length=63)
+
+    def column_mapping(self) -> dict[str, str | None] | None:
+        """{column key: the column name given (None: not given)}, or None when no key is
+        given (``table`` is then the catalog's tile table or a view with its columns)."""
+        given = {k: getattr(self, k) for k in TABLE_COLUMN_KEYS}
+        return given if any(v is not None for v in given.values()) else None
+
+
+class CatalogSource(TableColumns):
     """Tiles from the catalog: PostGIS (``url``, default ``$SMT_DATABASE_URL``) or a Parquet
     tile table (``path``); an optional SQL ``where_clause`` on ``table``; ``run_id``: only
     the tiles that run recorded (and did not exclude)."""
@@ -50,6 +103,16 @@ class CatalogSource(StrictModel):
         if self.url is not None and self.path is not None:
             raise ValueError(
                 "give url (the PostGIS catalog) or path (a Parquet tile table), not both"
+            )
+        if self.path is not None and self.column_mapping() is not None:
+            raise ValueError(
+                "the *_column keys map a PostgreSQL table of your own; with path (a Parquet "
+                "tile table) remove them"
+            )
+        if self.run_id is not None and self.column_mapping() is not None:
+            raise ValueError(
+                "run_id selects the tiles of a run recorded in the catalog; a table of your "
+                "own (*_column keys) has no runs: remove run_id, or filter with where_clause"
             )
         return self
 

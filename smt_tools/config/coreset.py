@@ -41,11 +41,20 @@ class FdConfig(StrictModel):
     k_min: int = Field(default=2, ge=1, le=MAX_FD_CLUSTERS)
     k_max: int = Field(default=10, ge=1, le=MAX_FD_CLUSTERS)
     sample_size: int = Field(default=20_000, ge=100, le=MAX_INT32)
+    use_vendi: bool = Field(
+        default=False,
+        description="choose k where the Vendi score of the first picks stops growing (not elbow)",
+    )
+    vendi_delta: float = Field(
+        default=0.01, ge=0, le=1, description="use_vendi: relative growth counted as levelled off"
+    )
 
     @model_validator(mode="after")
     def _k_range(self) -> FdConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must be <= k_max ({self.k_max})")
+        if self.use_vendi and self.k is not None:
+            raise ValueError("fd.use_vendi chooses k; give fd.k or fd.use_vendi: true, not both")
         return self
 
 
@@ -81,6 +90,11 @@ class CoresetConfig(StrictModel):
         default=None, description="cache key to use when the cache holds several models"
     )
     spatial_weight: float = Field(default=0.0, ge=0, le=1e6)
+    exclude_low_entropy: bool = Field(
+        default=True,
+        description="false: tiles excluded only for low entropy (exclusion_reason "
+        "low_entropy) are candidates again, as in the older tool",
+    )
     lc_fd_cutoff_m: float = Field(
         default=0.5,
         ge=0,
@@ -113,11 +127,14 @@ class CoresetConfig(StrictModel):
     @classmethod
     def _older_spellings(cls, data: Any) -> Any:
         """``catalog_run_id`` / ``catalog_url`` / ``statement_timeout_s`` (before the
-        ``catalog:`` block) still work, with one deprecation line."""
+        ``catalog:`` block) and ``fd_use_vendi`` / ``fd_vendi_delta`` (before ``fd:``) still
+        work, with one deprecation line each."""
         renames = {"catalog_url": "url", "catalog_run_id": "run_id"}
         if isinstance(data, Mapping) and any(k in data for k in (*renames, "catalog")):
             renames["statement_timeout_s"] = "statement_timeout_s"  # the catalog's, moved too
-        return deprecated_keys(data, "coreset", renames)
+        data = deprecated_keys(data, "coreset", renames)
+        vendi = {"fd_use_vendi": "use_vendi", "fd_vendi_delta": "vendi_delta"}  # older tool
+        return deprecated_keys(data, "coreset", vendi, block="fd")
 
     @model_validator(mode="after")
     def _checks(self) -> CoresetConfig:

@@ -18,6 +18,8 @@ from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: Largest buffer / leakage distance accepted (metres): 1000 km.
 MAX_BUFFER_M = 1e6
+#: Largest spatial block side accepted (metres): 10,000 km.
+MAX_BLOCK_M = 1e7
 
 
 #: the split's ``catalog:`` block is the one every command takes (kept as a name for imports)
@@ -49,6 +51,13 @@ class SplitConfig(StrictModel):
     buffer_m: float = Field(
         default=0.0, ge=0, le=MAX_BUFFER_M, description="metres (at most 1000 km)"
     )
+    block_size_m: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BLOCK_M,
+        description="side of the square blocks in metres; required by strategy spatial_blocks "
+        "(the blocks are then the groups) and refused by the other strategies",
+    )
     random_state: int = Field(default=0, ge=0, le=MAX_SEED)
     holdout: float = Field(default=0.0, ge=0, lt=1)
     output: SplitOutputConfig = Field(default_factory=SplitOutputConfig)
@@ -62,6 +71,20 @@ class SplitConfig(StrictModel):
             )
         if self.input_csv_path is not None and self.output.csv_path is None:
             raise ValueError("output.csv_path is required when the input is a CSV")
+        return self
+
+    @model_validator(mode="after")
+    def _blocks(self) -> SplitConfig:
+        if self.strategy == "spatial_blocks" and self.block_size_m is None:
+            raise ValueError(
+                "strategy spatial_blocks needs block_size_m, the side of the square blocks in "
+                "metres (e.g. block_size_m: 1000)"
+            )
+        if self.strategy != "spatial_blocks" and self.block_size_m is not None:
+            raise ValueError(
+                f"block_size_m is only used by strategy spatial_blocks (strategy is "
+                f"{self.strategy}); remove block_size_m or set strategy: spatial_blocks"
+            )
         return self
 
 

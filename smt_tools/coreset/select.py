@@ -150,6 +150,8 @@ class CoresetParams:
     fd_k_min: int = 2
     fd_k_max: int = 10
     fd_sample_size: int = 20_000
+    fd_use_vendi: bool = False
+    fd_vendi_delta: float = 0.01
     random_state: int = 0
     device: Device = "cpu"
 
@@ -252,10 +254,11 @@ class _Candidates:
             raise ValueError("embeddings contain NaN/inf for candidate tiles")
         return e
 
-    def space(self) -> np.ndarray:
+    def space(self, emb: np.ndarray | None = None) -> np.ndarray:
         p = self.params
         xy = None if self.centroids_xy is None else np.asarray(self.centroids_xy)[self.cand]
-        return feature_space(self.emb(), xy, p.spatial_weight, p.pca_dim, p.random_state)
+        e = self.emb() if emb is None else emb
+        return feature_space(e, xy, p.spatial_weight, p.pca_dim, p.random_state)
 
     def fd(self, info: dict[str, Any]) -> np.ndarray:
         p = self.params
@@ -266,12 +269,30 @@ class _Candidates:
             "sample_size": p.fd_sample_size,
             "random_state": p.random_state,
         }
+        vendi = p.fd_use_vendi and p.fd_k is None  # §10 "Vendi score": where diversity levels off
+        emb = self.emb() if vendi else None
+        x = self.space(emb)
+        if emb is not None:
+            from smt_tools.coreset.vendi import select_k_vendi
+
+            kw["k"], curve = select_k_vendi(
+                x,
+                emb,
+                self.ids,
+                k_min=p.fd_k_min,
+                k_max=p.fd_k_max,
+                delta=p.fd_vendi_delta,
+                sample_size=p.fd_sample_size,
+                random_state=p.random_state,
+            )
+            info["fd_k_rule"] = "vendi"
+            info["fd_vendi_by_k"] = {str(kk): v for kk, v in curve.items()}
         if p.device == "cuda":
             from smt_tools.coreset import gpu
 
-            order, _labels, k = gpu.fd_order_torch(self.space(), self.ids, **kw)
+            order, _labels, k = gpu.fd_order_torch(x, self.ids, **kw)
         else:
-            order, _labels, k = scorers.fd_order(self.space(), self.ids, **kw)
+            order, _labels, k = scorers.fd_order(x, self.ids, **kw)
         info["fd_k"] = k
         return order
 

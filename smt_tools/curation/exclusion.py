@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from smt_tools.config.balanced import ExclusionConfig
     from smt_tools.tiletable import TileTable
+
+#: The stable code of each rule of :func:`exclusion_reasons` as the outputs write it
+#: (``exclusion_reason``), most important first: the order of a ';'-joined list.
+REASON_CODES: dict[str, str] = {
+    "no_valid_pixel": "no_valid_pixel",
+    "nodata_ratio": "high_nodata",
+    "mask_border_nodata": "border_nodata",
+    "image_black_border": "black_border",
+    "low_entropy": "low_entropy",
+}
+REASON_SEPARATOR = ";"
+#: every ``exclusion_reason`` value, indexed by its bit mask (bit j: the j-th code of
+#: :data:`REASON_CODES`); value 0 is ``""`` (an included tile)
+REASON_VALUES: tuple[str, ...] = tuple(
+    REASON_SEPARATOR.join(c for j, c in enumerate(REASON_CODES.values()) if m >> j & 1)
+    for m in range(1 << len(REASON_CODES))
+)
+#: the columns :func:`exclusion_flags` adds to every output, in order
+FLAG_COLUMNS: tuple[str, ...] = ("exclusion_reason", "has_low_entropy", "has_high_nodata")
 
 
 def exclusion_reasons(
@@ -115,3 +135,46 @@ def _any(reasons: dict[str, np.ndarray], n: int) -> np.ndarray:
     for flags in reasons.values():
         out |= flags
     return out
+
+
+def exclusion_flags(
+    reasons: dict[str, np.ndarray], rows: np.ndarray | slice | None = None
+) -> dict[str, Any]:
+    """The columns of :data:`FLAG_COLUMNS` for ``rows`` of ``reasons`` (all rows when None).
+
+    ``exclusion_reason``: the codes of every matching rule, ';'-joined in :data:`REASON_CODES`
+    order (``""`` for an included tile), as a categorical over :data:`REASON_VALUES` (one
+    byte a row, the same dictionary in every batch); ``has_low_entropy`` /
+    ``has_high_nodata``: (m,) bool, the ``low_entropy`` / ``nodata_ratio`` rule matched
+    (docs/algorithms.md §5).
+    """
+    sel = slice(None) if rows is None else rows
+    bits: np.ndarray | None = None
+    for j, key in enumerate(REASON_CODES):
+        flag = np.asarray(reasons[key][sel], dtype=bool).astype(np.int8) << j
+        bits = flag if bits is None else bits | flag
+    assert bits is not None
+    return {
+        "exclusion_reason": pd.Categorical.from_codes(bits, categories=pd.Index(REASON_VALUES)),
+        "has_low_entropy": np.asarray(reasons["low_entropy"][sel], dtype=bool),
+        "has_high_nodata": np.asarray(reasons["nodata_ratio"][sel], dtype=bool),
+    }
+
+
+def readmit(excluded: np.ndarray, reason: pd.Series, code: str) -> tuple[np.ndarray, pd.Series]:
+    """Drop the rule ``code`` from a table's exclusions (``coreset.exclude_low_entropy:
+    false``): (excluded (n,) bool, exclusion_reason) with ``code`` taken out of every list
+    and a tile whose only reason it was included again. ``reason`` holds ';'-joined codes
+    (empty or missing: none); the work is on its distinct values, not row by row."""
+    cat = reason.astype("category")
+    lists = [str(v).split(REASON_SEPARATOR) for v in cat.cat.categories] + [[]]  # + missing
+    kept = [REASON_SEPARATOR.join(c for c in parts if c and c != code) for parts in lists]
+    values, inverse = np.unique(np.asarray(kept, dtype=object), return_inverse=True)
+    codes = cat.cat.codes.to_numpy()  # -1 (missing) picks the last entry: no reason
+    new = pd.Series(
+        pd.Categorical.from_codes(inverse[codes], categories=pd.Index(values)),
+        index=reason.index,
+        name=reason.name,
+    )
+    freed = np.asarray([code in parts and not k for parts, k in zip(lists, kept, strict=True)])
+    return np.asarray(excluded, dtype=bool) & ~freed[codes], new

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -44,6 +44,9 @@ BALANCED_COLUMNS: tuple[str, ...] = (
     "has_mask_border_nodata",
     "has_image_black_border",
     "excluded",
+    "exclusion_reason",
+    "has_low_entropy",
+    "has_high_nodata",
     "freq_cluster_id",
     "freq_cluster_size",
     "freq_cluster_weight",
@@ -267,11 +270,15 @@ def balanced_frame(
     freq_cluster_weight: np.ndarray,
     weights: np.ndarray,
     uniq: np.ndarray | None,
+    *,
+    flags: Mapping[str, Any],
 ) -> pd.DataFrame:
     """The balanced CSV's rows: one per tile of ``table`` (frame with TILE_COLUMNS and
     ``patch_size``; ``mask_band`` when the frame has it, else band 1), in table order. All arrays are (n,): excluded bool, labels int64
     (freq_cluster_id, -1 = none), sizes int64, freq_cluster_weight float64 (1 / size, 0 = none),
-    weights float64 (sampler_weight), uniq float64 or None (adds ``uniqueness_score``)."""
+    weights float64 (sampler_weight), uniq float64 or None (adds ``uniqueness_score``); flags:
+    ``exclusion_reason`` (categorical), ``has_low_entropy``, ``has_high_nodata`` (bool), from
+    :func:`smt_tools.curation.exclusion.exclusion_flags`."""
     f = table.frame
     out = pd.DataFrame(
         {
@@ -301,6 +308,9 @@ def balanced_frame(
             "has_mask_border_nodata": f["has_mask_border_nodata"].to_numpy(bool),
             "has_image_black_border": f["has_image_black_border"].to_numpy(bool),
             "excluded": excluded,
+            "exclusion_reason": flags["exclusion_reason"],
+            "has_low_entropy": flags["has_low_entropy"],
+            "has_high_nodata": flags["has_high_nodata"],
             "freq_cluster_id": labels,
             "freq_cluster_size": sizes,
             "freq_cluster_weight": freq_cluster_weight,

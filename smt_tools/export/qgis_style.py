@@ -4,14 +4,14 @@ Every style is rule-based (``RuleRenderer``) with one legend entry per class and
 reads as what it is:
 
 - :func:`qml_text` (balanced): graduated colours on a score (viridis, dark = low), excluded
-  tiles hatched grey;
+  tiles hatched grey, a map tip naming why a tile was excluded (``exclusion_reason``);
 - :func:`fold_qml` (split): one qualitative colour per fold (``fold 0``, ``fold 1``, ...), the
   holdout test set dark grey, tiles the spatial buffer drops from a training set hatched on top
   of their fold colour, tiles without a fold light grey;
 - :func:`leak_qml` (check-leakage): one entry per check and split side
   (``same source image: train``), colour by check, fill pattern by side;
 - :func:`coreset_qml` (select-coreset): selected tiles coloured by score class, tiles not
-  selected light grey, excluded tiles hatched.
+  selected light grey, excluded tiles hatched (with the same map tip).
 
 Save a style beside a GeoJSON / FlatGeobuf with the same base name and QGIS applies it when the
 layer is added; a GeoPackage carries it inside (``layer_styles``, see
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from smt_tools.atomic import atomic_path
 
@@ -139,10 +139,13 @@ class _Rules:
         )
         self.symbols.append(_fill_symbol(str(i), color, style, **kw))  # type: ignore[arg-type]
 
-    def document(self) -> str:
+    def document(self, map_tip: str | None = None) -> str:
+        """The .qml; ``map_tip``: a QGIS map tip template (shown on hover) carried too."""
+        categories = "Symbology|MapTips" if map_tip else "Symbology"
+        tip = f"  <mapTip>{escape(map_tip)}</mapTip>\n" if map_tip else ""
         return (
             "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-            '<qgis version="3.28.0" styleCategories="Symbology">\n'
+            f'<qgis version="3.28.0" styleCategories="{categories}">\n'
             '  <renderer-v2 type="RuleRenderer" symbollevels="0" enableorderby="0" '
             'forceraster="0" referencescale="-1">\n'
             '    <rules key="root">' + "".join(self.rules) + "</rules>\n"
@@ -150,9 +153,18 @@ class _Rules:
             "  </renderer-v2>\n"
             "  <blendMode>0</blendMode>\n"
             "  <featureBlendMode>0</featureBlendMode>\n"
-            "  <layerGeometryType>2</layerGeometryType>\n"
-            "</qgis>\n"
+            "  <layerGeometryType>2</layerGeometryType>\n" + tip + "</qgis>\n"
         )
+
+
+def exclusion_tip(excluded_field: str, reason_field: str = "exclusion_reason") -> str:
+    """Map tip template: ``excluded: <exclusion_reason>`` or ``included`` (the codes of
+    docs/algorithms.md §5)."""
+    e, r = _field(excluded_field), _field(reason_field)
+    return (
+        f"[% CASE WHEN coalesce({e}, false) THEN 'excluded: ' || coalesce({r}, '') "
+        "ELSE 'included' END %]"
+    )
 
 
 def _edges(breaks: Sequence[float]) -> list[float]:
@@ -215,7 +227,7 @@ def qml_text(
             key="excluded",
             outline="90,90,90,255",
         )
-    return rules.document()
+    return rules.document(exclusion_tip(excluded_field) if excluded_field else None)
 
 
 def fold_colour(fold: int) -> str:
@@ -332,7 +344,7 @@ def coreset_qml(
     )
     if excluded_field:
         rules.add("excluded", excl, "120,120,120", "b_diagonal", outline="90,90,90,255")
-    return rules.document()
+    return rules.document(exclusion_tip(excluded_field) if excluded_field else None)
 
 
 def write_qml(

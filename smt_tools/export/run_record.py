@@ -117,7 +117,7 @@ def run_record(
     error: str | None = None,
 ) -> dict[str, Any]:
     """The record (fields :data:`RECORD_FIELDS`), JSON-safe."""
-    from smt_tools import __version__
+    from smt_tools._version import __version__
 
     record = {
         "command": command,

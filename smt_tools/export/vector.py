@@ -194,6 +194,9 @@ def _field_array(col: pd.Series) -> np.ndarray:
         return col.to_numpy(dtype=bool)
     if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
         return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(dtype, pd.CategoricalDtype):  # e.g. exclusion_reason: text of each category
+        cats = np.array([str(v) for v in dtype.categories] + [None], dtype=object)
+        return np.asarray(cats[col.cat.codes.to_numpy()])  # code -1 (missing): the last, None
     values = col.astype(object).to_numpy()
     return np.array([None if pd.isna(v) else str(v) for v in values], dtype=object)
 

@@ -72,6 +72,12 @@ def read_balanced_csv(path: Path) -> CoresetInput:
             frame = pd.read_csv(path, dtype={"class_counts_json": str, "class_dist_json": str})
     except (ValueError, UnicodeDecodeError, OSError) as exc:  # pandas and pyarrow errors
         raise InputDataError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    return balanced_input(frame, source)
+
+
+def balanced_input(frame: pd.DataFrame, source: str) -> CoresetInput:
+    """A balanced table already in memory (``frame`` is used as is: pass a copy to keep
+    yours); ``source`` names it in messages."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputDataError(

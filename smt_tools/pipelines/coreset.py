@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from smt_tools.coreset import (
     select_coreset,
 )
 from smt_tools.curation.diagnostics import effective_sample_size
+from smt_tools.curation.exclusion import FLAG_COLUMNS, readmit
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
 from smt_tools.export.run_record import run_json_path
@@ -42,6 +44,7 @@ from smt_tools.pipelines._coreset_input import (
     read_balanced_csv,
     read_catalog_tiles,
 )
+from smt_tools.pipelines._coreset_vendi import measure_diversity
 from smt_tools.pipelines._sources import open_source
 from smt_tools.progress import ProgressFactory, no_progress
 from smt_tools.tiletable import entropy_from_counts
@@ -75,6 +78,9 @@ GEOJSON_PROPERTIES: tuple[str, ...] = (
     "coreset_selected",
     "sampler_weight",
     "excluded",
+    "exclusion_reason",
+    "has_low_entropy",
+    "has_high_nodata",
 )
 STEPS = 5
 
@@ -105,6 +111,9 @@ class CoresetResult:
     config_record: dict[str, Any] | None = None
     #: one line each, printed as ``warning: ...`` (the map layer's notes)
     warnings: list[str] = field(default_factory=list)
+    #: Vendi scores (§10) of the included and the selected tiles' embeddings (None: none)
+    pool_vendi: float | None = None
+    selected_vendi: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (stored in the catalog run)."""
@@ -126,6 +135,8 @@ class CoresetResult:
             "info": self.info,
             "timings": self.timings,
             "warnings": self.warnings,
+            "pool_vendi": self.pool_vendi,
+            "selected_vendi": self.selected_vendi,
         }
 
     def run_json_path(self) -> Path | None:
@@ -159,6 +170,8 @@ def _params(cfg: CoresetConfig, device: str) -> CoresetParams:
         fd_k_min=cfg.fd.k_min,
         fd_k_max=cfg.fd.k_max,
         fd_sample_size=cfg.fd.sample_size,
+        fd_use_vendi=cfg.fd.use_vendi,
+        fd_vendi_delta=cfg.fd.vendi_delta,
         random_state=cfg.random_state,
         device="cuda" if device == "cuda" else "cpu",
     )
@@ -189,6 +202,8 @@ class CoresetRun:
     weights: np.ndarray | None = None
     out: pd.DataFrame | None = None
     result: CoresetResult | None = None
+    #: (n, D) embeddings given by the caller (the Python API); None: the embedding cache
+    embeddings: np.ndarray | None = None
 
 
 def _load(cfg: CoresetConfig, store: TileStore | None) -> CoresetInput:
@@ -199,16 +214,43 @@ def _load(cfg: CoresetConfig, store: TileStore | None) -> CoresetInput:
         data = read_catalog_tiles(store, cfg.catalog)
     else:
         data = read_balanced_csv(Path(cfg.input_csv_path or ""))
+        if "exclusion_reason" in data.frame.columns:  # an empty CSV field: an included tile
+            data.frame["exclusion_reason"] = data.frame["exclusion_reason"].fillna("")
+    return prepare_input(cfg, data)
+
+
+def prepare_input(cfg: CoresetConfig, data: CoresetInput) -> CoresetInput:
+    """The input as select-coreset selects from it (low-entropy tiles readmitted when the
+    config says so); one clear line when nothing is left."""
+    if not cfg.exclude_low_entropy:
+        _readmit_low_entropy(data)
     if not (~data.excluded).any():
         raise EmptySelectionError(f"{data.source}: every tile is excluded; nothing to select from")
     return data
 
 
+def _readmit_low_entropy(data: CoresetInput) -> None:
+    """``coreset.exclude_low_entropy: false``: tiles excluded for low entropy alone become
+    candidates (``excluded`` false, ``low_entropy`` dropped from ``exclusion_reason``;
+    ``has_low_entropy`` stays true), docs/algorithms.md §10."""
+    if not data.excluded.any():
+        return
+    col = data.frame.get("exclusion_reason")
+    if col is None or col[data.excluded].isna().all():
+        raise InputDataError(
+            f"{data.source}: coreset.exclude_low_entropy: false needs the exclusion_reason of "
+            "each excluded tile, which this input lacks (written before it existed); rebuild it "
+            "with `pytorch-smt-tools build-balanced-dataset CONFIG` or remove the key"
+        )
+    data.excluded, data.frame["exclusion_reason"] = readmit(data.excluded, col, "low_entropy")
+    data.frame["excluded"] = data.excluded
+
+
 def _features(run: CoresetRun) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(embeddings (n, D) or None, tile centres in metres (n, 2) or None) the method needs."""
     cfg, frame = run.cfg, run.data.frame
-    embeddings = None
-    if cfg.method in EMBEDDING_METHODS:
+    embeddings = run.embeddings if cfg.method in EMBEDDING_METHODS else None
+    if cfg.method in EMBEDDING_METHODS and embeddings is None:
         tile_ids = frame["tile_id"].to_numpy(dtype=np.int64)
         embeddings = load_embeddings(cfg, tile_ids, run.eligible)
     centroids = projected_centroids(frame, run.data.source) if cfg.spatial_weight > 0 else None
@@ -357,6 +399,9 @@ def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) 
             "coreset_selected": run.selection.selected,
         }
     )
+    for col in FLAG_COLUMNS:  # why a tile was excluded, as the input run recorded it
+        if col in run.data.frame.columns:
+            results[col] = run.data.frame[col].to_numpy()
     assert run.data.store is not None
     return run.data.store.record_run(
         RunRecord(
@@ -400,28 +445,55 @@ def run_coreset(
     ):
         t = time.perf_counter()
         data = _load(cfg, store)
-        run = CoresetRun(cfg, data, ~data.excluded, started, timings)
         timings["load"] = time.perf_counter() - t
         advance(1)
-
-        t = time.perf_counter()
-        embeddings, centroids = _features(run)
-        timings["embeddings"] = time.perf_counter() - t
-        advance(1)
-
-        t = time.perf_counter()
-        run.selection = _select(run, device, embeddings, centroids)
-        timings["select"] = time.perf_counter() - t
-        advance(1)
-
-        t = time.perf_counter()
-        _weigh(run)
-        timings["weights"] = time.perf_counter() - t
-        advance(1)
-
-        run.result = result = _diagnose(run, device)
+        run = compute_coreset(cfg, data, device, advance, started=started, timings=timings)
         _write(run, config_record)
         advance(1)
+    return finish_coreset(run, config_record)
+
+
+def compute_coreset(
+    cfg: CoresetConfig,
+    data: CoresetInput,
+    device: str,
+    advance: Callable[[int], None],
+    *,
+    started: datetime,
+    timings: dict[str, float],
+    embeddings: np.ndarray | None = None,
+) -> CoresetRun:
+    """Every step after loading but the writing: features, selection, weights, numbers
+    (``run.out`` is the output table). ``embeddings`` (n, D), row-aligned with ``data``,
+    replace the embedding cache (the Python API); ``advance(1)`` after each step."""
+    run = CoresetRun(cfg, data, ~data.excluded, started, timings, embeddings=embeddings)
+    t = time.perf_counter()
+    emb, centroids = _features(run)
+    timings["embeddings"] = time.perf_counter() - t
+    advance(1)
+
+    t = time.perf_counter()
+    run.selection = _select(run, device, emb, centroids)
+    timings["select"] = time.perf_counter() - t
+    advance(1)
+
+    t = time.perf_counter()
+    _weigh(run)
+    timings["weights"] = time.perf_counter() - t
+    advance(1)
+    run.result = _diagnose(run, device)
+    emb = emb if emb is not None else run.embeddings
+    div = measure_diversity(cfg, data.frame, run.eligible, run.selection.selected, emb)
+    run.result.pool_vendi, run.result.selected_vendi = div.pool, div.selected
+    run.result.warnings.extend(div.warnings)  # Vendi scores of pool and selection
+    timings["vendi"] = div.seconds
+    return run
+
+
+def finish_coreset(run: CoresetRun, config_record: dict[str, Any]) -> CoresetResult:
+    """The run's numbers, completed (a non-finite ESS reads 0; the config record)."""
+    assert run.result is not None
+    result = run.result
     if not math.isfinite(result.ess):
         result.ess = 0.0
     result.config_record = config_record

@@ -8,6 +8,8 @@ Input: a balanced CSV (one row per tile) or the catalog. Output:
   not in ``buffer_excluded_folds``; validation set = rows with ``fold == f``.
 - ``stratified_group`` balances the class pixel counts of the tiles that are used: rows with
   ``excluded = true`` (build-balanced-dataset's exclusions) count no pixels, but still get a fold.
+- ``spatial_blocks``: square blocks of ``block_size_m`` (:mod:`smt_tools.splits.blocks`) are the
+  groups, assigned like ``stratified_group``; the CSV gains ``block_id`` (text).
 - catalog input: a ``run`` row (command ``split``, the buffer exclusions in its summary) with
   ``tile_result.fold`` per tile; plus the CSV when ``output.csv_path`` is set.
 
@@ -32,10 +34,11 @@ import pandas as pd
 from smt_tools.atomic import StagedOutputs, reraise_output_error
 from smt_tools.config.split import SplitConfig
 from smt_tools.errors import InputDataError
-from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.export.qgis_style import fold_qml
 from smt_tools.export.run_record import run_json_path
 from smt_tools.pipelines._sources import open_source
+from smt_tools.pipelines._split_csv import read_split_csv
+from smt_tools.splits.blocks import SpatialBlocks, spatial_blocks
 from smt_tools.splits.buffer import (
     TEST_FOLD,
     buffer_exclusions,
@@ -66,8 +69,6 @@ __all__ = [
     "read_split_csv",
     "run_split",
 ]
-
-_BOUNDS = ("minx", "miny", "maxx", "maxy", "crs")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
     #: the config as recorded in the catalog's ``run`` row (also in ``run.json``)
     config_record: dict[str, Any] | None = None
+    #: the spatial blocks (strategy ``spatial_blocks``), else None
+    blocks: SpatialBlocks | None = field(default=None, repr=False)
 
     def run_json_path(self) -> Path | None:
         """``<stem>.run.json`` beside the CSV (or the GeoJSON); None for catalog-only output."""
@@ -124,7 +127,10 @@ class SplitResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers (also stored as the catalog run's summary)."""
+        blocks = self.blocks
+        extra = {} if blocks is None else {"blocks": blocks.n_blocks, "block_crs": blocks.crs}
         return {
+            **extra,
             "tiles": self.n_tiles,
             "groups": self.n_groups,
             "n_splits": self.n_splits,
@@ -154,51 +160,12 @@ class SplitResult:
         }
 
 
-def read_split_csv(
-    path: str | Path, group_column: str, need_counts: bool
-) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
-    """A balanced CSV: ``(frame, counts (n, C) int64 or None, class_values (C,) or None)``."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(
-            f"{p}: input CSV not found; run build-balanced-dataset first or fix the path"
-        )
-    try:
-        frame = pd.read_csv(p, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputDataError(f"{p}: not a readable CSV: {str(exc).splitlines()[0]}") from None
-    required = ["tile_id", group_column, *_BOUNDS]
-    if need_counts:
-        required.append("class_counts_json")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        hint = (
-            "; set split.group_column to an existing column"
-            if group_column in missing
-            else "; is this a balanced CSV from build-balanced-dataset?"
-        )
-        raise InputDataError(f"{p}: missing column(s) {', '.join(missing)}{hint}")
-    if len(frame) == 0:
-        raise InputDataError(f"{p}: the CSV has no rows")
-    if frame["tile_id"].duplicated().any():
-        dup = frame.loc[frame["tile_id"].duplicated(), "tile_id"].iloc[0]
-        raise InputDataError(f"{p}: tile_id {dup} appears twice; one row per tile expected")
-    if frame[group_column].isna().any():
-        row = int(np.flatnonzero(frame[group_column].isna().to_numpy())[0]) + 2
-        raise InputDataError(f"{p}: column {group_column} is empty in row {row}")
-    if need_counts:
-        counts, values = parse_class_counts_json(
-            frame["class_counts_json"], str(p), empty_is_zero=True
-        )
-        return frame, counts, values
-    return frame, None, None
-
-
 def compute_split(
     frame: pd.DataFrame,
     counts: np.ndarray | None,
     cfg: SplitConfig,
     buffer_fn: BufferFn | None = None,
+    blocks: SpatialBlocks | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DistanceMethod]:
     """Folds and buffer exclusions of ``frame`` (rows = tiles).
 
@@ -207,9 +174,11 @@ def compute_split(
     with a CRS (the PostGIS backend): rows (m,) int64 positions of those tiles, fold (m,) their
     folds; it returns their (m, n_splits + 1) exclusions, or None when the store cannot compute
     them (a Parquet tile table: shapely does it here). Tiles without a CRS are handled by
-    :func:`~smt_tools.splits.buffer.pixel_space_exclusions`.
+    :func:`~smt_tools.splits.buffer.pixel_space_exclusions`. ``blocks``: the tiles' spatial
+    blocks for strategy ``spatial_blocks`` (computed here when not given).
     """
-    groups = frame[cfg.group_column].to_numpy()
+    method = blocks.method if blocks is not None else distance_method(frame)
+    groups, strategy = _fold_groups(frame, cfg, method, blocks)
     fold = np.full(len(frame), TEST_FOLD, dtype=np.int64)
     test = (
         holdout_mask(groups, cfg.holdout, cfg.random_state)
@@ -221,10 +190,9 @@ def compute_split(
         groups[cv],
         cfg.n_splits,
         counts=None if counts is None else counts[cv],
-        strategy=cfg.strategy,
+        strategy=strategy,
         random_state=cfg.random_state,
     )
-    method = distance_method(frame)
     georef = tile_crs(frame) != ""
     exclusions = np.zeros((len(frame), cfg.n_splits + 1), dtype=bool)
     rows = np.flatnonzero(georef)
@@ -249,16 +217,37 @@ def compute_split(
     return fold, exclusions, method
 
 
-def _fold_summaries(
+def _fold_groups(
     frame: pd.DataFrame,
+    cfg: SplitConfig,
+    method: DistanceMethod,
+    blocks: SpatialBlocks | None,
+) -> tuple[np.ndarray, str]:
+    """The groups folds are made of, (n,), and how they are assigned: the spatial blocks
+    (assigned like ``stratified_group``) or the values of ``group_column``."""
+    if cfg.strategy != "spatial_blocks":
+        return frame[cfg.group_column].to_numpy(), cfg.strategy
+    assert cfg.block_size_m is not None
+    found = blocks or spatial_blocks(frame, cfg.block_size_m, method)
+    if found.n_blocks < cfg.n_splits:
+        raise InputDataError(
+            f"split.block_size_m: blocks of {found.block_size_m:g} m hold the tiles in only "
+            f"{found.n_blocks} blocks, fewer than n_splits={cfg.n_splits}; use smaller blocks "
+            "or fewer folds"
+        )
+    return found.codes, "stratified_group"
+
+
+def _fold_summaries(
+    groups: np.ndarray,
     counts: np.ndarray | None,
     fold: np.ndarray,
     exclusions: np.ndarray,
     cfg: SplitConfig,
 ) -> tuple[list[FoldSummary], np.ndarray, float, np.ndarray]:
     k = cfg.n_splits
-    codes, _ = encode_groups(frame[cfg.group_column].to_numpy())
-    c = counts if counts is not None else np.zeros((len(frame), 0), dtype=np.int64)
+    codes, _ = encode_groups(groups)
+    c = counts if counts is not None else np.zeros((len(groups), 0), dtype=np.int64)
     report = fold_report(c, fold, k)
     test = fold == TEST_FOLD
     out: list[FoldSummary] = []
@@ -299,7 +288,10 @@ def _write_map(
 
     props = [
         c
-        for c in ("tile_id", "source_image_id", "group_id", "fold", "buffer_excluded_folds")
+        for c in (
+            *("tile_id", "source_image_id", "group_id", "block_id", "fold"),
+            "buffer_excluded_folds",
+        )
         if c in frame.columns
     ]
     written = write_vector(frame, path, props, fold_qml(n_splits), fmt=fmt, staging=staging)
@@ -398,7 +390,7 @@ def _read_catalog(
     else:
         table = store.read_tiles(query)
     frame = table.frame
-    if cfg.group_column not in frame.columns:
+    if cfg.strategy != "spatial_blocks" and cfg.group_column not in frame.columns:
         raise InputDataError(
             f"split.group_column: the catalog tiles have no column {cfg.group_column!r}; "
             f"use one of {', '.join(frame.columns[:8])}, ..."
@@ -435,28 +427,34 @@ def _run(
     class_values: np.ndarray | None
     if store is None:
         assert cfg.input_csv_path is not None
-        need_counts = cfg.strategy == "stratified_group"
+        by_blocks = cfg.strategy == "spatial_blocks"  # the blocks are the groups
         frame, counts, class_values = read_split_csv(
-            cfg.input_csv_path, cfg.group_column, need_counts
+            cfg.input_csv_path, None if by_blocks else cfg.group_column, cfg.strategy != "group"
         )
     else:
         frame, counts, class_values, buffer_fn = _read_catalog(cfg, store)
+    blocks = None
+    if cfg.strategy == "spatial_blocks":
+        assert cfg.block_size_m is not None
+        where = str(cfg.input_csv_path) if store is None else "split.catalog"
+        blocks = spatial_blocks(frame, cfg.block_size_m, source=where)
     if counts is not None and "excluded" in frame.columns:
         # excluded tiles are never sampled: balance the pixels that will actually be used
         excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1", "1.0"])
         counts = counts * (~excluded.to_numpy())[:, None]
     if progress:
         progress(f"{len(frame)} tiles loaded")
-    fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn)
+    fold, exclusions, method = compute_split(frame, counts, cfg, buffer_fn, blocks)
     # where the buffer was computed: in the store (PostGIS) or here with shapely
     backend = store.kind if store is not None and buffer_fn and buffer_fn.computed else "shapely"
-    folds, global_share, max_dev, codes = _fold_summaries(frame, counts, fold, exclusions, cfg)
+    groups = blocks.codes if blocks is not None else frame[cfg.group_column].to_numpy()
+    folds, global_share, max_dev, codes = _fold_summaries(groups, counts, fold, exclusions, cfg)
     result = SplitResult(
         n_tiles=len(frame),
         n_groups=len(np.unique(codes)),
         n_splits=cfg.n_splits,
         strategy=cfg.strategy,
-        group_column=cfg.group_column,
+        group_column="block_id" if blocks is not None else cfg.group_column,
         buffer_m=cfg.buffer_m,
         backend=backend,
         distance_crs=method.crs,
@@ -468,8 +466,11 @@ def _run(
         fold=fold,
         exclusions=exclusions,
         method=method,
+        blocks=blocks,
     )
     out = frame.copy(deep=False)
+    if blocks is not None:
+        out["block_id"] = blocks.ids()
     out["fold"] = fold
     out["buffer_excluded_folds"] = format_excluded_folds(exclusions)
     _write_outputs(cfg, out, result, store, started)
