@@ -50,7 +50,7 @@ PATCH = 256
 
 def prepare_data(data_root: Path, size: int, n_scenes: int, distinct: int, zlevel: int) -> Path:
     """Generate ``distinct`` scenes once, hard-link the rest; return the pairs CSV path."""
-    from smt_tools.raster.synthetic import make_demo_data
+    from smt_tools.raster.demo_data import make_demo_data
 
     distinct = max(1, min(distinct, n_scenes))
     base = data_root / f"ingest_s{size}_d{distinct}_z{zlevel}"

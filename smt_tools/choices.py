@@ -26,6 +26,7 @@ SamplingMethod = Literal[
     "multiplicative",
     "composition_only",
     "uniqueness_only",
+    "repeat_factor",
 ]
 SAMPLING_METHODS: tuple[SamplingMethod, ...] = get_args(SamplingMethod)
 DEFAULT_SAMPLING_METHOD: SamplingMethod = "rank_max"
@@ -33,6 +34,9 @@ DEFAULT_SAMPLING_METHOD: SamplingMethod = "rank_max"
 TWO_SIGNAL_METHODS: frozenset[SamplingMethod] = frozenset(
     {"rank_max", "rank_multiply", "rank_add", "multiplicative"}
 )
+#: the methods scored from the class counts alone (no composition, no uniqueness signal):
+#: valid in every mode (docs/algorithms.md §8, "Repeat-factor sampling")
+COUNT_METHODS: frozenset[SamplingMethod] = frozenset({"repeat_factor"})
 
 KSelection = Literal["elbow", "silhouette", "fixed"]
 K_SELECTIONS: tuple[KSelection, ...] = get_args(KSelection)
@@ -77,9 +81,19 @@ CoresetDevice = Literal["cpu", "cuda", "auto"]
 DEFAULT_CORESET_DEVICE: CoresetDevice = "cpu"
 Device = Literal["cpu", "cuda"]
 
+# --- train --------------------------------------------------------------------------------
+
+#: ``precision`` of the train loop; ``auto`` is resolved by
+#: :func:`smt_tools.train.precision.resolve_precision` (bf16 on a CUDA GPU that has it, else
+#: fp16 with a gradient scaler; fp32 on the CPU)
+TrainPrecision = Literal["auto", "bf16", "fp16", "fp32"]
+TRAIN_PRECISIONS: tuple[TrainPrecision, ...] = get_args(TrainPrecision)
+DEFAULT_TRAIN_PRECISION: TrainPrecision = "auto"
+
 # --- split, catalog ingest, map outputs ---------------------------------------------------
 
-SplitStrategy = Literal["group", "stratified_group"]
+#: ``spatial_blocks``: square blocks of ``split.block_size_m`` are the groups (docs/algorithms.md §11)
+SplitStrategy = Literal["group", "stratified_group", "spatial_blocks"]
 SPLIT_STRATEGIES: tuple[SplitStrategy, ...] = get_args(SplitStrategy)
 DEFAULT_SPLIT_STRATEGY: SplitStrategy = "stratified_group"
 
@@ -113,12 +127,14 @@ def resolve_sampling_method(method: str, signals: Signals) -> tuple[SamplingMeth
 
     A one-signal method whose signal is absent (``uniqueness_only`` in ``masks_only``,
     ``composition_only`` in ``embeddings_only``) raises ``ValueError`` with the fix; an unknown
-    ``method`` too.
+    ``method`` too. ``repeat_factor`` uses the class counts alone: valid in every mode.
     """
     if method not in SAMPLING_METHODS:
         raise ValueError(
             f"sampling_method must be one of {', '.join(SAMPLING_METHODS)}; got {method!r}"
         )
+    if method in COUNT_METHODS:
+        return method, None
     if method == "uniqueness_only" and not signals.uniqueness:
         raise ValueError(
             "sampling_method uniqueness_only needs visual uniqueness; use mode: embeddings or "

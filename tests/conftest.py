@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smt_tools.raster.synthetic import make_demo_data
+from smt_tools.raster.demo_data import make_demo_data
 
 
 def _require_db_url() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smt_tools.raster.synthetic import make_demo_data
+from smt_tools.raster.demo_data import make_demo_data
 from tests.fault_helpers import CLI, alive, children, cli_env, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from smt_tools import __version__
+from smt_tools._version import __version__
 from smt_tools.cli._common import console, state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +48,7 @@ def _root(
 
 def _register() -> None:
     # Imported here so `--help` stays fast and each command module owns its options.
-    from smt_tools.cli import demo
+    from smt_tools.cli import compare, demo
 
     demo.register(app)
     for name in ("doctor", "catalog", "balanced", "embed", "coreset", "split", "train", "config"):
@@ -59,6 +59,7 @@ def _register() -> None:
                 raise
             continue
         module.register(app)
+    compare.register(app)
 
 
 _register()

@@ -70,6 +70,8 @@ def _print_summary(result: BalancedResult) -> None:
         f"{result.weight_max:.3f}; effective sample size {result.ess:,.1f} of "
         f"{result.n_included} ({result.ess / max(result.n_included, 1):.0%})"
     )
+    if result.repeat_factors:
+        _say(_repeat_line(result))
 
     if result.uniqueness_backend is not None:
         _say(f"Visual uniqueness: kNN backend {result.uniqueness_backend}")
@@ -104,6 +106,24 @@ def _print_summary(result: BalancedResult) -> None:
     if result.run_id is not None:
         _say(f"Recorded catalog run {result.run_id} ({result.n_tiles} tile results)")
     _say(f"Done in {result.timings.get('total', 0.0):.1f} s")
+
+
+#: the classes listed in the repeat-factor line, highest r_c first
+TOP_REPEAT_FACTORS = 5
+
+
+def _repeat_line(result: BalancedResult) -> str:
+    """``Repeat factors r_c (highest first): 3 x4.47, 2 x1.58 …; 2 of 4 classes above 1``."""
+    ranked = sorted(result.repeat_factors.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(
+        f"{class_label(c, result.class_names)} x{r:.2f}" for c, r in ranked[:TOP_REPEAT_FACTORS]
+    )
+    more = " …" if len(ranked) > TOP_REPEAT_FACTORS else ""
+    above = sum(r > 1.0 for r in result.repeat_factors.values())
+    return (
+        f"Repeat factors r_c (highest first): {shown}{more}; {above} of {len(ranked)} "
+        "classes above 1"
+    )
 
 
 def register(app: typer.Typer) -> None:

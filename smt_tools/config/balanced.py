@@ -33,7 +33,7 @@ from smt_tools.config._loader import (
     MAX_WORKERS,
     StrictModel,
 )
-from smt_tools.config._source import CatalogSource
+from smt_tools.config._source import CatalogSource, TableColumns
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
 
 #: the largest band number a mask_band setting accepts (GDAL's own limit is 65,536)
@@ -50,7 +50,7 @@ class PatchRecord(StrictModel):
     patch_size: int = Field(gt=0, le=MAX_SIDE)
 
 
-class InputConfig(StrictModel):
+class InputConfig(TableColumns):
     """Where the tiles come from: exactly one of the four sources.
 
     - ``patch_records``: inline list (documented shape);
@@ -116,6 +116,11 @@ class InputConfig(StrictModel):
             )
         if self.patch_records is not None and not self.patch_records:
             raise ValueError("patch_records is empty; list at least one patch")
+        if self.column_mapping() is not None and not self.uses_postgres:
+            raise ValueError(
+                "the *_column keys map the PostgreSQL block's table (host/database or dsn); "
+                "with input.catalog write them inside it (input.catalog.image_path_column)"
+            )
         from_catalog = self.tiles is not None or self.catalog is not None or self.uses_postgres
         if self.mask_band is not None and from_catalog:
             raise ValueError(
@@ -272,6 +277,28 @@ class WeightsConfig(StrictModel):
         default=1.0, ge=1.0, le=1_000.0, description="multiplier; 1 = off"
     )
     rare_class_ids: list[Annotated[int, Field(ge=0, le=MAX_CLASS_VALUE)]] | None = None
+    # docs/algorithms.md §8 (repeat_factor) and §9 (temperature)
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="alpha in (0, 1]: weights scaled to max 1 are raised to alpha before the "
+        "floor (1 = unchanged, 0.5 = square root); every sampling_method",
+    )
+    repeat_threshold: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="sampling_method repeat_factor: t in r_c = max(1, sqrt(t / f_c)), f_c = "
+        "share of included tiles holding class c",
+    )
+    repeat_min_pixels: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_INT32,
+        description="sampling_method repeat_factor: a class is present in a tile when it has "
+        "at least this many pixels there",
+    )
 
     @field_validator("weight_floor", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Numbers a user checks before training (docs/algorithms.md §9.5)."""
+"""Numbers a user checks before training (docs/algorithms.md §9.5, §9.6)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,46 @@ def nodata_pixel_share(window_pixels: np.ndarray, valid_pixels: np.ndarray, w: n
         )
     total = float(w @ window)
     return float(w @ np.maximum(window - valid, 0.0)) / total if total > 0 else 0.0
+
+
+def class_tile_share(counts: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Probability that one draw (tiles drawn proportionally to ``w``) holds class c:
+    ``sum_i w_i [counts[i, c] > 0] / sum_i w_i`` (docs/algorithms.md §9.6).
+
+    counts: (n, C) int64; w: (n,) float64 >= 0 (ones: the share of tiles holding c). Returns
+    (C,) float64 (zeros when every weight is 0).
+    """
+    counts = np.asarray(counts)
+    w = np.asarray(w, dtype=np.float64)
+    if counts.shape[0] != w.shape[0]:
+        raise ValueError(f"counts has {counts.shape[0]} rows but w has {w.shape[0]}")
+    total = float(w.sum())
+    if total <= 0:
+        return np.zeros(counts.shape[1], np.float64)
+    return np.asarray(w @ (counts > 0).astype(np.float64) / total, dtype=np.float64)
+
+
+def epochs_to_see_tiles(counts: np.ndarray, w: np.ndarray, draws: int) -> np.ndarray:
+    """Per class c, the mean over the tiles holding c with ``w_i > 0`` of ``1 / (draws p_i)``,
+    ``p_i = w_i / sum w``: the epochs of ``draws`` draws with replacement it takes, on average
+    over those tiles, to draw one of them once in expectation (docs/algorithms.md §9.6).
+
+    counts: (n, C) int64; w: (n,) float64 >= 0; draws >= 1. Returns (C,) float64: 1.0 for every
+    class under uniform weights with ``draws = n``; inf for a class no drawable tile holds.
+    """
+    counts = np.asarray(counts)
+    w = np.asarray(w, dtype=np.float64)
+    if counts.shape[0] != w.shape[0]:
+        raise ValueError(f"counts has {counts.shape[0]} rows but w has {w.shape[0]}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1; got {draws}")
+    drawn = w > 0
+    out = np.full(counts.shape[1], np.inf)
+    if not drawn.any():
+        return out
+    inv = float(w.sum()) / (draws * w[drawn])  # 1 / (draws p_i) of the drawable tiles
+    holds = counts[drawn] > 0  # (m, C)
+    n_holding = holds.sum(axis=0)
+    seen = n_holding > 0
+    out[seen] = (inv @ holds.astype(np.float64))[seen] / n_holding[seen]
+    return out

@@ -58,10 +58,15 @@ class Combined:
 
 
 def combine(
-    method: str, freq_cluster_weight: np.ndarray | None, uniq: np.ndarray | None
+    method: str,
+    freq_cluster_weight: np.ndarray | None,
+    uniq: np.ndarray | None,
+    *,
+    repeat: np.ndarray | None = None,
 ) -> Combined:
     """Score per included tile from freq_cluster_weight (n,) and/or uniq (n,) float64
-    (None = signal absent).
+    (None = signal absent); ``repeat_factor`` takes the tiles' repeat factors ``repeat`` (n,)
+    float64 (:mod:`smt_tools.curation.repeat_factor`) as they are, in every mode.
 
     With only one signal present, the four two-signal methods reduce to that signal's rank
     (``composition_only`` / ``uniqueness_only``) and ``fallback`` says so. Asking for a signal
@@ -75,6 +80,10 @@ def combine(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if effective == "repeat_factor":  # from the class counts, not from the two signals
+        if repeat is None:
+            raise ValueError("sampling_method repeat_factor needs the tiles' repeat factors")
+        return Combined(np.asarray(repeat, dtype=np.float64).copy(), effective, fallback)
     if freq_cluster_weight is None and uniq is None:
         raise ValueError("combine needs at least one signal")
     n = (freq_cluster_weight if freq_cluster_weight is not None else uniq).shape[0]  # type: ignore[union-attr]

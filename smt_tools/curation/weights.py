@@ -1,4 +1,5 @@
-"""Final sampler_weight: rare-class boost, scale to max 1, floor, excluded = 0 (docs/algorithms.md §9)."""
+"""Final sampler_weight: rare-class boost, scale to max 1, temperature, floor, excluded = 0
+(docs/algorithms.md §9)."""
 
 from __future__ import annotations
 
@@ -50,15 +51,19 @@ def final_weights(
     *,
     boost: np.ndarray | None = None,
     weight_floor: float | str = 0.05,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """sampler_weight for ALL n tiles: (n,) float64.
 
     score: (m,) float64 combined score of the m INCLUDED tiles (in the order of
     ``np.flatnonzero(included)``); included: (n,) bool; boost: (m,) float64 or None.
     Steps: multiply by boost, scale so the largest weight is 1 (an all-zero score means all
-    tiles are equal: all 1), floor at ``weight_floor``, excluded tiles 0.
+    tiles are equal: all 1), raise to ``temperature`` (alpha in (0, 1]; 1 = unchanged, 0.5 =
+    square root), floor at ``weight_floor``, excluded tiles 0.
     Nothing included -> :class:`EmptySelectionError`.
     """
+    if not 0.0 < temperature <= 1.0:
+        raise ValueError(f"temperature must be in (0, 1]; got {temperature!r}")
     included = np.asarray(included, dtype=bool)
     idx = np.flatnonzero(included)
     m = idx.size
@@ -79,6 +84,8 @@ def final_weights(
         raise ValueError("weights must be finite and non-negative")
     top = float(w.max())
     w = w / top if top > 0 else np.ones_like(w)
+    if temperature != 1.0:  # w in [0, 1] with max 1: w ** alpha keeps the max at 1
+        w = np.power(w, temperature)
     w = np.maximum(w, resolve_floor(weight_floor, m))
     out = np.zeros(included.shape[0], np.float64)
     out[idx] = w

@@ -59,6 +59,36 @@ def column_sums(table: TileTable, keep: np.ndarray, batch: int | None = None) ->
     return total
 
 
+def tiles_with_class(
+    table: TileTable, rows: np.ndarray, min_pixels: int, batch: int | None = None
+) -> np.ndarray:
+    """Tiles among ``table``'s rows ``rows`` in which each class is present: (C,) int64,
+    :func:`smt_tools.curation.repeat_factor.tiles_with_class` of ``table.counts[rows]``
+    (integers: exact in any batching)."""
+    from smt_tools.curation.repeat_factor import tiles_with_class as count
+
+    total = np.zeros(table.n_classes, np.int64)
+    batch = batch or BATCH_ROWS
+    for s in range(0, rows.size, batch):
+        total += count(table.counts[rows[s : s + batch]], min_pixels)
+    return total
+
+
+def tile_repeat_factor(
+    table: TileTable, rows: np.ndarray, r: np.ndarray, min_pixels: int, batch: int | None = None
+) -> np.ndarray:
+    """The repeat factor of ``table``'s rows ``rows`` (m,) in that order: (m,) float64,
+    :func:`smt_tools.curation.repeat_factor.tile_repeat_factor` of ``table.counts[rows]`` (a
+    maximum over each row: exact in any batching)."""
+    from smt_tools.curation.repeat_factor import tile_repeat_factor as per_tile
+
+    out = np.empty(rows.size, np.float64)
+    batch = batch or BATCH_ROWS
+    for s in range(0, rows.size, batch):
+        out[s : s + batch] = per_tile(table.counts[rows[s : s + batch]], r, min_pixels)
+    return out
+
+
 _PAD_COLUMNS = ["image_path", "row_off", "col_off", "height", "width", "nodata_ratio"]
 
 

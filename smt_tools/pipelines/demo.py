@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smt_tools.raster.synthetic import make_demo_data
+from smt_tools.raster.demo_data import make_demo_data
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class DemoResult:
     bytes_written: int
     size: int = 0
     seed: int = 0
+    profile: str = "default"
 
     def summary(self) -> dict[str, Any]:
         """The printed numbers, JSON-ready (``--json``, ``run.json``)."""
@@ -25,6 +26,7 @@ class DemoResult:
             "scenes": self.scenes,
             "size": self.size,
             "seed": self.seed,
+            "profile": self.profile,
             "bytes_written": self.bytes_written,
         }
 
@@ -40,6 +42,7 @@ def run_make_demo_data(
     seed: int = 0,
     zlevel: int = 6,
     progress: Callable[[int], None] | None = None,
+    profile: str = "default",
 ) -> DemoResult:
     from smt_tools.atomic import reraise_output_error
     from smt_tools.errors import OutputError
@@ -48,7 +51,13 @@ def run_make_demo_data(
         raise OutputError(f"{out_dir} is a file; give a folder for the demo data")
     try:
         csv_path = make_demo_data(
-            out_dir, scenes=scenes, size=size, seed=seed, zlevel=zlevel, progress=progress
+            out_dir,
+            scenes=scenes,
+            size=size,
+            seed=seed,
+            zlevel=zlevel,
+            progress=progress,
+            profile=profile,
         )
     except OSError as exc:
         reraise_output_error(exc, out_dir)  # not writable, disk full: one line
@@ -58,5 +67,10 @@ def run_make_demo_data(
         p.stat().st_size for sub in ("images", "masks") for p in (out / sub).glob("*.tif")
     )
     return DemoResult(
-        pairs_csv=Path(csv_path), scenes=scenes, bytes_written=written, size=size, seed=seed
+        pairs_csv=Path(csv_path),
+        scenes=scenes,
+        bytes_written=written,
+        size=size,
+        seed=seed,
+        profile=profile,
     )

@@ -1,6 +1,7 @@
 """Seeded synthetic scenes: georeferenced image + mask GeoTIFFs with known structure.
 
-Used by ``make-demo-data``, the tests and the benchmarks. Everything is a function of the seed:
+Used by ``make-demo-data`` (:mod:`smt_tools.raster.demo_data` writes the files), the tests and
+the benchmarks. Everything is a function of the seed:
 
 - CRS EPSG:32631 (UTM 31N), 0.5 m pixels, scenes laid out on a grid with gaps;
 - masks (uint8, 1 band): class 0 = nodata, 1 background (dominant), 2-4 mid classes, 5 a
@@ -14,15 +15,17 @@ Used by ``make-demo-data``, the tests and the benchmarks. Everything is a functi
   every third scene (2, 5, ...) has a black image border along its top edge (mask labelled);
 - the last scene (when there are at least 3) is a second acquisition overlapping scene 0.
 
+``profile="longtail"`` (:mod:`smt_tools.raster.synthetic_longtail`) keeps the same layout and
+fields but swaps the classes' tail: a 2.5 % "road" class and a rare class of small objects that
+look like the background except for their shape and texture.
+
 Fields are separable sums of sinusoids, written in strips, so scenes of any size are made in
 bounded memory.
 """
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +125,20 @@ class _World:
         cls[rare & (cls != 4)] = 6  # no buildings on water
         return cls
 
+    def paint(self, cls: np.ndarray, spec: SceneSpec, rows: np.ndarray) -> None:
+        """Draw objects into the strip ``cls`` (rows ``rows`` of scene ``spec``); none here."""
+
+    def render_style(self) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """(colours (7, 3), texture amplitudes (7,), class drawn with a checkerboard or None)."""
+        return _COLOURS, _TEXTURE, None
+
+
+def scene_offset(world: _World, spec: SceneSpec) -> float:
+    """Per-scene shift of the class mix; scene 0 and its revisit share the same land cover."""
+    scene_rng = np.random.default_rng(world.texture_seed + spec.index + 1)
+    revisit = spec.name.endswith("revisit_of_000")
+    return 0.0 if revisit or spec.index == 0 else float(scene_rng.normal(0, 0.08))
+
 
 def scene_specs(n_scenes: int, size: int, seed: int) -> list[SceneSpec]:
     rng = np.random.default_rng(seed + 1)
@@ -183,10 +200,7 @@ def write_scene(
     )
     tex_rng = np.random.default_rng(world.texture_seed)
     noise_tile = tex_rng.normal(0, 1, (3, 512, 512)).astype(np.float32)
-    scene_rng = np.random.default_rng(world.texture_seed + spec.index + 1)
-    revisit = spec.name.endswith("revisit_of_000")
-    # per-scene shift of the class mix; scene 0 and its revisit share the same land cover
-    offset = 0.0 if revisit or spec.index == 0 else float(scene_rng.normal(0, 0.08))
+    offset = scene_offset(world, spec)
     tmp_img = img_path.with_suffix(".tif.part")
     tmp_msk = msk_path.with_suffix(".tif.part")
     with (
@@ -199,7 +213,8 @@ def write_scene(
             rows = np.arange(r0, min(r0 + strip, spec.size))
             ys = spec.y0 - (rows + 0.5) * PIXEL_SIZE
             cls = world.classes(xs, ys, offset)
-            img = _render(cls, xs, ys, noise_tile, spec, rows, cols)
+            world.paint(cls, spec, rows)
+            img = _render(cls, xs, ys, noise_tile, spec, rows, cols, world.render_style())
             if spec.left_nodata:
                 cls[:, : spec.left_nodata] = 0
                 img[:, :, : spec.left_nodata] = 0
@@ -222,58 +237,18 @@ def _render(
     spec: SceneSpec,
     rows: np.ndarray,
     cols: np.ndarray,
+    style: tuple[np.ndarray, np.ndarray, int | None] = (_COLOURS, _TEXTURE, None),
 ) -> np.ndarray:
-    base = _COLOURS[cls]  # (h, w, 3)
-    amp = _TEXTURE[cls]  # (h, w)
+    colours, texture, checker_class = style
+    base = colours[cls]  # (h, w, 3)
+    amp = texture[cls]  # (h, w)
     noise = noise_tile[:, (rows % 512)[:, None], (cols % 512)[None, :]]  # (3, h, w)
     stripes = np.sin(xs / 2.0)[None, :] * np.cos(ys / 3.0)[:, None]  # crop rows / roof texture
-    tex = amp * np.where((cls == 2) | (cls == 6), stripes, 0.5 * noise[0])
+    if checker_class is None:
+        tex = amp * np.where((cls == 2) | (cls == 6), stripes, 0.5 * noise[0])
+    else:  # a one-pixel checkerboard (+1/-1): fine texture of the small objects
+        checker = np.where((rows[:, None] + cols[None, :]) % 2 == 0, 1.0, -1.0)
+        other = np.where(cls == 2, stripes, 0.5 * noise[0])
+        tex = amp * np.where(cls == checker_class, checker, other).astype(np.float32)
     img = base.transpose(2, 0, 1) * spec.brightness + tex[None] + 6.0 * noise
     return np.clip(img, 1, 255).astype(np.uint8)
-
-
-def make_demo_data(
-    out_dir: str | Path,
-    scenes: int = 8,
-    size: int = 2048,
-    seed: int = 0,
-    zlevel: int = 6,
-    progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Write ``scenes`` image/mask pairs, ``pairs.csv`` and ``classes.csv`` (class_value, name,
-    colour: for ``catalog ingest --class-names``) into ``out_dir``; return the pairs CSV path."""
-    if scenes < 1:
-        raise ValueError("scenes must be >= 1")
-    if size < 64:
-        raise ValueError("size must be >= 64 pixels")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    world = _World(seed)
-    rows: list[tuple[object, ...]] = []
-    for spec in scene_specs(scenes, size, seed):
-        img, msk = write_scene(world, spec, out, zlevel=zlevel)
-        # Each acquisition is its own group: the revisit of scene 0 is NOT grouped with it, so
-        # only a spatial check (buffer / leakage audit) finds that the two overlap.
-        rows.append((img.relative_to(out).as_posix(), msk.relative_to(out).as_posix(), spec.name))
-        if progress:
-            progress(1)
-    _write_csv(
-        out / "classes.csv",
-        ["class_value", "name", "colour"],
-        [
-            (v, name, "#{:02x}{:02x}{:02x}".format(*(int(x) for x in _COLOURS[v])))
-            for v, name in enumerate(CLASS_NAMES, start=1)
-        ],
-    )
-    csv_path = out / "pairs.csv"
-    _write_csv(csv_path, ["image", "mask", "group"], rows)
-    return csv_path
-
-
-def _write_csv(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> None:
-    tmp = path.with_suffix(".csv.part")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
