@@ -49,6 +49,9 @@ def test_parquet_table_holds_the_csv_rows(tiles: Path, tmp_path: Path) -> None:
     csv = pd.read_csv(tmp_path / "b.csv")
     pq = pd.read_parquet(tmp_path / "b.parquet")
     assert list(pq.columns) == list(csv.columns) and len(pq) == 64
+    csv["exclusion_reason"] = csv["exclusion_reason"].fillna("")  # empty field: included
+    pq_reason = pq.pop("exclusion_reason")  # categorical (dictionary-encoded), same text
+    assert pq_reason.astype(str).tolist() == csv.pop("exclusion_reason").tolist()
     pd.testing.assert_frame_equal(pq, csv, check_dtype=False)
     assert pq["excluded"].dtype == bool and pq["tile_id"].dtype == np.int64  # typed, not text
     # the training dataset reads either file to the same items

@@ -22,10 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from smt_tools import catalog as cat
-from smt_tools.catalog import bulk
+from smt_tools.catalog import bulk, layers
 from smt_tools.catalog.layers import create_run_layer
 from smt_tools.catalog.migrate import apply_migrations, migration_files
 from smt_tools.catalog.runs import delete_run, load_run_results
+from smt_tools.curation.exclusion import FLAG_COLUMNS
 from smt_tools.errors import CatalogError
 from smt_tools.ingest_params import IngestParams
 from smt_tools.raster.scan import (
@@ -132,7 +133,9 @@ def test_migration_partitions_a_version_6_catalog(
     assert _sql_run(engine, "split", tiles) == 1
     assert _sql_run(engine, "build-balanced-dataset", f"{tiles} order by id limit 5") == 2
     assert _sql_run(engine, "split", f"{tiles} limit 0") == 3  # a run without rows
-    with engine.begin() as conn:
+    v6 = tuple(c for c in layers.VIEW_COLUMNS if c not in FLAG_COLUMNS)  # before 0008
+    with engine.begin() as conn, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(layers, "VIEW_COLUMNS", v6)  # the run view as version 6 made it
         assert create_run_layer(conn, 1, "split", None, "x") == "run_1_folds"
     every = "select * from tile_result order by run_id, tile_id"
     mapped = "select * from tile_result_map order by run_id, tile_id"
@@ -144,8 +147,11 @@ def test_migration_partitions_a_version_6_catalog(
     docs = rows(engine, COLUMN_DOCS)
     assert len(before[0]) == 13 and all(d for _, d in docs)
 
-    assert apply_migrations(engine).applied == ["0007_tile_result_partitions.sql"]
-    cat.require_schema(engine)
+    seven = tmp_path / "migrations_0007"  # version 7 alone (0008 adds columns, below)
+    seven.mkdir()
+    for m in migration_files()[:7]:
+        (seven / m.filename).write_text(m.sql, encoding="utf-8")
+    assert apply_migrations(engine, seven).applied == ["0007_tile_result_partitions.sql"]
     assert rows(engine, "select relkind from pg_class where relname = 'tile_result'") == [("p",)]
     assert rows(engine, PARTITIONS) == [
         ("tile_result_default", "DEFAULT"),
@@ -176,6 +182,11 @@ def test_migration_partitions_a_version_6_catalog(
     with engine.begin() as conn:
         conn.execute(text("delete from tile where id = (select min(id) from tile)"))
     assert rows(engine, WHERE_ROWS) == [("tile_result_run_1", 1, 7), ("tile_result_run_2", 2, 4)]
+    # version 8 adds the exclusion columns to every partition (NULL for the runs before it)
+    assert apply_migrations(engine).applied == ["0008_exclusion_reasons.sql"]
+    cat.require_schema(engine)
+    new_cols = "select count(*) from tile_result_run_2 where exclusion_reason is null"
+    assert rows(engine, new_cols) == [(4,)]
 
 
 def test_runs_live_in_their_own_partitions(

@@ -173,7 +173,7 @@ def test_init_unknown_command_is_a_usage_error() -> None:
 
 def _examples() -> list[Path]:
     found = sorted(EXAMPLES.glob("*.yaml"))
-    assert len(found) == 10
+    assert len(found) == 12
     return found
 
 
@@ -469,7 +469,7 @@ def test_dry_run_checks_and_writes_nothing(tile_table: Path, tmp_path: Path) -> 
         "  setting  clustering: k 4..6 by elbow, random_state 42",
         "  setting  exclusion: border nodata on, black border on, nodata_class from the input, "
         "max_nodata_ratio 1",
-        "  setting  weights: weight_floor 0.05, rare_class_boost 1",
+        "  setting  weights: weight_floor 0.05, rare_class_boost 1, temperature 1",
         "Checks passed: the config is valid, inputs exist and outputs are writable.",
     ]
     # --json records the plan

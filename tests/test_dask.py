@@ -271,3 +271,36 @@ def test_cli_ingest_on_the_cluster_says_where_it_ran(
     assert code == 0, err
     assert f"on dask {addr} (2 workers)" in out
     assert len(pd.read_parquet(table)) == 4 * 16
+
+
+def test_embed_dry_run_names_where_it_would_run(
+    demo_pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan says where the embeddings would be computed: the cluster named by --scheduler
+    (else $SMT_DASK_SCHEDULER), or this machine; nothing connects to it."""
+    import yaml
+
+    from tests.test_ingest import invoke
+
+    _ingest(demo_pairs, str(tmp_path / "t.parquet"))
+    cfg = tmp_path / "c.yaml"
+    body = {
+        "balanced_dataset": {
+            "mode": "embeddings",
+            "input": {"tiles": str(tmp_path / "t.parquet")},
+            "embeddings": {"dino_model": str(tmp_path), "parquet_path": str(tmp_path / "e.pq")},
+            "output": {"csv_path": str(tmp_path / "b.csv")},
+        }
+    }
+    cfg.write_text(yaml.safe_dump(body))
+    monkeypatch.delenv("SMT_DASK_SCHEDULER", raising=False)
+    code, out, err = invoke("embed", str(cfg), "--dry-run")
+    assert code == 0, err
+    assert "  setting  run on: this machine (no --scheduler)" in out.splitlines()
+    code, out, err = invoke("embed", str(cfg), "--dry-run", "--scheduler", "tcp://10.0.0.9:8786")
+    assert code == 0, err
+    assert "  setting  run on: the Dask cluster tcp://10.0.0.9:8786" in out.splitlines()
+    monkeypatch.setenv("SMT_DASK_SCHEDULER", "tcp://10.0.0.7:8786")
+    code, out, err = invoke("embed", str(cfg), "--dry-run")
+    assert code == 0, err
+    assert "  setting  run on: the Dask cluster tcp://10.0.0.7:8786" in out.splitlines()

@@ -23,7 +23,8 @@ TESTED = {
 
 
 #: balanced examples run by other test modules (embeddings: tests of the embed command)
-TESTED_ELSEWHERE = {"balanced_embeddings.yaml"}
+#: (balanced_longtail_repeat: tests/test_example_longtail_repeat.py, on the long-tail demo)
+TESTED_ELSEWHERE = {"balanced_embeddings.yaml", "balanced_longtail_repeat.yaml"}
 
 
 def test_every_balanced_example_is_tested() -> None:

@@ -34,7 +34,7 @@ from smt_tools.errors import ConfigError, InputDataError
 PACKAGE = Path(smt_tools.__file__).parent
 
 #: what ``smt_tools.config`` may import: itself and the modules below it
-BOTTOM = {"smt_tools", "smt_tools.errors", "smt_tools.choices"}
+BOTTOM = {"smt_tools", "smt_tools._version", "smt_tools.errors", "smt_tools.choices"}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -133,12 +133,17 @@ def test_config_loads_no_domain_module_at_run_time() -> None:
 
 
 def test_only_the_cli_imports_pipelines_and_nothing_imports_the_cli() -> None:
+    """The two entry points, the CLI and the Python API (``smt_tools.api``), sit above the
+    pipelines; nothing below them imports either."""
     graph = _import_graph()
+    entries = ("smt_tools.cli", "smt_tools.api")
     for name, targets in graph.items():
         if not name.startswith(("smt_tools.cli", "smt_tools.__main__")):
             assert not any(t.startswith("smt_tools.cli") for t in targets), name
-        if not name.startswith(("smt_tools.cli", "smt_tools.pipelines")):
+        if not name.startswith((*entries, "smt_tools.pipelines")):
             assert not any(t.startswith("smt_tools.pipelines") for t in targets), name
+        if name != "smt_tools" and not name.startswith(entries):
+            assert "smt_tools.api" not in targets, name
 
 
 # --- one declaration per choice list --------------------------------------------------------
@@ -309,7 +314,7 @@ def test_one_mode_method_rule_for_config_pipeline_and_curation(mode: str, method
         return
     cfg = validate_mapping(_config(mode, method), BalancedFile, "c.yaml").balanced_dataset
     assert (cfg.mode, cfg.sampling_method) == (mode, method)
-    combined = combine(method, comp, uniq)
+    combined = combine(method, comp, uniq, repeat=np.array([1.0, 2.0, 1.0]))
     assert (combined.effective_method, combined.fallback) == (effective, warning)
     assert (warning is None) == (method == effective)
 
@@ -334,5 +339,7 @@ def test_the_rule_itself() -> None:
         resolve_sampling_method("rank_mx", both)
     assert str(unknown.value) == (
         "sampling_method must be one of rank_max, rank_multiply, rank_add, multiplicative, "
-        "composition_only, uniqueness_only; got 'rank_mx'"
+        "composition_only, uniqueness_only, repeat_factor; got 'rank_mx'"
     )
+    for signals in (both, masks, embeddings):  # counts alone: valid in every mode
+        assert resolve_sampling_method("repeat_factor", signals) == ("repeat_factor", None)

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from smt_tools import __version__
+from smt_tools._version import __version__
 from smt_tools.config._loader import MAX_INT32, _model_from_annotation
 from smt_tools.errors import ConfigError
 

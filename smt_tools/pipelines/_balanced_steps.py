@@ -27,14 +27,14 @@ from smt_tools.curation.diagnostics import (
     effective_sample_size,
     nodata_pixel_share,
 )
-from smt_tools.curation.exclusion import tile_exclusions
-from smt_tools.curation.ranking import combine
-from smt_tools.curation.weights import final_weights, rare_class_boost, rare_classes
+from smt_tools.curation.exclusion import exclusion_flags, tile_exclusions
+from smt_tools.curation.weights import rare_classes
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.csv_out import balanced_frame
 from smt_tools.export.run_record import run_json_path
 from smt_tools.pipelines import _balanced_canon as canon_of
 from smt_tools.pipelines import _inputs, _nodata
+from smt_tools.pipelines._balanced_score import sampler_weights
 from smt_tools.progress import ProgressFactory
 from smt_tools.tiletable import TileTable
 
@@ -82,6 +82,8 @@ class BalancedResult:
     config_record: dict[str, Any] | None = None
     #: the kNN backend of the uniqueness scores (``auto`` resolved); None without uniqueness
     uniqueness_backend: str | None = None
+    #: sampling_method repeat_factor: class value -> r_c over the included tiles (§8)
+    repeat_factors: dict[int, float] = field(default_factory=dict)
 
     @property
     def n_included(self) -> int:
@@ -117,6 +119,7 @@ class BalancedResult:
             "warnings": self.warnings,
             "timings_s": self.timings,
             "uniqueness_backend": self.uniqueness_backend,
+            "repeat_factors": {str(k): v for k, v in self.repeat_factors.items()},
         }
 
     def run_json_path(self) -> Path | None:
@@ -194,7 +197,7 @@ class Composition:
 class Weighing:
     """§8-§9: sampler weights (n,) float64 (0 for excluded tiles), the method actually used,
     class shares drawn uniformly / by weight (C,), the nodata shares (all tiles, uniform,
-    weighted), the effective sample size and the warnings so far."""
+    weighted), the effective sample size, the warnings so far and (repeat_factor) r_c."""
 
     weights: np.ndarray
     effective_method: str
@@ -203,6 +206,7 @@ class Weighing:
     nodata_shares: tuple[float, float, float]
     ess: float
     warnings: list[str]
+    repeat_factors: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,7 +279,8 @@ def _read_input(
 
 def exclude(cfg: BalancedDatasetConfig, loaded: Loaded) -> Exclusion:
     """§5: which tiles are left out and why; every tile excluded is one error naming the
-    reasons. Also resolves the rare classes (§9), so a bad ``rare_class_ids`` fails early."""
+    reasons. Also resolves the rare classes (§9; an id no tile holds is left out, with a
+    warning)."""
     table, perm = loaded.table, loaded.perm
     reasons, excluded = tile_exclusions(table, cfg.exclusion)  # per tile: any order
     reasons = {k: v[perm] for k, v in reasons.items()}
@@ -308,14 +313,16 @@ def _rare(cfg: BalancedDatasetConfig, table: TileTable, rows: np.ndarray) -> np.
         keep = np.zeros(len(table), bool)
         keep[rows] = True
         return rare_classes(canon_of.column_sums(table, keep)[None, :], table.class_values)
+    absent = set(_absent_rare(cfg, table))  # left out, with a warning (weigh)
+    return np.asarray([c for c in ids if c not in absent], dtype=np.int64)
+
+
+def _absent_rare(cfg: BalancedDatasetConfig, table: TileTable) -> list[int]:
+    """The ``rare_class_ids`` (with a boost) that no tile of ``table`` holds (§9)."""
+    if cfg.weights.rare_class_boost <= 1 or not cfg.weights.rare_class_ids:
+        return []
     known = set(table.class_values.tolist())
-    unknown = [c for c in ids if c not in known]
-    if unknown:
-        raise ConfigError(
-            f"weights.rare_class_ids: class {unknown[0]} does not occur in the tiles "
-            f"(classes: {', '.join(str(v) for v in sorted(known))})"
-        )
-    return np.asarray(ids, dtype=np.int64)
+    return [c for c in cfg.weights.rare_class_ids if c not in known]
 
 
 def compose(cfg: BalancedDatasetConfig, loaded: Loaded, ex: Exclusion) -> Composition:
@@ -379,25 +386,14 @@ def weigh(
     """§8-§9: combine the signals, boost rare classes, floor and normalise the weights; the
     class and nodata shares they draw and the warnings about the input."""
     table, excluded = loaded.table, ex.excluded
-    combined = combine(
-        cfg.sampling_method,
-        comp.clustering.freq_cluster_weight if comp.clustering is not None else None,
-        uniq[ex.included_idx] if uniq is not None else None,
-    )
-    warnings = [combined.fallback] if combined.fallback else []
-    boost = (
-        rare_class_boost(
-            canon_of.proportions_of(table, ex.included_rows),
-            table.class_values,
-            ex.rare,
-            cfg.weights.rare_class_boost,
+    scored = sampler_weights(cfg, table, ex, comp.clustering, uniq)  # §8-§9
+    weights, warnings, factors = scored.weights, list(scored.warnings), scored.repeat_factors
+    if absent := _absent_rare(cfg, table):  # §9: a warning, not an error (a subset)
+        warnings.append(
+            f"weights.rare_class_ids: class {', '.join(map(str, absent))} does not occur in these "
+            f"tiles (classes: {', '.join(map(str, sorted(table.class_values.tolist())))}); "
+            "nothing is boosted for it"
         )
-        if ex.rare.size
-        else None
-    )
-    weights = final_weights(
-        combined.score, ~excluded, boost=boost, weight_floor=cfg.weights.weight_floor
-    )
     counts = canon_of.counts_float(table, loaded.perm)  # canonical order: the same sums
     uniform, weighted = class_shares_uniform_vs_weighted(counts, weights, ~excluded)
     del counts
@@ -413,7 +409,7 @@ def weigh(
     warnings += canon_of.padded_note(table.frame, back, excluded[back])
     ess = effective_sample_size(weights)
     return Weighing(
-        weights, combined.effective_method, uniform, weighted, nodata_shares, ess, warnings
+        weights, scored.effective_method, uniform, weighted, nodata_shares, ess, warnings, factors
     )
 
 
@@ -445,6 +441,7 @@ def output_batches(
             comp.freq_cluster_weight[idx],
             w.weights[idx],
             uniq[idx] if uniq is not None else None,
+            flags=exclusion_flags(ex.reasons, idx),
         )
         if not cfg.output.include_excluded:
             out = out.loc[~out["excluded"].to_numpy(bool)].reset_index(drop=True)
@@ -489,6 +486,7 @@ def diagnose(
         weight_min=float(w.weights[~excluded].min()),
         weight_max=float(w.weights[~excluded].max()),
         rare_classes=[int(v) for v in ex.rare],
+        repeat_factors=w.repeat_factors,
         warnings=w.warnings,
         rows_written=rows_written,
         has_uniqueness=has_uniqueness,

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smt_tools import __version__
+from smt_tools._version import __version__
 from smt_tools.atomic import StagedOutputs, reraise_output_error
 from smt_tools.config.balanced import BalancedDatasetConfig
+from smt_tools.curation.exclusion import exclusion_flags
 from smt_tools.export.csv_out import write_balanced_tables
 from smt_tools.export.qgis_style import qml_text
 from smt_tools.pipelines import _inputs, _nodata
@@ -36,6 +37,9 @@ GEOJSON_PROPERTIES: tuple[str, ...] = (
     "sampler_weight",
     "freq_cluster_id",
     "excluded",
+    "exclusion_reason",
+    "has_low_entropy",
+    "has_high_nodata",
     "nodata_ratio",
 )
 
@@ -198,6 +202,7 @@ def _record_run(cfg: BalancedDatasetConfig, run: BalancedRun) -> int:
             "sampler_weight": run.weighing.weights,
             "freq_cluster_id": run.composition.labels,
             "excluded": run.exclusion.excluded,
+            **exclusion_flags(run.exclusion.reasons),  # exclusion_reason, has_low_entropy, ...
         }
     )
     if run.uniqueness is not None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from smt_tools.config._source import CatalogSource
+from smt_tools.errors import ConfigError
 
 if TYPE_CHECKING:
     from smt_tools.catalog.store import StoreRef, TileQuery, TileStore
@@ -22,6 +23,14 @@ def source_ref(src: CatalogSource, key: str) -> StoreRef:
     ``split.catalog``); no url and no path: ``$SMT_DATABASE_URL``."""
     from smt_tools.catalog.store import store_ref
 
+    mapping = src.column_mapping()
+    if mapping is not None and key != "input.catalog":
+        given = next(k for k, v in mapping.items() if v is not None)
+        raise ConfigError(
+            f"{key}.{given}: a table of your own is read by build-balanced-dataset and embed "
+            f"(balanced_dataset.input.catalog); here {key} reads the catalog: remove the "
+            "*_column keys"
+        )
     return store_ref(url=src.resolved_url(key), path=src.resolved_path(key), key=key)
 
 

@@ -13,9 +13,12 @@ in which order they run.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from smt_tools.choices import mode_signals, resolve_sampling_method
 from smt_tools.config.balanced import BalancedDatasetConfig
@@ -30,7 +33,14 @@ from smt_tools.progress import ProgressFactory, no_progress
 if TYPE_CHECKING:
     from smt_tools.catalog.store import TileStore
 
-__all__ = ["GEOJSON_PROPERTIES", "BalancedResult", "run_balanced"]
+__all__ = [
+    "GEOJSON_PROPERTIES",
+    "BalancedResult",
+    "BalancedRun",
+    "compute_balanced",
+    "finish_balanced",
+    "run_balanced",
+]
 
 
 def _validate_before_work(cfg: BalancedDatasetConfig) -> None:
@@ -61,7 +71,6 @@ def run_balanced(
     """
     progress_factory = progress_factory or no_progress
     started = datetime.now(timezone.utc)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     _validate_before_work(cfg)
     from smt_tools.pipelines._preflight import preflight_balanced
@@ -70,18 +79,29 @@ def run_balanced(
 
     # the input's store (catalog or tile table) stays open for the run: one connection
     with _inputs.open_input(cfg.input) as store:
-        return _run(cfg, store, progress_factory, started, timings, t0)
+        run = compute_balanced(cfg, store, progress_factory, started=started, t0=t0)
+        return finish_balanced(run, progress_factory, t0)
 
 
-def _run(
+#: the uniqueness step: (cfg, loaded, exclusion, progress_factory) -> (n,) scores or None
+UniquenessStep = Callable[
+    [BalancedDatasetConfig, steps.Loaded, steps.Exclusion, ProgressFactory], np.ndarray | None
+]
+
+
+def compute_balanced(
     cfg: BalancedDatasetConfig,
     store: TileStore | None,
     progress_factory: ProgressFactory,
+    *,
     started: datetime,
-    timings: dict[str, float],
     t0: float,
-) -> BalancedResult:
-    """The steps, in order, with the input's store open."""
+    uniqueness: UniquenessStep = steps.uniqueness,
+) -> BalancedRun:
+    """Every step but the writing, in order, with the input's store open: the run's numbers
+    and its output table (``run.out``). ``uniqueness`` is the §7 step (the Python API passes
+    one that scores given embeddings instead of the cache's)."""
+    timings: dict[str, float] = {}
     loaded = steps.load(cfg, store, progress_factory)
     timings["load"] = time.perf_counter() - t0
 
@@ -92,14 +112,14 @@ def _run(
     timings["cluster"] = time.perf_counter() - t  # exclusion + composition
     timings["composition"] = timings["cluster"] - timings["exclusion"]
 
-    uniqueness = None
+    uniq = None
     if mode_signals(cfg.mode).uniqueness:  # §7
         t = time.perf_counter()
-        uniqueness = steps.uniqueness(cfg, loaded, exclusion, progress_factory)
+        uniq = uniqueness(cfg, loaded, exclusion, progress_factory)
         timings["uniqueness"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    weighing = steps.weigh(cfg, loaded, exclusion, composition, uniqueness)  # §8, §9
+    weighing = steps.weigh(cfg, loaded, exclusion, composition, uniq)  # §8, §9
     timings["weights"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -110,19 +130,27 @@ def _run(
         composition,
         weighing,
         rows_written=steps.rows_written(cfg, loaded, exclusion),
-        has_uniqueness=uniqueness is not None,
+        has_uniqueness=uniq is not None,
     )
     timings["diagnostics"] = time.perf_counter() - t
-    if uniqueness is not None:  # the kNN backend used: uniqueness.backend with auto resolved
+    if uniq is not None:  # the kNN backend used: uniqueness.backend with auto resolved
         from smt_tools.curation.uniqueness import resolve_backend
 
         result.uniqueness_backend = resolve_backend(cfg.uniqueness.backend)
-
-    run = BalancedRun(
-        loaded, exclusion, composition, uniqueness, weighing, cfg, result, started, timings
+    return BalancedRun(
+        loaded, exclusion, composition, uniq, weighing, cfg, result, started, timings
     )
-    write(cfg, run, progress_factory)  # staged, then moved in together
-    timings["total"] = time.perf_counter() - t0
-    result.timings = timings
-    result.config_record = balanced_config_record(cfg)
+
+
+def finish_balanced(
+    run: BalancedRun, progress_factory: ProgressFactory, t0: float, *, write_outputs: bool = True
+) -> BalancedResult:
+    """Write the outputs of ``run`` (staged, then moved in together; skipped without
+    ``write_outputs``) and complete its numbers (timings, config record)."""
+    if write_outputs:
+        write(run.cfg, run, progress_factory)
+    run.timings["total"] = time.perf_counter() - t0
+    result = run.result
+    result.timings = run.timings
+    result.config_record = balanced_config_record(run.cfg)
     return result

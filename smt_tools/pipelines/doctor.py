@@ -81,7 +81,7 @@ def _version_of(module: str, attr: str = "__version__") -> tuple[bool, str]:
 
 
 def _library_checks() -> list[Check]:
-    from smt_tools import __version__
+    from smt_tools._version import __version__
 
     out = [
         Check("smt-tools", True, __version__),

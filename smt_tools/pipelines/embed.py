@@ -306,17 +306,27 @@ def uniqueness_for_tiles(
     The caller passes only INCLUDED tiles (excluded tiles are not in the pool). Embeddings
     come from the cache (missing ones computed and appended). Rows are searched in tile_id
     order, so the result does not depend on the table's row order. With fewer than
-    ``k_neighbors + 1`` tiles, k is lowered to n - 1 (a warning says so).
+    ``k_neighbors + 1`` tiles, k is lowered to n - 1 (a warning says so). A table of the
+    user's own may bring its scores (a ``uniqueness_score`` column): they are used as they are.
     """
+    if "uniqueness_score" in table.frame.columns:  # precomputed in a table of the user's own
+        from smt_tools.pipelines._user_table import precomputed_uniqueness
+
+        return precomputed_uniqueness(table)
+    _need_two(len(table))
+    emb, _ = ensure_embeddings(table.frame, cfg.embeddings, progress_factory=progress_factory)
+    return uniqueness_from_embeddings(emb, table.frame["tile_id"].to_numpy(np.int64), cfg)
+
+
+def uniqueness_from_embeddings(
+    emb: np.ndarray, tile_ids: np.ndarray, cfg: BalancedDatasetConfig
+) -> np.ndarray:
+    """(n,) float64 uniqueness (docs/algorithms.md §7) of each row of ``emb`` (n, d) among
+    the rows, searched in ``tile_ids`` (n,) int64 order; k lowered to n - 1 when needed."""
     from smt_tools.curation.uniqueness import uniqueness_scores
 
-    n = len(table)
-    if n < 2:
-        raise EmptySelectionError(
-            f"visual uniqueness needs at least 2 included tiles; got {n} "
-            "(use mode: masks_only or include more tiles)"
-        )
-    emb, _ = ensure_embeddings(table.frame, cfg.embeddings, progress_factory=progress_factory)
+    n = len(emb)
+    _need_two(n)
     u = cfg.uniqueness
     k = u.k_neighbors
     if k > n - 1:
@@ -326,7 +336,6 @@ def uniqueness_for_tiles(
             stacklevel=2,
         )
         k = n - 1
-    tile_ids = table.frame["tile_id"].to_numpy(np.int64)
     order = np.argsort(tile_ids, kind="stable")
     scores = uniqueness_scores(
         emb[order],
@@ -345,6 +354,14 @@ def uniqueness_for_tiles(
     out = np.empty(n, dtype=np.float64)
     out[order] = scores
     return out
+
+
+def _need_two(n: int) -> None:
+    if n < 2:
+        raise EmptySelectionError(
+            f"visual uniqueness needs at least 2 included tiles; got {n} "
+            "(use mode: masks_only or include more tiles)"
+        )
 
 
 def tiles_to_embed(cfg: BalancedDatasetConfig, table: TileTable) -> TileTable:

@@ -139,7 +139,7 @@ def _on(flag: bool) -> str:
 
 
 def _balanced_input(plan: Plan, cfg: BalancedDatasetConfig) -> None:
-    from smt_tools.pipelines import _inputs
+    from smt_tools.pipelines import _inputs, _user_table
 
     inp = cfg.input
     if inp.patch_records is not None or inp.patch_records_csv is not None:
@@ -160,6 +160,9 @@ def _balanced_input(plan: Plan, cfg: BalancedDatasetConfig) -> None:
                 "(files, sizes and windows checked; scanned when the run starts)",
             )
         )
+    elif (user_table := _user_table.user_table_of(inp)) is not None:
+        plan.database, text = _user_table.describe_user_table(user_table)
+        plan.inputs.append((user_table.key, text))
     elif inp.catalog is not None:
         _catalog_source(plan, inp.catalog, "input.catalog")
     elif inp.tiles is not None:
@@ -211,7 +214,12 @@ def plan_balanced(
         state = "none: computed in memory" if cache is None else _cache_state(cache)
         plan.settings.append(("embeddings", f"{emb.dino_model}, cache {state}"))
         un = cfg.uniqueness
-        plan.settings.append(("uniqueness", f"{un.backend}, k_neighbors {un.k_neighbors}"))
+        backend: str = un.backend
+        if backend == "auto":  # what auto picks on this machine (the run's summary says too)
+            from smt_tools.curation.uniqueness import resolve_backend
+
+            backend = f"auto ({resolve_backend('auto')} here)"
+        plan.settings.append(("uniqueness", f"{backend}, k_neighbors {un.k_neighbors}"))
     if mode_signals(cfg.mode).composition:
         cl = cfg.clustering
         k = f"k {cl.k} (fixed)" if cl.k_selection == "fixed" else f"k {cl.k_min}..{cl.k_max}"
@@ -231,8 +239,15 @@ def plan_balanced(
         )
     )
     w = cfg.weights
+    repeat = ""
+    if cfg.sampling_method == "repeat_factor":
+        repeat = f", repeat_threshold {w.repeat_threshold:g}, min_pixels {w.repeat_min_pixels}"
     plan.settings.append(
-        ("weights", f"weight_floor {w.weight_floor}, rare_class_boost {w.rare_class_boost:g}")
+        (
+            "weights",
+            f"weight_floor {w.weight_floor}, rare_class_boost {w.rare_class_boost:g}, "
+            f"temperature {w.temperature:g}{repeat}",
+        )
     )
     return plan
 
@@ -241,8 +256,11 @@ def _cache_state(path: Path) -> str:
     return f"{path} (exists: reused, missing tiles added)" if path.exists() else f"{path} (new)"
 
 
-def plan_embed(cfg: BalancedDatasetConfig, config_path: PathLike) -> Plan:
-    """The dry run of embed."""
+def plan_embed(
+    cfg: BalancedDatasetConfig, config_path: PathLike, scheduler: str | None = None
+) -> Plan:
+    """The dry run of embed (``scheduler``: ``--scheduler``, else $SMT_DASK_SCHEDULER)."""
+    from smt_tools.dask_cluster import resolve_scheduler
     from smt_tools.pipelines._preflight import preflight_embed
 
     emb = cfg.embeddings
@@ -261,6 +279,10 @@ def plan_embed(cfg: BalancedDatasetConfig, config_path: PathLike) -> Plan:
             f"batch_size {emb.batch_size}, num_workers {emb.num_workers}, use_gpu "
             f"{str(emb.use_gpu).lower()}, bands {emb.bands}",
         )
+    )
+    where = resolve_scheduler(scheduler)
+    plan.settings.append(
+        ("run on", f"the Dask cluster {where}" if where else "this machine (no --scheduler)")
     )
     return plan
 
@@ -318,7 +340,10 @@ def plan_split(cfg: SplitConfig, config_path: PathLike) -> Plan:
     from smt_tools.pipelines._preflight import preflight_split
 
     preflight_split(cfg, config_path)
-    mode = f"{cfg.n_splits} folds, {cfg.strategy} by {cfg.group_column}"
+    by = cfg.group_column
+    if cfg.strategy == "spatial_blocks":
+        by = f"blocks of {cfg.block_size_m:g} m"
+    mode = f"{cfg.n_splits} folds, {cfg.strategy} by {by}"
     plan = Plan("split", str(config_path), mode)
     if cfg.input_csv_path is not None:
         plan.inputs.append(("input_csv_path", _input_file("input_csv_path", cfg.input_csv_path)))
