@@ -1,25 +1,26 @@
-"""THE PROOF: does sampling by ``sampler_weight`` help the rare class? Uniform vs weighted.
+"""THE PROOF: does sampling by ``sampler_weight`` help a rare class? Uniform vs four weightings.
 
-On demo data (``smt_tools.raster.synthetic``: 6 classes, class 6 "building" ~1 % of pixels),
-build the balanced CSV with build-balanced-dataset's own pipeline (masks_only, default config),
-then run the real ``train`` pipeline with a FIXED short schedule (same seed, epochs, steps,
-batch size, model, loss, validation scenes) in three arms:
+The protocol is fixed in README.md ("Benchmarks", "The proof protocol"), written before its
+first run; this script runs it with one command and its defaults ARE the protocol:
 
-1. ``uniform``: every included tile equally likely (shuffle; excluded tiles dropped, so the
-   pool is the same as the weighted arms');
-2. ``weighted``: WeightedRandomSampler over ``sampler_weight`` from the default config;
-3. ``weighted+boost``: the same with the rare-class boost of docs/algorithms.md §9.1
-   (``weights.rare_class_boost``, ``rare_class_ids: [6]``) - what to change when (2) does not
-   move the rare class's share.
+1. data: ``pytorch-smt-tools make-demo-data DIR --profile longtail`` (8 scenes of 2048 px,
+   seed 0; class 6 ``rare_object`` = 0.25 % of pixels, small look-alike objects);
+2. windows: every 64-px window of every scene (``patch_records_csv``);
+3. weights: one ``pytorch-smt-tools build-balanced-dataset`` run per weighted arm (the real
+   command, in a subprocess), masks_only, ``nodata_class: 0`` and the arm's keys (``ARMS``);
+4. split: the whole scenes ``scene_003`` and ``scene_006`` are validation (every window of
+   them), every other scene is training (``val_groups``: never tiles of a training scene);
+5. training: the real ``train`` pipeline (``smt_tools.pipelines.train.run_training``), the same
+   steps, batch, model, loss, optimiser and seed in every arm; scored after the last epoch;
+6. seeds 0, 1, 2; per class IoU, mIoU and class 6 IoU as mean ± std over seeds, and each arm
+   minus uniform paired by seed (mean ± std of the per-seed difference);
+7. target: an arm with class 6 IoU >= +5 points over uniform (mean of the seeds) and mIoU at
+   most 1 point below uniform; printed as met / not met, appended to BENCHMARKS.md.
 
-Validation: every window of two held-out scenes (whole source images, ``val_groups``), scored
-after the last epoch (no best-epoch picking). Reported over ``--seeds``: mIoU and the IoU of
-class 6, mean ± std, plus the expected per-epoch pixel share of class 6 under each arm's
-weights. Loss: the compound Dice + Focal default of the example config (``--loss ce`` for plain
-cross-entropy, where the sampler is the only imbalance handling).
-
-    python benchmarks/bench_train_proof.py                    # <= 10 min on 2 cores, appends
-    python benchmarks/bench_train_proof.py --scale 0.05 --size 512 --scenes 4 --no-append
+    python benchmarks/bench_train_proof.py                        # the protocol (CPU)
+    python benchmarks/bench_train_proof.py --device cuda --steps 12000 --base-channels 32
+    python benchmarks/bench_train_proof.py --size 512 --scenes 8 --steps 4 --epochs 1 \
+        --seeds 0 --no-append                                     # smoke run, ~1 min
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,24 +43,87 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RARE_RAW = 6  # class value of the rare class in the demo masks
-RARE_INDEX = RARE_RAW - 1  # its training index (class_values [1..6])
-NAMES = ["background", "field", "forest", "water", "road", "building"]
+RARE_RAW = 6  # class value of the rare class in the long-tail demo masks
+NAMES = ["background", "field", "forest", "water", "road", "rare_object"]
+RARE_NAME = NAMES[RARE_RAW - 1]
+VAL_GROUPS = ["scene_003", "scene_006"]  # no nodata margin, no black border, no revisit
+TARGET_RARE_POINTS = 5.0  # class 6 IoU gain over uniform, points (IoU x 100), mean of seeds
+TARGET_MIOU_POINTS = 1.0  # mIoU at most this many points below uniform
+#: arm -> (build-balanced-dataset keys beside mode/input/exclusion/output, use the weights)
+ARMS: dict[str, tuple[dict[str, Any], bool]] = {
+    "uniform": ({"sampling_method": "rank_max"}, False),
+    "rank_max": ({"sampling_method": "rank_max"}, True),
+    "rank_max_t0.5": ({"sampling_method": "rank_max", "weights": {"temperature": 0.5}}, True),
+    "repeat_factor": (
+        {"sampling_method": "repeat_factor", "weights": {"repeat_threshold": 0.1}},
+        True,
+    ),
+    "boost10": (
+        {
+            "sampling_method": "rank_max",
+            "weights": {"rare_class_boost": 10.0, "rare_class_ids": [RARE_RAW]},
+        },
+        True,
+    ),
+}
 
 
-def make_data(out: Path, scenes: int, size: int, seed: int) -> Path:
-    from smt_tools.raster.synthetic import make_demo_data
+# --- statistics (pure; tests/test_proof_stats.py) -------------------------------------------
 
+
+def mean_std(vals: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0.0 for one value). NaNs propagate."""
+    a = np.asarray(vals, dtype=float)
+    if a.size == 0:
+        raise ValueError("mean_std needs at least one value")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def paired_diff(arm: list[float], base: list[float]) -> tuple[float, float]:
+    """Mean ± std of the per-seed differences ``arm[i] - base[i]`` (seeds in the same order)."""
+    if len(arm) != len(base):
+        raise ValueError(f"paired_diff: {len(arm)} values vs {len(base)} baseline values")
+    return mean_std([a - b for a, b in zip(arm, base, strict=True)])
+
+
+def meets_target(
+    rare: list[float], miou: list[float], rare_base: list[float], miou_base: list[float]
+) -> tuple[bool, float, float]:
+    """(met, class 6 gain in points, mIoU change in points), means over paired seeds.
+
+    Met: gain >= TARGET_RARE_POINTS and mIoU change >= -TARGET_MIOU_POINTS, both inclusive up
+    to float rounding (1e-9 points); a NaN never meets it."""
+    d_rare = paired_diff(rare, rare_base)[0] * 100.0
+    d_miou = paired_diff(miou, miou_base)[0] * 100.0
+    eps = 1e-9
+    met = bool(d_rare >= TARGET_RARE_POINTS - eps and d_miou >= -TARGET_MIOU_POINTS - eps)
+    return met, d_rare, d_miou
+
+
+def fmt(ms: tuple[float, float], signed: bool = False) -> str:
+    """``0.123 ± 0.004`` (``+0.123 ± ...`` when signed)."""
+    return f"{ms[0]:+.3f} ± {ms[1]:.3f}" if signed else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+# --- data and weights -------------------------------------------------------------------------
+
+
+def cli(*args: str) -> None:
+    """Run ``pytorch-smt-tools ARGS`` (the installed CLI, as a user would); stop on failure."""
+    cmd = [sys.executable, "-m", "smt_tools", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        sys.exit(f"{' '.join(args[:2])} failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
+
+
+def make_data(out: Path, scenes: int, size: int, seed: int) -> None:
     if not (out / "pairs.csv").is_file():
-        make_demo_data(out, scenes=scenes, size=size, seed=seed)
-    return out / "pairs.csv"
+        cli("make-demo-data", str(out), "--profile", "longtail", "--scenes", str(scenes),
+            "--size", str(size), "--seed", str(seed))  # fmt: skip
 
 
-def balanced_csv(demo: Path, patch: int, out: Path, boost: float | None) -> Path:
-    """build-balanced-dataset (masks_only, default clustering) over every patch of the demo."""
-    from smt_tools.config._loader import validate_mapping
-    from smt_tools.config.balanced import BalancedFile
-    from smt_tools.pipelines.balanced import run_balanced
+def window_records(demo: Path, patch: int) -> Path:
+    """Every ``patch``-px window of every scene as a ``patch_records_csv``."""
     from smt_tools.raster import read_info, tile_windows
 
     records = demo / f"records_{patch}.csv"
@@ -69,52 +134,54 @@ def balanced_csv(demo: Path, patch: int, out: Path, boost: float | None) -> Path
             info = read_info(demo / img)
             for r, c, _, _ in tile_windows(info.width, info.height, patch):
                 rows.append((str(demo / img), str(demo / msk), int(r), int(c), patch))
-        pd.DataFrame(
-            rows, columns=["image_path", "mask_path", "row_off", "col_off", "patch_size"]
-        ).to_csv(records, index=False)
+        cols = ["image_path", "mask_path", "row_off", "col_off", "patch_size"]
+        pd.DataFrame(rows, columns=cols).to_csv(records, index=False)
+    return records
+
+
+def balanced_csv(records: Path, keys: dict[str, Any], out: Path) -> Path:
+    """One ``build-balanced-dataset`` run (masks_only, demo nodata 0) with ``keys`` added."""
+    import yaml
+
     section: dict[str, Any] = {
         "mode": "masks_only",
+        **{k: v for k, v in keys.items() if k != "weights"},
         "input": {"patch_records_csv": str(records)},
+        "exclusion": {"nodata_class": 0},
         "output": {"csv_path": str(out), "write_catalog_run": False},
     }
-    if boost is not None:
-        section["weights"] = {"rare_class_boost": boost, "rare_class_ids": [RARE_RAW]}
-    cfg = validate_mapping({"balanced_dataset": section}, BalancedFile, "proof")
-    run_balanced(cfg.balanced_dataset)
+    if "weights" in keys:
+        section["weights"] = keys["weights"]
+    conf = out.with_suffix(".yaml")
+    conf.write_text(yaml.safe_dump({"balanced_dataset": section}, sort_keys=False))
+    cli("build-balanced-dataset", str(conf))
     return out
 
 
-def rare_share(frame: pd.DataFrame, weighted: bool) -> float:
-    """Expected per-epoch pixel share of the rare class among the included tiles."""
-    inc = frame[~frame["excluded"].astype(str).str.lower().isin(["true", "1"])]
+def training_rows(frame: pd.DataFrame) -> pd.Series:
+    """Included rows outside the validation scenes (what the training loader draws from)."""
+    excluded = frame["excluded"].astype(str).str.lower().isin(["true", "1"])
+    return ~excluded & ~frame["group_id"].isin(VAL_GROUPS)
+
+
+def exposure(frame: pd.DataFrame, weighted: bool) -> tuple[float, float]:
+    """(class 6 pixel share, share of draws holding class 6) per epoch over the training rows
+    (docs/algorithms.md §9 items 5-6)."""
+    inc = frame[training_rows(frame)]
     counts = inc["class_counts_json"].map(json.loads)
     rare = counts.map(lambda d: float(d.get(str(RARE_RAW), 0))).to_numpy()
     valid = counts.map(lambda d: float(sum(d.values()))).to_numpy()
     w = inc["sampler_weight"].to_numpy(float) if weighted else np.ones(len(inc))
-    return float((w * rare).sum() / (w * valid).sum())
+    return float((w * rare).sum() / (w * valid).sum()), float(w[rare > 0].sum() / w.sum())
 
 
-def rare_spread(frame: pd.DataFrame) -> tuple[float, float, float]:
-    """(fraction of included windows holding the rare class, max window share, mean share of
-    the richest 10 % of windows): the ceiling of any window-level reweighting."""
-    inc = frame[~frame["excluded"].astype(str).str.lower().isin(["true", "1"])]
-    counts = inc["class_counts_json"].map(json.loads)
-    rare = counts.map(lambda d: float(d.get(str(RARE_RAW), 0))).to_numpy()
-    valid = counts.map(lambda d: float(sum(d.values()))).to_numpy()
-    p = np.divide(rare, valid, out=np.zeros_like(rare), where=valid > 0)
-    top = np.sort(p)[-max(1, len(p) // 10) :]
-    return float((p > 0).mean()), float(p.max()), float(top.mean())
-
-
-def mean_std(vals: list[float]) -> str:
-    """``mean ± std`` (sample std; 0 for one value), 3 decimals."""
-    a = np.asarray(vals, dtype=float)
-    return f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.3f}"
+# --- training ---------------------------------------------------------------------------------
 
 
 def train_arm(
-    csv: Path, weighted: bool, seed: int, args: argparse.Namespace, val_groups: list[str], out: Path
+    csv: Path, weighted: bool, seed: int, args: argparse.Namespace, out: Path
 ) -> dict[str, float]:
+    """One run of the real train pipeline; the last epoch's mIoU and per-class IoU."""
     from smt_tools.config._loader import validate_mapping
     from smt_tools.config.train import TrainConfig
     from smt_tools.pipelines.train import run_training
@@ -125,7 +192,7 @@ def train_arm(
         "n_classes": 6,
         "class_values": [1, 2, 3, 4, 5, 6],
     }
-    steps = max(1, round(args.steps * args.scale))
+    loader = {"num_workers": args.workers, "pin_memory": args.device == "cuda"}
     cfg = {
         "train_dataset": {
             **common,
@@ -135,151 +202,204 @@ def train_arm(
                 {"_target_": "albumentations.RandomRotate90", "p": 0.5},
             ],
             "data_loader": {
+                **loader,
                 "batch_size": args.batch_size,
                 "shuffle": True,
-                "num_workers": args.workers,
                 "drop_last": True,
                 "weighted_sampler": weighted,
             },
         },
-        "val_dataset": {**common, "data_loader": {"batch_size": 64, "num_workers": args.workers}},
-        "val_groups": val_groups,
+        "val_dataset": {**common, "data_loader": {**loader, "batch_size": 64}},
+        "val_groups": VAL_GROUPS,
         "model": {
             "_target_": "smt_tools.train.UNet",
             "in_channels": 3,
             "n_classes": 6,
             "base_channels": args.base_channels,
-            "depth": 3,
+            "depth": args.depth,
         },
-        "loss": (
-            {"_target_": "smt_tools.train.losses.CrossEntropyLoss"}
-            if args.loss == "ce"
-            else {"_target_": "smt_tools.train.losses.DiceFocalLoss"}
-        ),
+        "loss": {"_target_": "smt_tools.train.losses.DiceFocalLoss"},
         "optimizer": {"_target_": "torch.optim.AdamW", "lr": args.lr},
         "epochs": args.epochs,
-        "steps_per_epoch": steps,
-        "device": "cpu",
+        "steps_per_epoch": args.steps // args.epochs,
+        "device": args.device,
         "seed": seed,
         "output_dir": str(out),
         "class_names": NAMES,
-        "rare_class": RARE_INDEX,
+        "rare_class": RARE_RAW - 1,
     }
     res = run_training(validate_mapping(cfg, TrainConfig, "proof"))
     last = res.history.iloc[-1]
-    return {"miou": float(last["miou"]), "rare_iou": float(last[f"iou_{NAMES[RARE_INDEX]}"])}
+    row = {"miou": float(last["miou"])}
+    row.update({n: float(last[f"iou_{n}"]) for n in NAMES})
+    return row
 
 
-def main() -> None:
+# --- report -----------------------------------------------------------------------------------
+
+
+def results_table(results: dict[str, list[dict[str, float]]], shares: dict[str, Any]) -> str:
+    lines = [
+        "| arm | class 6 px / draws per epoch | mIoU | class 6 IoU | Δ mIoU vs uniform (paired) "
+        "| Δ class 6 IoU vs uniform (paired) | per seed (mIoU / class 6) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = results["uniform"]
+    for arm, runs in results.items():
+        miou = [r["miou"] for r in runs]
+        rare = [r[RARE_NAME] for r in runs]
+        if arm == "uniform":
+            d_m = d_r = "-"
+        else:
+            d_m = fmt(paired_diff(miou, [r["miou"] for r in base]), signed=True)
+            d_r = fmt(paired_diff(rare, [r[RARE_NAME] for r in base]), signed=True)
+        px, draws = shares[arm]
+        per = ", ".join(f"{m:.3f} / {r:.3f}" for m, r in zip(miou, rare, strict=True))
+        lines.append(
+            f"| {arm} | {px * 100:.2f} % / {draws * 100:.1f} % | {fmt(mean_std(miou))} | "
+            f"{fmt(mean_std(rare))} | {d_m} | {d_r} | {per} |"
+        )
+    return "\n".join(lines)
+
+
+def class_table(results: dict[str, list[dict[str, float]]]) -> str:
+    lines = ["| arm | " + " | ".join(NAMES) + " |", "|---" * (len(NAMES) + 1) + "|"]
+    for arm, runs in results.items():
+        cells = [fmt(mean_std([r[n] for r in runs])) for n in NAMES]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(results: dict[str, list[dict[str, float]]]) -> str:
+    base = results["uniform"]
+    parts, any_met = [], False
+    for arm, runs in results.items():
+        if arm == "uniform":
+            continue
+        met, d_rare, d_miou = meets_target(
+            [r[RARE_NAME] for r in runs],
+            [r["miou"] for r in runs],
+            [r[RARE_NAME] for r in base],
+            [r["miou"] for r in base],
+        )
+        any_met |= met
+        parts.append(
+            f"{arm}: class 6 {d_rare:+.1f} points, mIoU {d_miou:+.1f} points -> "
+            f"{'met' if met else 'not met'}"
+        )
+    head = "TARGET MET" if any_met else "TARGET NOT MET"
+    return (
+        f"{head} (an arm with class 6 IoU >= +{TARGET_RARE_POINTS:g} points over uniform, mean "
+        f"of {len(base)} seeds, and mIoU at most {TARGET_MIOU_POINTS:g} point below). "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--scenes", type=int, default=8)
-    ap.add_argument("--size", type=int, default=1024, help="scene side in px")
+    ap.add_argument("--size", type=int, default=2048, help="scene side in px")
+    ap.add_argument("--data-seed", type=int, default=0, help="make-demo-data --seed")
     ap.add_argument("--patch", type=int, default=64, help="window side in px")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=60, help="training batches per epoch")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiplies --steps (quick checks)")
+    ap.add_argument("--steps", type=int, default=2400, help="optimisation steps per arm in all")
+    ap.add_argument("--epochs", type=int, default=4, help="--steps split into this many epochs")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--base-channels", type=int, default=8)
+    ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--loss", choices=["ce", "dice_focal"], default="dice_focal")
-    ap.add_argument("--boost", type=float, default=10.0, help="rare_class_boost of arm 3")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads; 0 = all cores, or 1 when the machine is already busy",
-    )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     ap.add_argument("--data", type=Path, default=None, help="demo folder (default: temp)")
     ap.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     args = ap.parse_args()
+    if args.steps < args.epochs or args.steps % args.epochs:
+        ap.error(f"--steps {args.steps} must be a multiple of --epochs {args.epochs}")
+    if "uniform" not in args.arms:
+        ap.error("--arms must include uniform (the baseline of every difference)")
+    return args
 
+
+def run_arms(
+    args: argparse.Namespace, csvs: dict[str, Path], tmp: Path
+) -> tuple[dict[str, list[dict[str, float]]], float]:
+    results: dict[str, list[dict[str, float]]] = {a: [] for a in args.arms}
+    worst = 0.0
+    for seed in args.seeds:
+        for arm in args.arms:
+            t0 = time.perf_counter()
+            r = train_arm(csvs[arm], ARMS[arm][1], seed, args, tmp / f"run_{arm}_{seed}")
+            results[arm].append(r)
+            took = time.perf_counter() - t0
+            worst = max(worst, took)
+            print(
+                f"seed {seed} {arm:14s} mIoU {r['miou']:.4f}  {RARE_NAME} IoU "
+                f"{r[RARE_NAME]:.4f}  ({took:.0f} s)",
+                flush=True,
+            )
+    return results, worst
+
+
+def main() -> None:
+    args = parse_args()
     import torch
 
     cores = len(os.sched_getaffinity(0))
-    threads = args.threads or (1 if os.getloadavg()[0] >= cores else cores)
+    threads = args.threads or cores
     torch.set_num_threads(threads)
+    machine = _machine.machine(f"torch {torch.__version__}, {threads} torch threads")
+    if args.device == "cuda":
+        machine += f", GPU {torch.cuda.get_device_name(0)}"
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="smt_proof_"))
     demo = args.data or tmp / "demo"
-    make_data(demo, args.scenes, args.size, seed=0)
-    t_data = time.perf_counter() - start
-    plain = balanced_csv(demo, args.patch, tmp / "balanced.csv", boost=None)
-    boosted = balanced_csv(demo, args.patch, tmp / "balanced_boost.csv", boost=args.boost)
-    frame = pd.read_csv(plain)
-    groups = sorted(frame["group_id"].unique())
-    # hold out two whole scenes without nodata margins / black borders, never the revisit pair
-    candidates = [g for g in groups if "revisit" not in g and g != "scene_000"]
-    val_groups = [g for g in candidates if int(g.split("_")[1]) % 3 == 0][:2] or candidates[-1:]
-    arms = {
-        "uniform": (plain, False),
-        "weighted": (plain, True),
-        "weighted+boost": (boosted, True),
-    }
-    shares = {
-        "uniform": rare_share(frame, weighted=False),
-        "weighted": rare_share(frame, weighted=True),
-        "weighted+boost": rare_share(pd.read_csv(boosted), weighted=True),
-    }
-    results: dict[str, list[dict[str, float]]] = {a: [] for a in arms}
-    for seed in args.seeds:
-        for arm, (csv, weighted) in arms.items():
-            t0 = time.perf_counter()
-            r = train_arm(csv, weighted, seed, args, val_groups, tmp / f"run_{arm}_{seed}")
-            results[arm].append(r)
-            print(
-                f"seed {seed} {arm:15s} mIoU {r['miou']:.4f}  building IoU {r['rare_iou']:.4f}  "
-                f"({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
+    make_data(demo, args.scenes, args.size, args.data_seed)
+    records = window_records(demo, args.patch)
+    csvs: dict[str, Path] = {}
+    for arm in args.arms:
+        keys = ARMS[arm][0]
+        same = next((a for a in csvs if ARMS[a][0] == keys), None)  # uniform reuses rank_max's
+        csvs[arm] = csvs[same] if same else balanced_csv(records, keys, tmp / f"w_{arm}.csv")
+    t_prep = time.perf_counter() - start
+    frame = pd.read_csv(csvs["uniform"])
+    n_train = int(training_rows(frame).sum())
+    shares = {a: exposure(pd.read_csv(csvs[a]), ARMS[a][1]) for a in args.arms}
+    results, worst = run_arms(args, csvs, tmp)
     total = time.perf_counter() - start
-
-    lines = [
-        "| arm | class 6 share per epoch | mIoU (mean ± std) | class 6 IoU (mean ± std) | per seed (mIoU / class 6) |",
-        "|---|---|---|---|---|",
-    ]
-    for arm in arms:
-        per = ", ".join(f"{r['miou']:.3f} / {r['rare_iou']:.3f}" for r in results[arm])
-        lines.append(
-            f"| {arm} | {shares[arm] * 100:.2f} % | {mean_std([r['miou'] for r in results[arm]])} | "
-            f"{mean_std([r['rare_iou'] for r in results[arm]])} | {per} |"
-        )
-    table = "\n".join(lines)
-    print(table)
-    d_miou = np.mean([r["miou"] for r in results["weighted"]]) - np.mean(
-        [r["miou"] for r in results["uniform"]]
+    table, per_class, verdict_line = (
+        results_table(results, shares),
+        class_table(results),
+        verdict(results),
     )
-    d_rare = np.mean([r["rare_iou"] for r in results["weighted"]]) - np.mean(
-        [r["rare_iou"] for r in results["uniform"]]
-    )
-    d_rare_b = np.mean([r["rare_iou"] for r in results["weighted+boost"]]) - np.mean(
-        [r["rare_iou"] for r in results["uniform"]]
-    )
-    held, max_share, top_share = rare_spread(frame)
-    n_tiles = len(frame)
-    n_inc = int((~frame["excluded"].astype(str).str.lower().isin(["true", "1"])).sum())
+    arms_cfg = "; ".join(f"`{a}`: {json.dumps(ARMS[a][0])}" for a in args.arms)
     section = f"""
-## Training proof: uniform vs sampler_weight sampling ({dt.date.today().isoformat()})
+## Proof protocol: uniform vs weighted sampling on the long-tail demo ({dt.date.today().isoformat()})
 
-Machine: {_machine.machine()}. Command: `{_machine.command()}`.
+Machine: {machine}. Command: `{_machine.command()}`. Protocol: README "The proof protocol".
 
-Data: {args.scenes} synthetic scenes of {args.size} px (`smt_tools.raster.synthetic`, seed 0;
-class 6 = building, the rare class), {n_tiles} windows of {args.patch} px, {n_inc} included;
-balanced CSV from build-balanced-dataset (masks_only, default config); arm 3 adds
-`weights: {{rare_class_boost: {args.boost:g}, rare_class_ids: [6]}}`. Validation: every window
-of the held-out scenes {", ".join(val_groups)} (whole source images), scored after the last
-epoch. Training: UNet (base {args.base_channels}, depth 3), {args.loss} loss, AdamW lr
-{args.lr:g}, batch {args.batch_size}, {args.epochs} epochs × {max(1, round(args.steps * args.scale))}
-steps, same seed per arm; seeds {args.seeds}; torch threads {threads}. Total {total / 60:.1f} min
-(data {t_data:.0f} s).
+Data: `make-demo-data --profile longtail --scenes {args.scenes} --size {args.size} --seed
+{args.data_seed}`; every {args.patch}-px window ({len(frame)}); validation = the whole scenes
+{", ".join(VAL_GROUPS)}, training = the {n_train} included windows of the other scenes. Weights
+from `build-balanced-dataset` (masks_only, nodata_class 0) per arm: {arms_cfg}; `uniform`
+shuffles the same rows unweighted. Training: UNet (base {args.base_channels}, depth
+{args.depth}), Dice+Focal, AdamW lr {args.lr:g}, batch {args.batch_size}, {args.steps} steps
+({args.epochs} epochs × {args.steps // args.epochs}), flips + rot90, device {args.device},
+scored after the last epoch; seeds {args.seeds}. Total {total / 60:.1f} min (data and weights
+{t_prep:.0f} s, slowest run {worst:.0f} s).
 
 {table}
 
-Weighted − uniform: mIoU {d_miou:+.3f}, class 6 IoU {d_rare:+.3f}; with the rare-class boost:
-class 6 IoU {d_rare_b:+.3f}. How far window-level weighting can move class 6 here: it is in
-{held * 100:.0f} % of the included windows, at most {max_share * 100:.1f} % of one window's pixels,
-and even sampling only the richest 10 % of windows would give a {top_share * 100:.2f} % share.
+Per-class IoU (mean ± std over seeds):
+
+{per_class}
+
+{verdict_line}
 """
     print(section)
     if not args.no_append:
