@@ -321,3 +321,22 @@ def test_no_catalog_block_records_a_password(both: dict[str, str], tmp_path: Pat
         rows = [store.run_info(int(r["run_id"])) for r in store.list_runs().to_dict("records")]
     text = json.dumps(records) + json.dumps([r["config"] for r in rows], default=str)
     assert "pw-9f3k" not in text and text.count("postgres:***@") == 4
+
+
+def test_batched_reads_equal_plain_reads_with_categorical_texts(both: dict[str, str]) -> None:
+    """Both stores' batched read (what build-balanced-dataset uses at 10M tiles) gives the same
+    rows, numbers and texts as the plain read; the per-image texts come as sorted categories."""
+    for kind, ref in both.items():
+        with open_store(ref) as store:
+            plain, batched = store.read_tiles(), store.read_tiles_batched()  # type: ignore[attr-defined]
+        a, b = plain.frame, batched.frame
+        assert list(b.columns[: len(a.columns)]) == list(a.columns), kind
+        for col in ("group_id", "image_path", "mask_path", "crs"):
+            assert isinstance(b[col].dtype, pd.CategoricalDtype), (kind, col)
+            cats = list(b[col].cat.categories)
+            assert cats == sorted(cats), (kind, col)
+            assert b[col].astype(object).tolist() == a[col].astype(object).tolist(), (kind, col)
+        numeric = [c for c in a.columns if c not in ("group_id", "image_path", "mask_path", "crs")]
+        pd.testing.assert_frame_equal(a[numeric], b[numeric], check_dtype=False, obj=kind)
+        assert np.array_equal(plain.counts, batched.counts), kind
+        assert np.array_equal(plain.class_values, batched.class_values), kind

@@ -54,7 +54,7 @@ class PostgisStore:
 
     # --- tiles ---------------------------------------------------------------------------
 
-    def read_tiles(self, query: TileQuery = TileQuery()) -> TileTable:
+    def read_tiles(self, query: TileQuery = TileQuery(), categorical: bool = False) -> TileTable:
         return queries.load_tiles(
             self.engine,
             table=query.table,
@@ -62,7 +62,13 @@ class PostgisStore:
             statement_timeout_s=query.statement_timeout_s,
             run_id=query.run_id,
             run_included_only=query.included_only,
+            categorical=categorical,
         )
+
+    def read_tiles_batched(self, query: TileQuery = TileQuery()) -> TileTable:
+        """:meth:`read_tiles` for millions of tiles: the per-image text columns (group_id,
+        image_path, mask_path, crs) categorical, as the Parquet store's batched read gives."""
+        return self.read_tiles(query, categorical=True)
 
     def class_names(self) -> dict[int, tuple[str | None, str | None]]:
         names = queries.class_names(self.engine)

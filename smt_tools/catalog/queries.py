@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from smt_tools.catalog.copy_read import copy_sql, read_tile_columns
 from smt_tools.catalog.engine import db_failure, db_sqlstate, engine_label, is_db_error
 from smt_tools.catalog.migrate import require_schema
 from smt_tools.catalog.store_types import RESULT_COLUMNS
@@ -44,6 +45,7 @@ def load_tiles(
     *,
     run_id: int | None = None,
     run_included_only: bool = False,
+    categorical: bool = False,
 ) -> TileTable:
     """Tiles of the catalog (``table``: ``tile`` or a view/table with its columns) as a TileTable.
 
@@ -56,7 +58,8 @@ def load_tiles(
     it runs) and runs as ``WHERE (<clause>)`` in a READ ONLY transaction with a statement
     timeout and the connecting user's privileges; its errors never echo data values.
     ``run_id`` keeps only tiles with a ``tile_result`` row of that run (``run_included_only``:
-    and not excluded), as a bound parameter.
+    and not excluded), as a bound parameter. ``categorical``: group_id, image_path, mask_path
+    and crs as pandas categories (sorted; one string per image, not per tile).
     """
     label = engine_label(engine)
     if where_clause is not None:
@@ -76,7 +79,7 @@ def load_tiles(
         raise EmptySelectionError(
             f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
         )
-    return _to_tiletable(columns, sources, classes, label)
+    return _to_tiletable(columns, sources, classes, label, categorical)
 
 
 _SOURCE_SQL = (
@@ -102,32 +105,9 @@ def _tile_queries(
         )
     where = (" where " + " and ".join(conds)) if conds else ""
     params = {"run_id": int(run_id)} if run_id is not None else {}
-    tile_sql = (
-        "select t.id, t.source_image_id, t.row_off, t.col_off, t.height, t.width, t.valid_pixels, "
-        "t.nodata_ratio, t.class_entropy, t.has_mask_border_nodata, t.has_image_black_border, "
-        "array_to_string(t.class_counts, ',') "
-        f"from (select * from {ident}{where}) t order by t.id"
-    )
+    tile_sql = f"select * from {ident}{where}"  # read by binary COPY (catalog.copy_read)
     probe_sql = f"select 1 from {ident}{where} limit 0"
     return probe_sql, tile_sql, params
-
-
-#: tile columns of the tile query (before the class counts text), with their dtypes
-_TILE_FIELDS: tuple[tuple[str, type], ...] = (
-    ("id", np.int64),
-    ("source_image_id", np.int64),
-    ("row_off", np.int64),
-    ("col_off", np.int64),
-    ("height", np.int64),
-    ("width", np.int64),
-    ("valid_pixels", np.int64),
-    ("nodata_ratio", np.float64),
-    ("class_entropy", np.float64),
-    ("has_mask_border_nodata", bool),
-    ("has_image_black_border", bool),
-)
-#: rows fetched per round trip of the server-side cursor
-_FETCH_ROWS = 100_000
 
 
 def _read_tile_rows(
@@ -139,12 +119,12 @@ def _read_tile_rows(
 ) -> tuple[list[Any], list[Any], dict[str, np.ndarray]]:
     """(catalog classes, source images, tile columns) read in ONE read-only transaction with a
     statement timeout; the probe runs first so a bad filter fails before anything is read.
-    The tiles come through a server-side cursor, :data:`_FETCH_ROWS` rows at a time, each
-    batch turned into arrays at once (:func:`_tile_columns`), so millions of tiles never sit
-    in memory as Python tuples."""
+    The tiles are counted, then come through one binary COPY into arrays allocated once
+    (:mod:`smt_tools.catalog.copy_read`), both in one REPEATABLE READ snapshot, so millions
+    of tiles never sit in memory as Python objects."""
     timeout_ms = max(1, int(statement_timeout_s * 1000))
     with engine.connect() as conn:
-        conn.exec_driver_sql("set transaction read only")
+        conn.exec_driver_sql("set transaction isolation level repeatable read, read only")
         conn.exec_driver_sql(f"set local statement_timeout = {timeout_ms}")
         # strings are tokenized as check_where_clause did ('\' is no escape character)
         conn.exec_driver_sql("set local standard_conforming_strings = on")
@@ -156,33 +136,13 @@ def _read_tile_rows(
             text("select position, class_value from catalog_class order by position")
         ).all()
         sources = conn.execute(text(_SOURCE_SQL)).all()
-        with raw.cursor(name="smt_load_tiles") as cur:  # server-side: batches of rows
-            cur.execute(tile_sql, params)
-            columns = _tile_columns(cur, len(classes))
+        with raw.cursor() as cur:  # the count and the COPY see the same snapshot
+            row = cur.execute(f"select count(*) from ({tile_sql}) t", params).fetchone()
+            n_rows = int(row[0]) if row else 0
+            sql = copy_sql(tile_sql, len(classes))
+            columns = read_tile_columns(cur, sql, params, n_rows, len(classes))
         conn.rollback()
     return list(classes), list(sources), columns
-
-
-def _tile_columns(cur: Any, n_pos: int) -> dict[str, np.ndarray]:
-    """The rows of the tile query as arrays ({field: (n,)} of :data:`_TILE_FIELDS` and
-    ``counts`` (n, n_pos) int64), fetched and converted :data:`_FETCH_ROWS` rows at a time."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name, _ in _TILE_FIELDS}
-    counts: list[np.ndarray] = []
-    while rows := cur.fetchmany(_FETCH_ROWS):
-        cols = list(zip(*rows, strict=True))
-        del rows
-        for k, (name, dtype) in enumerate(_TILE_FIELDS):
-            values = cols[k]
-            if name == "class_entropy":  # NULL when the tile has no valid pixel
-                values = tuple(np.nan if v is None else v for v in values)
-            parts[name].append(np.array(values, dtype))
-        counts.append(_parse_counts(cols[11], n_pos))
-    out = {
-        name: np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype)
-        for name, dtype in _TILE_FIELDS
-    }
-    out["counts"] = np.concatenate(counts) if counts else np.zeros((0, n_pos), np.int64)
-    return out
 
 
 def _load_error(
@@ -228,23 +188,12 @@ def class_colours(engine: Engine) -> dict[int, str]:
     return {int(v): str(c) for v, c in _rows(engine, sql, "reading class colours")}
 
 
-def _parse_counts(texts: Sequence[str], n_pos: int) -> np.ndarray:
-    """(n, n_pos) int64 from 'a,b,c' strings (shorter rows padded with 0)."""
-    n = len(texts)
-    if n_pos == 0:
-        return np.zeros((n, 0), np.int64)
-    flat = np.array(",".join(texts).split(","), dtype=np.int64) if n else np.zeros(0, np.int64)
-    if flat.size == n * n_pos:
-        return flat.reshape(n, n_pos)
-    out = np.zeros((n, n_pos), np.int64)  # rows of unequal length: slow path
-    for i, t in enumerate(texts):
-        vals = [int(v) for v in t.split(",") if v][:n_pos]
-        out[i, : len(vals)] = vals
-    return out
-
-
 def _to_tiletable(
-    cols: Mapping[str, np.ndarray], sources: Sequence[Any], classes: Sequence[Any], label: str
+    cols: Mapping[str, np.ndarray],
+    sources: Sequence[Any],
+    classes: Sequence[Any],
+    label: str,
+    categorical: bool = False,
 ) -> TileTable:
     src_ids = np.array([int(s[0]) for s in sources], np.int64)
     tile_src = cols["source_image_id"]
@@ -276,10 +225,13 @@ def _to_tiletable(
     xs = np.stack([tr[:, 0] * x + tr[:, 1] * y + tr[:, 2] for x, y in corners])
     ys = np.stack([tr[:, 3] * x + tr[:, 4] * y + tr[:, 5] for x, y in corners])
 
-    def src_col(k: int) -> list[Any]:
+    def src_col(k: int) -> Any:
         values = np.empty(len(sources), dtype=object)
         values[:] = [s[k] for s in sources]
-        return values[pos].tolist()
+        if not categorical:
+            return values[pos].tolist()
+        codes, uniq = pd.factorize(pd.Series(values, dtype=object), sort=True)
+        return pd.Categorical.from_codes(codes[pos], categories=uniq)  # None: code -1, NaN
 
     frame = pd.DataFrame(
         {
@@ -302,9 +254,12 @@ def _to_tiletable(
             "class_entropy": cols["class_entropy"],
             "has_mask_border_nodata": cols["has_mask_border_nodata"],
             "has_image_black_border": cols["has_image_black_border"],
-            "mask_band": np.array([1 if v is None else int(v) for v in src_col(7)], np.int64),
+            "mask_band": np.array([1 if s[7] is None else int(s[7]) for s in sources], np.int64)[
+                pos
+            ],
         },
         columns=[*TILE_COLUMNS, "mask_band"],
+        copy=False,  # the arrays are this frame's own: no second copy of 10M rows
     )
     return TileTable(
         frame=frame,
