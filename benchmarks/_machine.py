@@ -42,3 +42,22 @@ def command() -> str:
 
     script = os.path.basename(sys.argv[0])
     return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS in MiB: ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the parent's peak into a child
+    started by fork/vfork + exec (the old address space's high-water mark is kept at exec), so
+    a benchmark child of a large parent would report the parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -142,7 +141,7 @@ def child(config_path: str) -> None:
     cfg = load_config(config_path, BalancedFile).balanced_dataset
     res = run_balanced(cfg)
     wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = _machine.peak_rss_mib()
     print(
         json.dumps(
             {

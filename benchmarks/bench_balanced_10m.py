@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -56,7 +55,7 @@ def child(config_path: str) -> None:
     cfg = load_config(config_path, BalancedFile).balanced_dataset
     res = run_balanced(cfg)
     wall = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = _machine.peak_rss_mib()
     print(
         json.dumps(
             {

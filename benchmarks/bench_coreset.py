@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -139,7 +138,7 @@ def child(config_path: str) -> None:
             {
                 "wall": wall,
                 "timings": res.timings,
-                "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_mib": _machine.peak_rss_mib(),
                 "budget": res.budget,
                 "n_included": res.n_included,
                 "selected_class_shares": res.selected_class_shares,

@@ -86,7 +86,7 @@ def _stage(name: str, table: Path, work: Path, split_run: int | None) -> dict[st
         res = run_check_leakage(catalog=CatalogSource(path=table, run_id=split_run), buffer_m=50.0)
         out["note"] = f"{res.method.kind if res.method else ''} distances"
     out["wall"] = time.perf_counter() - t
-    out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_mib"] = _machine.peak_rss_mib()
     return out
 
 
