@@ -166,9 +166,18 @@ def model_dim(name: str) -> int:
     """The embedding width of ``name`` from its config alone (no weights loaded): what a driver
     that sends the model to a cluster checks the cache against."""
     try:
-        from transformers import AutoConfig
+        import transformers  # noqa: F401
     except ImportError:
         raise missing_dependency("torch and transformers", "embed", "Embeddings") from None
+    _, _, config = _model_config(name)
+    return int(config.hidden_size)
+
+
+def _model_config(name: str) -> tuple[str, bool, Any]:
+    """(source, source is a directory, transformers config) of ``name``, from local files
+    only; a missing or unusable config is one :class:`ModelLoadError` line."""
+    from transformers import AutoConfig
+
     source, is_dir = resolve_model_name(name)
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
@@ -179,7 +188,7 @@ def model_dim(name: str) -> int:
                 "the folder must be written by save_pretrained"
             ) from None
         raise _not_available(name, source) from None
-    return int(config.hidden_size)
+    return source, is_dir, config
 
 
 def make_preprocess(
@@ -204,20 +213,11 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     try:
         import torch  # noqa: F401
         import transformers
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
     except ImportError:
         raise missing_dependency("torch and transformers", "embed", "Embeddings") from None
 
-    source, is_dir = resolve_model_name(name)
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=True)
-    except OSError as exc:
-        if is_dir:
-            raise ModelLoadError(
-                f"embeddings.dino_model {source}: no usable config.json ({_first_line(exc)}); "
-                "the folder must be written by save_pretrained"
-            ) from None
-        raise _not_available(name, source) from None
+    source, is_dir, config = _model_config(name)
     if not str(getattr(config, "model_type", "")).startswith("dinov2"):
         raise ModelLoadError(
             f"embeddings.dino_model {name!r} is a {config.model_type!r} model, not DINOv2; "
