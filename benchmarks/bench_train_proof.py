@@ -318,6 +318,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     ap.add_argument("--data", type=Path, default=None, help="demo folder (default: temp)")
     ap.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="JSON file keeping each finished run; a rerun with it skips them (resume)",
+    )
     args = ap.parse_args()
     if args.steps < args.epochs or args.steps % args.epochs:
         ap.error(f"--steps {args.steps} must be a multiple of --epochs {args.epochs}")
@@ -330,13 +336,34 @@ def run_arms(
     args: argparse.Namespace, csvs: dict[str, Path], tmp: Path
 ) -> tuple[dict[str, list[dict[str, float]]], float]:
     results: dict[str, list[dict[str, float]]] = {a: [] for a in args.arms}
+    same = ("scenes", "size", "data_seed", "patch", "steps", "epochs", "batch_size")
+    same += ("base_channels", "depth", "lr", "device")
+    protocol = {k: getattr(args, k) for k in same}
+    done: dict[str, Any] = {"protocol": protocol}
+    if args.state and args.state.exists():
+        done = json.loads(args.state.read_text(encoding="utf-8"))
+        if done.get("protocol") != protocol:
+            sys.exit(
+                f"{args.state}: its runs used {done.get('protocol')}; delete it or rerun those"
+            )
     worst = 0.0
     for seed in args.seeds:
         for arm in args.arms:
+            key = f"{arm}/{seed}"
+            if key in done:
+                results[arm].append(done[key]["result"])
+                worst = max(worst, done[key]["seconds"])
+                print(f"seed {seed} {arm:14s} resumed from {args.state}", flush=True)
+                continue
             t0 = time.perf_counter()
             r = train_arm(csvs[arm], ARMS[arm][1], seed, args, tmp / f"run_{arm}_{seed}")
             results[arm].append(r)
             took = time.perf_counter() - t0
+            if args.state:
+                done[key] = {"result": r, "seconds": took}
+                part = args.state.with_suffix(".tmp")
+                part.write_text(json.dumps(done, indent=1), encoding="utf-8")
+                part.replace(args.state)
             worst = max(worst, took)
             print(
                 f"seed {seed} {arm:14s} mIoU {r['miou']:.4f}  {RARE_NAME} IoU "
