@@ -4,7 +4,9 @@ A training tile whose footprint lies within ``buffer_m`` metres of a validation 
 (from ANY source image, e.g. a second acquisition of the same place) is dropped from that fold's
 training set. Distances are measured per pair by :mod:`smt_tools.splits.distance`: planar in the
 tiles' CRS when they all share one low-distortion metric CRS (the usual case), else geodesically
-on WGS 84 (tiles in several UTM zones, geographic or Web Mercator tiles). The PostGIS backend
+on WGS 84 (tiles in several UTM zones, geographic or Web Mercator tiles); in the second case the
+buffer finds the same pairs planar within each CRS and geodesically only across CRSs and near
+the threshold (:mod:`smt_tools.splits.zones`). The PostGIS backend
 (:mod:`smt_tools.catalog.spatial`) measures the same way, so both give the same answer.
 
 Tiles without a CRS (pixel space) share no coordinates with other images: they are only
@@ -25,6 +27,7 @@ from smt_tools.errors import InputDataError
 from smt_tools.geo import crs_strings, footprints_lonlat, parse_crs, shared_metric_crs
 from smt_tools.splits.distance import TileFootprints, measure_pairs
 from smt_tools.splits.grid import grid_close_pairs
+from smt_tools.splits.zones import zoned_close_pairs
 
 __all__ = [
     "TEST_FOLD",
@@ -149,7 +152,11 @@ def buffer_exclusions(
     if len(geoms) != len(fold):
         raise InputDataError(f"{len(geoms)} footprints but {len(fold)} fold values")
     if isinstance(geoms, TileFootprints):
-        i, j, _ = measure_pairs(geoms, buffer_m, labels=fold)
+        if geoms.method.kind == "geodesic" and geoms.source is not None:
+            # the pairs of measure_pairs, planar within each CRS (e.g. two UTM zones)
+            i, j = zoned_close_pairs(geoms, buffer_m, fold)
+        else:
+            i, j, _ = measure_pairs(geoms, buffer_m, labels=fold)
         return exclusions_from_pairs(i, j, fold, n_splits)
     i, j = close_pairs(np.asarray(geoms, dtype=object), np.asarray(geoms, dtype=object), buffer_m)
     keep = i < j

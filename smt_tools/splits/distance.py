@@ -39,6 +39,8 @@ __all__ = [
     "DistanceMethod",
     "TileFootprints",
     "distance_method",
+    "geodesic_distances",
+    "geodesic_pairs",
     "measure_pairs",
     "overlap_areas",
     "tile_crs",
@@ -54,6 +56,7 @@ _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
 _CHUNK = 100_000
 #: above this many tiles the geodesic rings are never all in memory at once
 _LAZY_RINGS = 1_000_000
+_BOUNDS_CRS = ("minx", "miny", "maxx", "maxy", "crs")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class TileFootprints:
     georef: np.ndarray
     planar: np.ndarray | None = None
     rings: np.ndarray | None = None
-    #: bounds and crs of every row, when the rings are built per chunk (:data:`_LAZY_RINGS`)
+    #: the frame with the bounds and crs of every row (geodesic method; the rings are built
+    #: from it per chunk above :data:`_LAZY_RINGS` rows)
     source: pd.DataFrame | None = None
 
     def __len__(self) -> int:
@@ -193,7 +197,9 @@ class TileFootprints:
         if self.rings is not None:
             return self.rings[idx]
         assert self.source is not None
-        return footprints_lonlat(self.source.iloc[idx], DENSIFY, missing="nan")
+        src = self.source  # column by column: a categorical crs stays codes
+        part = pd.DataFrame({c: src[c].iloc[idx].reset_index(drop=True) for c in _BOUNDS_CRS})
+        return footprints_lonlat(part, DENSIFY, missing="nan")
 
 
 def tile_footprints(frame: pd.DataFrame, method: DistanceMethod | None = None) -> TileFootprints:
@@ -218,19 +224,18 @@ def tile_footprints(frame: pd.DataFrame, method: DistanceMethod | None = None) -
         geoms[idx] = shapely.box(minx[idx], miny[idx], maxx[idx], maxy[idx])
         return TileFootprints(method, georef, planar=geoms)
     if method.kind == "geodesic":
+        source = frame  # not a copy: only _BOUNDS_CRS are read
         if len(frame) > _LAZY_RINGS:  # 10M rings would take ~3 GB: built per chunk instead
-            cols = ["minx", "miny", "maxx", "maxy", "crs"]
-            return TileFootprints(method, georef, source=frame[cols])
-        return TileFootprints(
-            method, georef, rings=footprints_lonlat(frame, DENSIFY, missing="nan")
-        )
+            return TileFootprints(method, georef, source=source)
+        rings = footprints_lonlat(frame, DENSIFY, missing="nan")
+        return TileFootprints(method, georef, rings=rings, source=source)
     return TileFootprints(method, georef)
 
 
 # --- geodesic kernels -------------------------------------------------------------------
 
 
-def _ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+def ecef(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """Earth-centred coordinates (..., 3) in metres of WGS 84 points on the ellipsoid."""
     lam, phi = np.deg2rad(lon), np.deg2rad(lat)
     sin_phi = np.sin(phi)
@@ -266,7 +271,7 @@ def _centres_radii(fp: TileFootprints, idx: np.ndarray) -> tuple[np.ndarray, np.
     radius = np.empty(len(idx), np.float64)
     for start in range(0, len(idx), _CHUNK):
         rings = fp.rings_of(idx[start : start + _CHUNK])
-        xyz = _ecef(rings[..., 0], rings[..., 1])
+        xyz = ecef(rings[..., 0], rings[..., 1])
         c = xyz[:, :-1].mean(axis=1)
         centre[start : start + _CHUNK] = c
         radius[start : start + _CHUNK] = np.sqrt(((xyz - c[:, None, :]) ** 2).sum(axis=-1)).max(
@@ -310,15 +315,14 @@ def _geodesic_candidates(
     return lo[keep], hi[keep]
 
 
-def _geodesic_distances(
-    fp: TileFootprints, idx: np.ndarray, i: np.ndarray, j: np.ndarray
-) -> np.ndarray:
-    """Minimum distance in metres between the footprints of rows idx[i] and idx[j]: (m,)."""
+def geodesic_distances(fp: TileFootprints, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The geodesic method's distance in metres between the footprints of rows ``i`` and ``j``
+    of ``fp``: (m,) float64, 0 when they touch or overlap; measured in chunks."""
     out = np.empty(len(i), np.float64)
     for start in range(0, len(i), _CHUNK):
-        ra = fp.rings_of(idx[i[start : start + _CHUNK]])
-        rb = fp.rings_of(idx[j[start : start + _CHUNK]])
-        pa, pb = _tangent_rings(_ecef(ra[..., 0], ra[..., 1]), _ecef(rb[..., 0], rb[..., 1]))
+        ra = fp.rings_of(i[start : start + _CHUNK])
+        rb = fp.rings_of(j[start : start + _CHUNK])
+        pa, pb = _tangent_rings(ecef(ra[..., 0], ra[..., 1]), ecef(rb[..., 0], rb[..., 1]))
         out[start : start + _CHUNK] = shapely.distance(shapely.polygons(pa), shapely.polygons(pb))
     return out
 
@@ -356,15 +360,25 @@ def measure_pairs(
             keep &= sub_labels[a] != sub_labels[b]
         a, b = a[keep], b[keep]
         d = shapely.distance(geoms[a], geoms[b]).astype(np.float64)
+        i, j = idx[a], idx[b]
     else:
-        centre, radius = _centres_radii(fp, idx)
-        a, b = _geodesic_candidates(centre, radius, sub_labels, distance_m)
-        d = _geodesic_distances(fp, idx, a, b)
-        keep = d <= float(distance_m)
-        a, b, d = a[keep], b[keep], d[keep]
-    i, j = idx[a], idx[b]
+        i, j, d = geodesic_pairs(fp, idx, distance_m, sub_labels)
     order = np.lexsort((j, i))
     return i[order], j[order], d[order]
+
+
+def geodesic_pairs(
+    fp: TileFootprints, idx: np.ndarray, distance_m: float, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The geodesic method of :func:`measure_pairs` on the rows ``idx`` of ``fp`` (tiles with a
+    CRS): the pairs within ``distance_m`` as (m,) int64 rows ``i``, ``j`` (unsorted) and their
+    (m,) float64 distances. labels: (len(idx),) int, only pairs with different labels."""
+    centre, radius = _centres_radii(fp, idx)
+    a, b = _geodesic_candidates(centre, radius, labels, distance_m)
+    del centre, radius
+    d = geodesic_distances(fp, idx[a], idx[b])
+    keep = d <= float(distance_m)
+    return idx[a[keep]], idx[b[keep]], d[keep]
 
 
 def overlap_areas(fp: TileFootprints, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -383,8 +397,8 @@ def overlap_areas(fp: TileFootprints, i: np.ndarray, j: np.ndarray) -> np.ndarra
         for start in range(0, len(i), _CHUNK):
             a, b = i[start : start + _CHUNK], j[start : start + _CHUNK]
             ga, gb = fp.rings_of(a), fp.rings_of(b)
-            ra = _ecef(ga[..., 0], ga[..., 1])
-            rb = _ecef(gb[..., 0], gb[..., 1])
+            ra = ecef(ga[..., 0], ga[..., 1])
+            rb = ecef(gb[..., 0], gb[..., 1])
             pa, pb = _tangent_rings(ra, rb)
             out[start : start + _CHUNK] = shapely.area(
                 shapely.intersection(shapely.polygons(pa), shapely.polygons(pb))
