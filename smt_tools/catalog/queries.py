@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,19 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from smt_tools.catalog.copy_read import copy_sql, read_tile_columns
+from smt_tools.catalog.copy_read import copy_sql, read_tile_columns, tile_table
 from smt_tools.catalog.engine import db_failure, db_sqlstate, engine_label, is_db_error
 from smt_tools.catalog.migrate import require_schema
+from smt_tools.catalog.runs import first_duplicate, result_copy_text
 from smt_tools.catalog.store_types import RESULT_COLUMNS
 from smt_tools.catalog.where import check_where_clause, safe_db_message
 from smt_tools.errors import CatalogError, EmptySelectionError, SmtError, UnsafeQueryError
-from smt_tools.tiletable import TILE_COLUMNS, TileTable
-
-#: Columns of ``tile_result`` that :func:`record_run` writes when present in ``results``.
-_INT_RESULTS = {"freq_cluster_id", "fold"}
-_BOOL_RESULTS = {"excluded", "coreset_selected", "has_low_entropy", "has_high_nodata"}
-_TEXT_RESULTS = {"buffer_excluded_folds", "exclusion_reason"}
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+from smt_tools.tiletable import TileTable
 
 
 def quote_identifier(name: str) -> str:
@@ -79,7 +74,7 @@ def load_tiles(
         raise EmptySelectionError(
             f"catalog {label}: no tile in {table} {what}; check the filter or run `catalog ingest`"
         )
-    return _to_tiletable(columns, sources, classes, label, categorical)
+    return tile_table(columns, sources, classes, label, categorical)
 
 
 _SOURCE_SQL = (
@@ -188,113 +183,6 @@ def class_colours(engine: Engine) -> dict[int, str]:
     return {int(v): str(c) for v, c in _rows(engine, sql, "reading class colours")}
 
 
-def _to_tiletable(
-    cols: Mapping[str, np.ndarray],
-    sources: Sequence[Any],
-    classes: Sequence[Any],
-    label: str,
-    categorical: bool = False,
-) -> TileTable:
-    src_ids = np.array([int(s[0]) for s in sources], np.int64)
-    tile_src = cols["source_image_id"]
-    pos = pd.Index(src_ids).get_indexer(pd.Index(tile_src))
-    if (pos < 0).any():
-        missing = int(tile_src[pos < 0][0])
-        raise CatalogError(f"catalog {label}: tile rows reference unknown source_image {missing}")
-    used = np.unique(pos)
-    nodata_values = {sources[i][6] for i in used}
-    if len(nodata_values) > 1:
-        raise CatalogError(
-            f"catalog {label}: the selected tiles were ingested with different nodata classes "
-            f"{sorted(nodata_values, key=str)}; re-ingest them with one --nodata-class"
-        )
-    nodata = next(iter(nodata_values))
-    counts_pos = cols["counts"]
-    values_by_pos = np.array([int(c[1]) for c in classes], np.int64)
-    order = np.argsort(values_by_pos, kind="stable")
-    keep = order[counts_pos[:, order].sum(axis=0) > 0]
-    counts = counts_pos[:, keep]
-    class_values = values_by_pos[keep]
-    src_tr = np.array([list(s[4]) for s in sources], dtype=np.float64).reshape(-1, 6)
-    tr = src_tr[pos]
-    r = cols["row_off"].astype(np.float64)
-    c = cols["col_off"].astype(np.float64)
-    h = cols["height"].astype(np.float64)
-    w = cols["width"].astype(np.float64)
-    corners = ((c, r), (c + w, r), (c, r + h), (c + w, r + h))
-    xs = np.stack([tr[:, 0] * x + tr[:, 1] * y + tr[:, 2] for x, y in corners])
-    ys = np.stack([tr[:, 3] * x + tr[:, 4] * y + tr[:, 5] for x, y in corners])
-
-    def src_col(k: int) -> Any:
-        values = np.empty(len(sources), dtype=object)
-        values[:] = [s[k] for s in sources]
-        if not categorical:
-            return values[pos].tolist()
-        codes, uniq = pd.factorize(pd.Series(values, dtype=object), sort=True)
-        return pd.Categorical.from_codes(codes[pos], categories=uniq)  # None: code -1, NaN
-
-    frame = pd.DataFrame(
-        {
-            "tile_id": cols["id"],
-            "source_image_id": tile_src,
-            "group_id": src_col(1),
-            "image_path": src_col(2),
-            "mask_path": src_col(3),
-            "row_off": r.astype(np.int64),
-            "col_off": c.astype(np.int64),
-            "height": h.astype(np.int64),
-            "width": w.astype(np.int64),
-            "minx": xs.min(axis=0),
-            "miny": ys.min(axis=0),
-            "maxx": xs.max(axis=0),
-            "maxy": ys.max(axis=0),
-            "crs": src_col(5),
-            "valid_pixels": cols["valid_pixels"],
-            "nodata_ratio": cols["nodata_ratio"],
-            "class_entropy": cols["class_entropy"],
-            "has_mask_border_nodata": cols["has_mask_border_nodata"],
-            "has_image_black_border": cols["has_image_black_border"],
-            "mask_band": np.array([1 if s[7] is None else int(s[7]) for s in sources], np.int64)[
-                pos
-            ],
-        },
-        columns=[*TILE_COLUMNS, "mask_band"],
-        copy=False,  # the arrays are this frame's own: no second copy of 10M rows
-    )
-    return TileTable(
-        frame=frame,
-        counts=counts,
-        class_values=class_values,
-        nodata_class=None if nodata is None else int(nodata),
-    )
-
-
-def _result_copy_text(
-    run_id: int, results: pd.DataFrame, columns: list[str], chunk_rows: int = 65536
-) -> Iterator[bytes]:
-    """``COPY ... FROM STDIN`` text of ``results``, in chunks of ``chunk_rows`` rows (memory
-    stays bounded at millions of rows; the server parses one chunk while the next is built)."""
-    for start in range(0, len(results), chunk_rows):
-        chunk = results.iloc[start : start + chunk_rows]
-        parts: list[list[str]] = [
-            [str(run_id)] * len(chunk),
-            chunk["tile_id"].astype(np.int64).astype(str).tolist(),
-        ]
-        for col in columns:
-            values = chunk[col].tolist()
-            if col in _BOOL_RESULTS:
-                parts.append(["\\N" if pd.isna(v) else ("t" if bool(v) else "f") for v in values])
-            elif col in _INT_RESULTS:
-                parts.append(["\\N" if pd.isna(v) else str(int(v)) for v in values])
-            elif col in _TEXT_RESULTS:
-                parts.append(
-                    ["\\N" if pd.isna(v) else str(v).translate(_COPY_ESCAPES) for v in values]
-                )
-            else:
-                parts.append(["\\N" if pd.isna(v) else repr(float(v)) for v in values])
-        yield ("\n".join("\t".join(p) for p in zip(*parts, strict=True)) + "\n").encode("utf-8")
-
-
 def record_run(
     engine: Engine,
     command: str,
@@ -320,8 +208,8 @@ def record_run(
     label = engine_label(engine)
     if "tile_id" not in results.columns:
         raise CatalogError("record_run: results need a tile_id column")
-    if results["tile_id"].duplicated().any():
-        dup = int(results.loc[results["tile_id"].duplicated(), "tile_id"].iloc[0])
+    dup = first_duplicate(results["tile_id"])
+    if dup is not None:
         raise CatalogError(f"record_run: tile_id {dup} appears twice in the results")
     columns = [c for c in RESULT_COLUMNS if c in results.columns]
     require_schema(engine)
@@ -354,7 +242,7 @@ def record_run(
                 cur.execute(f"CREATE TABLE {part} (LIKE tile_result INCLUDING DEFAULTS)")
                 cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
                 with cur.copy(copy) as cp:
-                    for chunk in _result_copy_text(run_id, results, columns):
+                    for chunk in result_copy_text(run_id, results, columns):
                         cp.write(chunk)
                 cur.execute(
                     f"ALTER TABLE tile_result ATTACH PARTITION {part} FOR VALUES IN ({run_id})"

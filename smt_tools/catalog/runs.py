@@ -1,4 +1,5 @@
-"""Recorded runs: read one back (``run`` + ``tile_result``), list them, show one, delete one.
+"""Recorded runs: their ``tile_result`` rows as COPY text, read one back (``run`` +
+``tile_result``), list them, show one, delete one.
 
 select-coreset and check-leakage start from a run stored in the catalog; ``catalog runs``
 lists, shows and deletes them.
@@ -6,9 +7,13 @@ lists, shows and deletes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +22,80 @@ from smt_tools.catalog.engine import db_failure, engine_label
 from smt_tools.catalog.migrate import require_schema
 from smt_tools.catalog.store_types import RUN_LIST_COLUMNS, result_columns
 from smt_tools.errors import EmptySelectionError
+
+#: Columns of ``tile_result`` by their COPY text form (the others are double precision).
+INT_RESULTS = frozenset({"freq_cluster_id", "fold"})
+BOOL_RESULTS = frozenset({"excluded", "coreset_selected", "has_low_entropy", "has_high_nodata"})
+TEXT_RESULTS = frozenset({"buffer_excluded_folds", "exclusion_reason", "coreset_step"})
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+#: rows per COPY chunk (about 15 MB of text for a build-balanced-dataset run)
+RESULT_CHUNK_ROWS = 1 << 18
+
+
+def result_copy_text(
+    run_id: int, results: pd.DataFrame, columns: Sequence[str], chunk_rows: int = RESULT_CHUNK_ROWS
+) -> Iterator[bytes]:
+    """``COPY … (run_id, tile_id, *columns) FROM STDIN`` text of ``results``, ``chunk_rows`` rows
+    at a time (memory bounded at millions of rows; the server parses one chunk while the next
+    is built). Numeric, bool and categorical columns are formatted by Arrow's string kernels
+    (doubles in their shortest round-trip form: the server parses back the very double, as from
+    ``repr``); other columns value by value. NULL: ``\\N``; NaN floats are NULL."""
+    for start in range(0, len(results), chunk_rows):
+        chunk = results.iloc[start : start + chunk_rows]
+        fields = [_copy_field(c, chunk[c]).fill_null("\\N") for c in columns]
+        ids = pc.cast(pa.array(chunk["tile_id"].to_numpy(np.int64)), pa.string())
+        lines = pc.binary_join_element_wise(str(int(run_id)), ids, *fields, "\t")
+        lines = pc.binary_join_element_wise(lines, "", "\n")  # each row + its newline
+        offsets = np.frombuffer(
+            lines.buffers()[1], np.int32, count=len(lines) + 1, offset=4 * lines.offset
+        )
+        data = lines.buffers()[2]
+        yield bytes(memoryview(data)[offsets[0] : offsets[-1]]) if data is not None else b""
+
+
+def _copy_field(col: str, values: pd.Series) -> pa.Array:
+    """One result column of a COPY chunk as text (null where the value is missing)."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype) and col in TEXT_RESULTS:
+        cats = pa.array([str(v).translate(_COPY_ESCAPES) for v in dtype.categories], pa.string())
+        codes = values.cat.codes.to_numpy()
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), cats).cast(
+            pa.string()
+        )
+    if isinstance(dtype, np.dtype) and dtype.kind == "b" and col in BOOL_RESULTS:
+        return pc.if_else(pa.array(values.to_numpy(bool)), "t", "f")
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu" and col in INT_RESULTS:
+        return pc.cast(pa.array(values.to_numpy(np.int64)), pa.string())
+    if (
+        isinstance(dtype, np.dtype)
+        and dtype.kind in "fiu"
+        and col not in INT_RESULTS | BOOL_RESULTS | TEXT_RESULTS
+    ):
+        return pc.cast(pa.array(values.to_numpy(np.float64), from_pandas=True), pa.string())
+    return pa.array([_copy_value(col, v) for v in values.tolist()], pa.string())
+
+
+def _copy_value(col: str, v: Any) -> str | None:
+    """One value of an object (or other) column as COPY text; None: NULL."""
+    if pd.isna(v):
+        return None
+    if col in BOOL_RESULTS:
+        return "t" if bool(v) else "f"
+    if col in INT_RESULTS:
+        return str(int(v))
+    if col in TEXT_RESULTS:
+        return str(v).translate(_COPY_ESCAPES)
+    return repr(float(v))
+
+
+def first_duplicate(tile_ids: pd.Series) -> int | None:
+    """The first tile id (in row order) that repeats an earlier row, None when all differ;
+    ids in ascending order (a run's canonical order) are checked without a hash table."""
+    ids = tile_ids.to_numpy(np.int64)
+    if ids.size < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return None
+    dup = tile_ids.duplicated()
+    return int(tile_ids[dup].iloc[0]) if dup.any() else None
 
 
 def load_run_results(

@@ -328,11 +328,8 @@ def _absent_rare(cfg: BalancedDatasetConfig, table: TileTable) -> list[int]:
 def compose(cfg: BalancedDatasetConfig, loaded: Loaded, ex: Exclusion) -> Composition:
     """§6: cluster the included tiles' class compositions (when the mode uses them)."""
     n = loaded.n
-    labels = np.full(n, -1, np.int64)
-    sizes = np.zeros(n, np.int64)
-    freq_cluster_weight = np.zeros(n, np.float64)
     if not mode_signals(cfg.mode).composition:
-        return Composition(labels, sizes, freq_cluster_weight, None)
+        return Composition(np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n), None)
     cl = cfg.clustering
     clustering = cluster_compositions(
         canon_of.proportions_of(loaded.table, ex.included_rows),
@@ -345,6 +342,9 @@ def compose(cfg: BalancedDatasetConfig, loaded: Loaded, ex: Exclusion) -> Compos
         silhouette_sample_size=cl.silhouette_sample_size,
         selection_sample_size=cl.selection_sample_size,
     )
+    labels = np.full(n, -1, np.int64)  # after the fits: not held while KMeans runs
+    sizes = np.zeros(n, np.int64)
+    freq_cluster_weight = np.zeros(n, np.float64)
     labels[ex.included_idx] = clustering.labels
     sizes[ex.included_idx] = clustering.sizes
     freq_cluster_weight[ex.included_idx] = clustering.freq_cluster_weight
