@@ -19,6 +19,7 @@ from smt_tools.choices import (
     CoresetMethod,
     WeightFormula,
 )
+from smt_tools.config._hybrid import HybridConfig
 from smt_tools.config._loader import MAX_INT32, MAX_SEED, MAX_TIMEOUT_S, StrictModel
 from smt_tools.config._source import CatalogSource, deprecated_keys, warn_deprecated
 from smt_tools.config._vector import FORMAT_HELP, VectorFormat, format_for
@@ -90,6 +91,19 @@ class CoresetConfig(StrictModel):
         default=None, description="cache key to use when the cache holds several models"
     )
     spatial_weight: float = Field(default=0.0, ge=0, le=1e6)
+    cb_use_spatial: bool = Field(
+        default=False,
+        description="cb / fa_cb: candidates penalised by proximity to the selected tiles",
+    )
+    fa_use_spatial: bool = Field(
+        default=False, description="fa / fa_cb: the same proximity penalty on the fa score"
+    )
+    spatial_radius_m: float = Field(
+        default=1000.0, gt=0, le=1e7, description="proximity penalty: none at this distance (m)"
+    )
+    spatial_penalty: float = Field(
+        default=1.0, ge=0, le=1e6, description="proximity penalty on top of a selected tile"
+    )
     exclude_low_entropy: bool = Field(
         default=True,
         description="false: tiles excluded only for low entropy (exclusion_reason "
@@ -118,6 +132,9 @@ class CoresetConfig(StrictModel):
         description="k-center rounds: farthest tiles examined per round",
     )
     fd: FdConfig = Field(default_factory=FdConfig)
+    hybrid: HybridConfig | None = Field(
+        default=None, description="method: hybrid: the steps (vector, embedding, entropy)"
+    )
     device: CoresetDevice = DEFAULT_CORESET_DEVICE
     sampler_weights: SamplerWeightsConfig = Field(default_factory=SamplerWeightsConfig)
     random_state: int = Field(default=42, ge=0, le=MAX_SEED)
@@ -155,6 +172,27 @@ class CoresetConfig(StrictModel):
             )
         if self.budget_mode == "count" and self.budget != int(self.budget):
             raise ValueError(f"budget_mode: count needs a whole number; got {self.budget:g}")
+        if (self.method == "hybrid") != (self.hybrid is not None):
+            raise ValueError(
+                "method: hybrid and a hybrid: {steps: [...]} block go together; "
+                + ("add coreset.hybrid.steps" if self.hybrid is None else "set method: hybrid")
+            )
+        if self.hybrid is not None and self.input_csv_path is not None:
+            for i, step in enumerate(self.hybrid.steps):
+                if step.table is not None:
+                    raise ValueError(
+                        f"hybrid.steps[{i}].table {step.table!r} is a PostGIS table: it needs "
+                        "the catalog input; use path (a GeoPackage / GeoJSON file) instead"
+                    )
+        for key, methods in (
+            ("cb_use_spatial", ("cb", "fa_cb")),
+            ("fa_use_spatial", ("fa", "fa_cb")),
+        ):
+            if getattr(self, key) and self.method not in methods:
+                raise ValueError(
+                    f"{key} applies to {' and '.join(methods)}; method is {self.method}: "
+                    f"set {key}: false or change the method"
+                )
         if self.spatial_weight > 0 and self.method not in SPATIAL_METHODS:
             raise ValueError(
                 f"spatial_weight applies to fd, lc_fd and kcenter (methods with a feature space); "

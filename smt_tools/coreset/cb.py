@@ -16,10 +16,19 @@ so ``h(w) <= h(0) + w·h'(0)``:
 k tiles is a lower bound ``g`` of the step's k-th best gain; a tile with ``UB < g − δ`` is
 strictly below it and cannot be picked. ``UB >= t`` is tested as
 ``Σ_j c_j (a_j − t) >= (t − H(S))·|S|``: one float32 matrix-vector product per step, loosened
-by its rounding bound. δ = 1e-8 covers the float64 error of the bound and of the gains (both far
-below 1e-12), so no tile the full evaluation would pick is pruned. The bound's error is
+by its rounding bound. δ = 1e-10 covers the float64 error of the bound and of the gains (both
+below 1e-13 for tiles of up to 2^24 pixels), so no tile the full evaluation would pick is
+pruned; a larger δ would let through every tile within δ of the k-th gain, and late in the
+greedy, when the gains of all tiles differ by about 1e-6, that is a large share of them. The bound's error is
 O(w²): once S holds a few hundred tiles a step evaluates little more than k tiles, and the
 per-step cost is one pass over the counts.
+
+While S is small (w up to 1/2) the O(w²) error lets most tiles through, so the pass then uses
+the second-order bound ``h(w) <= h(0) + w·h'(0) − w²/2 · κ`` with κ a lower bound of −h'' on
+[0, w]: ``−h''(u) = Σ_j (q_j − p_j)² / r_j(u)``, ``r_j(u) = p_j + u (q_j − p_j) <= p_j + w_max``
+(w_max: the largest tile's w), so ``κ = Σ_j (q_j − p_j)² / (p_j + w_max)`` (classes of S). In
+float32 it is lowered by its rounding bound (:func:`_kappa_low`); it only ever removes tiles
+whose UB2 is below t, so the picks stay exact.
 """
 
 from __future__ import annotations
@@ -30,12 +39,15 @@ import numpy as np
 
 from smt_tools.coreset.kcenter import _QUANT, _quantise, _take_top
 
-#: slack between the bound and the gains (far above their floating-point error)
-_DELTA = 1e-8
+#: slack between the bound and the gains (far above their floating-point error, ~1e-13)
+_DELTA = 1e-10
 #: below this many remaining tiles a step evaluates all of them
 _FULL_BELOW = 2048
 #: gains are computed this many rows at a time (bounds the temporaries)
 _GAIN_CHUNK = 1 << 19
+#: the filter adds the second-order term while the largest tile's w is above this (S holds
+#: fewer than about 500 tiles' pixels; later the first-order bound is already tight)
+_SECOND_ORDER_ABOVE = 2e-3
 
 
 def entropy_rows(t: np.ndarray) -> np.ndarray:
@@ -74,6 +86,12 @@ class _Pool:
         self.c32 = np.ascontiguousarray(c.T, dtype=np.float32)
         self.cmax = c.max(axis=0) if c.shape[0] else np.zeros(c.shape[1])
         self.tot = c.sum(axis=1)
+        # the second-order term of the filter: 1/|c| and |c| (float32; integer totals are exact)
+        self.inv32 = np.where(self.tot > 0, 1.0 / np.where(self.tot > 0, self.tot, 1.0), 0.0)
+        self.inv32 = self.inv32.astype(np.float32)
+        self.tot32 = self.tot.astype(np.float32)
+        #: the largest row total (of all rows: an upper bound for the alive ones)
+        self.tot_max = float(self.tot.max()) if self.tot.size else 0.0
         self.ids = ids
         self.alive = np.ones(c.shape[0], dtype=bool)
         self.n_alive = c.shape[0]
@@ -92,6 +110,7 @@ class _Pool:
             self.tot[keep],
             self.ids[keep],
         )
+        self.inv32, self.tot32 = self.inv32[keep], self.tot32[keep]
         self.near = np.zeros(0, dtype=np.int64)
         self.alive = np.ones(keep.size, dtype=bool)
         return True
@@ -181,19 +200,35 @@ def _top_by_bound(ub: np.ndarray, m: int) -> np.ndarray:
     return np.argpartition(ub, ub.size - m)[ub.size - m :]
 
 
+def _second_order_on(pool: _Pool, total: float) -> bool:
+    """Whether the filter adds the second-order term (w_max > :data:`_SECOND_ORDER_ABOVE`)."""
+    return pool.tot_max > _SECOND_ORDER_ABOVE * (total + pool.tot_max)
+
+
+def _dot32(c: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``Σ_j c[j] · coef[j]`` over the float32 columns ``c`` (C, m), column by column in
+    place (one temporary; no BLAS threads). (m,) float32."""
+    w = coef.astype(np.float32)
+    v = np.multiply(c[0], w[0])
+    tmp = np.empty_like(v)
+    for j in range(1, w.size):
+        np.multiply(c[j], w[j], out=tmp)
+        v += tmp
+    return v
+
+
 def _approx_bounds(pool: _Pool, s: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     """UB of ``rows`` (None: all; used rows -inf) in float32: only to choose which rows the
     threshold is sought among, never to leave a row out. float32."""
     total, h, a, present = _shares_logs(s)
     c = pool.c32 if rows is None else pool.c32[:, rows]
-    a32 = a.astype(np.float32)
-    u = c[0] * a32[0]
-    tc = c[0].copy()
-    for j in range(1, a.size):
-        u += c[j] * a32[j]
-        tc += c[j]
+    u = _dot32(c, a)
+    tc = pool.tot32 if rows is None else pool.tot32[rows]
     u -= tc * np.float32(h)
     u /= tc + np.float32(total)
+    if _second_order_on(pool, total):  # UB2 (ranking only)
+        w = tc / (tc + np.float32(total))
+        u -= np.float32(0.5) * w * w * _kappa_low(pool, s, rows, c)
     for j in np.flatnonzero(~present).tolist():
         u[c[j] > 0] = np.inf
     if rows is None:
@@ -212,13 +247,14 @@ def _threshold(pool: _Pool, s: np.ndarray, hint: np.ndarray, k: int, rows: np.nd
         rows = rows[::stride]
         m = min(rows.size, m)
     best = rows[_top_by_bound(_approx_bounds(pool, s, rows), m)]
-    return _kth_best(pool, s, np.union1d(hint, best), k) - _DELTA
+    return _kth_best(pool, s, _distinct(hint, best), k) - _DELTA
 
 
 def _first_filter(
     pool: _Pool, s: np.ndarray, t: float, rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """Alive rows (of ``rows``; None: all) with UB >= t (a superset), in one float32 pass.
+    """Alive rows (of ``rows``; None: all) with UB >= t (a superset), in one float32 pass;
+    UB2 >= t instead while S is small (:func:`_curvature`).
 
     ``UB >= t  <=>  Σ_j c_j (a_j − t) >= (t − H)|S|``; b_j = a_j − t (0 on classes S lacks:
     rows with such pixels have UB = +inf and are kept). float32 rounds v by at most
@@ -228,11 +264,12 @@ def _first_filter(
     b = np.where(present, a - t, 0.0)
     err = (s.size + 2) * 2.0**-22 * float((pool.cmax * np.abs(b)).sum()) + 1e-6
     c = pool.c32 if rows is None else pool.c32[:, rows]
-    b32 = b.astype(np.float32)
-    v = c[0] * b32[0]
-    for j in range(1, b.size):
-        v += c[j] * b32[j]
-    keep = v >= (t - h) * total - err
+    v = _dot32(c, b)
+    rhs = (t - h) * total - err
+    if _second_order_on(pool, total):
+        keep = v >= _curvature(pool, s, rows, c, rhs)
+    else:
+        keep = v >= rhs
     for j in np.flatnonzero(~present).tolist():
         keep |= c[j] > 0
     if rows is None:
@@ -241,12 +278,53 @@ def _first_filter(
     return rows[keep]
 
 
+def _curvature(
+    pool: _Pool, s: np.ndarray, rows: np.ndarray | None, c: np.ndarray, rhs: float
+) -> np.ndarray:
+    """``rhs + z``: the filter's right-hand side raised by a lower bound ``z`` of the
+    second-order term ``w²/2 · κ · (|S| + |c|)`` (module docstring), float32."""
+    total = float(s.sum())
+    tc = pool.tot32 if rows is None else pool.tot32[rows]
+    z = _kappa_low(pool, s, rows, c)
+    d = tc * tc  # z = K/2 · |c|² / (|S| + |c|)
+    d /= tc + np.float32(total)
+    d *= z
+    d *= np.float32(0.5 * (1.0 - 1e-5))
+    d += np.float32(rhs)
+    return d
+
+
+def _kappa_low(pool: _Pool, s: np.ndarray, rows: np.ndarray | None, c: np.ndarray) -> np.ndarray:
+    """A lower bound K of each row's curvature κ, float32 (0 where S has no pixels).
+
+    κ >= Σ_j β_j (q_j − p_j)² with β_j = 1/(p_j + w_max) (classes of S). float32 rounds
+    ``q_j − p_j`` by at most 8 ε (q, p <= 1): K is lowered by ``40 ε Σ β`` and by a relative
+    1e-5 (far above the ε = 2^-24 of each of the few roundings).
+    """
+    total = float(s.sum())
+    present = np.flatnonzero(s > 0)
+    p = s[present] / total
+    beta = 1.0 / (p + pool.tot_max / (total + pool.tot_max))
+    inv = pool.inv32 if rows is None else pool.inv32[rows]
+    k_sum = np.zeros(inv.size, dtype=np.float32)
+    d = np.empty(inv.size, dtype=np.float32)
+    for j, pj, bj in zip(present.tolist(), p.tolist(), beta.tolist(), strict=True):
+        np.multiply(c[j], inv, out=d)
+        d -= np.float32(pj)
+        d *= d
+        d *= np.float32(bj)
+        k_sum += d
+    k_sum *= np.float32(1.0 - 1e-5)
+    k_sum -= np.float32(40 * 2.0**-24 * float(beta.sum()))
+    return np.maximum(k_sum, np.float32(0), out=k_sum)
+
+
 def _candidates(pool: _Pool, s: np.ndarray, hint: np.ndarray, k: int) -> np.ndarray:
     """Rows that may be among the step's top k (every row the full evaluation would pick).
 
     t (:func:`_threshold`) is sought among the previous step's first-filter rows when there are
-    enough of them, else among all; :func:`_first_filter` keeps the rows with UB >= t. When many
-    are left (t was loose, early while S is small), t is sharpened among them and they are
+    enough of them, else among all; :func:`_first_filter` keeps the rows with UB >= t (UB2
+    while S is small). When many are left (t was loose), t is sharpened among them and they are
     filtered again.
     """
     if float(s.sum()) <= 0 or pool.n_alive <= max(_FULL_BELOW, 4 * k):
@@ -261,6 +339,12 @@ def _candidates(pool: _Pool, s: np.ndarray, hint: np.ndarray, k: int) -> np.ndar
         return rows
     t2 = _threshold(pool, s, hint, k, rows)
     return _first_filter(pool, s, t2, rows) if t2 > t else rows
+
+
+def _distinct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of ``a`` and ``b`` (one sort; np.union1d hashes)."""
+    v = np.sort(np.concatenate([a, b]))
+    return v[np.r_[True, v[1:] != v[:-1]]] if v.size else v
 
 
 def cb_order_pruned(c: np.ndarray, ids: np.ndarray, growth: float) -> np.ndarray:

@@ -24,6 +24,8 @@ from smt_tools.choices import (
     Device,
 )
 from smt_tools.coreset import scorers
+from smt_tools.coreset.kcenter import all_unique
+from smt_tools.coreset.spatial import SpatialTerm, cb_spatial, fa_spatial
 
 
 def budget_size(n_candidates: int, budget: float, mode: BudgetMode) -> int:
@@ -163,7 +165,8 @@ class CoresetSelection:
     scores: (n,) float64 in [0, 1], NaN for non-candidates (excluded tiles);
     selected: (n,) bool, exactly ``budget`` True, never on an excluded tile;
     pick_order: (budget,) int64 positions of the selected tiles, best first;
-    info: method details (chosen k, cutoff m, ...).
+    info: method details (chosen k, cutoff m, ...);
+    step: (n,) object, method hybrid: the step that picked each tile (``""``: none), else None.
     """
 
     scores: np.ndarray
@@ -171,6 +174,7 @@ class CoresetSelection:
     pick_order: np.ndarray
     budget: int
     info: dict[str, Any] = field(default_factory=dict)
+    step: np.ndarray | None = None
 
 
 def select_coreset(
@@ -180,7 +184,7 @@ def select_coreset(
     counts: np.ndarray,
     class_entropy: np.ndarray,
     embeddings: np.ndarray | None = None,
-    centroids_xy: np.ndarray | None = None,
+    centroids_xy: np.ndarray | SpatialTerm | None = None,
 ) -> CoresetSelection:
     """Score all candidate tiles with ``params.method`` and select the top ``budget``.
 
@@ -188,7 +192,7 @@ def select_coreset(
     counts: (n, C) class pixel counts; class_entropy: (n,) float64 (natural log);
     embeddings: (n, d) float (rows of ineligible tiles may be NaN), needed by
     :data:`EMBEDDING_METHODS`; centroids_xy: (n, 2) projected tile centres, needed when
-    ``spatial_weight > 0``.
+    ``spatial_weight > 0``, or a :class:`SpatialTerm` (spatial cb / fa, and those centres).
     """
     ids_all = np.asarray(tile_ids, dtype=np.int64)
     n_all = ids_all.size
@@ -198,7 +202,9 @@ def select_coreset(
     cand = np.flatnonzero(elig)
     cand = cand[np.argsort(ids_all[cand], kind="stable")]
     b = budget_size(cand.size, params.budget, params.budget_mode)
-    c = _Candidates(params, cand, ids_all[cand], counts, class_entropy, embeddings, centroids_xy)
+    spatial = centroids_xy if isinstance(centroids_xy, SpatialTerm) else None
+    xy = centroids_xy.xy if isinstance(centroids_xy, SpatialTerm) else centroids_xy
+    c = _Candidates(params, cand, ids_all[cand], counts, class_entropy, embeddings, xy, spatial)
     info: dict[str, Any] = {"method": params.method, "device": params.device}
     s = _method_scores(c, b, info)
     top = scorers.order_by_score(s, c.ids)[:b]
@@ -219,12 +225,14 @@ def _check_inputs(
     n_all = ids_all.size
     if elig.shape != (n_all,):
         raise ValueError(f"eligible has shape {elig.shape}, expected ({n_all},)")
-    if np.unique(ids_all).size != n_all:
+    if not all_unique(ids_all):
         raise ValueError("tile_ids must be unique")
     if params.method not in CORESET_METHODS:
         raise ValueError(
             f"method must be one of {', '.join(CORESET_METHODS)}; got {params.method!r}"
         )
+    if params.method == "hybrid":
+        raise ValueError("method hybrid runs steps: use smt_tools.coreset.hybrid.select_hybrid")
     if params.method in EMBEDDING_METHODS and embeddings is None:
         raise ValueError(f"method {params.method} needs embeddings")
     if params.spatial_weight > 0 and params.method not in SPATIAL_METHODS:
@@ -246,6 +254,7 @@ class _Candidates:
     class_entropy: np.ndarray
     embeddings: np.ndarray | None
     centroids_xy: np.ndarray | None
+    spatial: SpatialTerm | None = None
 
     def emb(self) -> np.ndarray:
         assert self.embeddings is not None
@@ -296,15 +305,24 @@ class _Candidates:
         info["fd_k"] = k
         return order
 
-    def cb(self) -> np.ndarray:
+    def cb(self, info: dict[str, Any]) -> np.ndarray:
         # float64 once here (the int64 gather is freed before the greedy runs)
         c = np.asarray(self.counts)[self.cand].astype(np.float64)
         growth = self.params.cb_growth
+        if self.spatial is not None and self.spatial.cb:  # §10 spatial cb (CPU only)
+            order = cb_spatial(c, self.ids, self.cand, self.spatial, growth, info)
+            return scorers.order_to_scores(order)
         if self.params.device == "cuda":
             from smt_tools.coreset import gpu
 
             return scorers.order_to_scores(gpu.cb_order_torch(c, self.ids, growth))
         return scorers.order_to_scores(scorers.cb_order(c, self.ids, growth))
+
+    def fa(self, info: dict[str, Any]) -> np.ndarray:
+        s = scorers.fa_scores(self.emb())
+        if self.spatial is not None and self.spatial.fa:  # §10 spatial fa
+            return scorers.order_to_scores(fa_spatial(s, self.ids, self.cand, self.spatial, info))
+        return s
 
     def lc(self) -> np.ndarray:
         h = np.asarray(self.class_entropy)[self.cand]
@@ -329,9 +347,9 @@ def _method_scores(c: _Candidates, b: int, info: dict[str, Any]) -> np.ndarray:
     if method == "lc":
         return c.lc()
     if method == "cb":
-        return c.cb()
+        return c.cb(info)
     if method == "fa":
-        return scorers.fa_scores(c.emb())
+        return c.fa(info)
     if method == "fd":
         return scorers.order_to_scores(c.fd(info))
     if method == "lc_fd":
@@ -343,8 +361,8 @@ def _method_scores(c: _Candidates, b: int, info: dict[str, Any]) -> np.ndarray:
         lam = params.fa_cb_lambda
         if not 0 <= lam <= 1:
             raise ValueError(f"fa_cb_lambda must be in [0, 1]; got {lam}")
-        s_fa = scorers.fa_scores(c.emb()) if lam > 0 else np.zeros(n)
-        s_cb = c.cb() if lam < 1 else np.zeros(n)
+        s_fa = c.fa(info) if lam > 0 else np.zeros(n)
+        s_cb = c.cb(info) if lam < 1 else np.zeros(n)
         return lam * s_fa + (1.0 - lam) * s_cb
     if method == "kcenter":
         return c.kcenter(b)

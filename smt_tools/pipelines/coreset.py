@@ -30,7 +30,7 @@ from smt_tools.coreset import (
     select_coreset,
 )
 from smt_tools.curation.diagnostics import effective_sample_size
-from smt_tools.curation.exclusion import FLAG_COLUMNS, readmit
+from smt_tools.curation.exclusion import FLAG_COLUMNS
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
 from smt_tools.export.run_record import run_json_path
@@ -43,7 +43,9 @@ from smt_tools.pipelines._coreset_input import (
     projected_centroids,
     read_balanced_csv,
     read_catalog_tiles,
+    readmit_low_entropy,
 )
+from smt_tools.pipelines._coreset_spatial import spatial_inputs
 from smt_tools.pipelines._coreset_vendi import measure_diversity
 from smt_tools.pipelines._sources import open_source
 from smt_tools.progress import ProgressFactory, no_progress
@@ -77,6 +79,7 @@ GEOJSON_PROPERTIES: tuple[str, ...] = (
     "coreset_score",
     "coreset_selected",
     "sampler_weight",
+    "coreset_step",
     "excluded",
     "exclusion_reason",
     "has_low_entropy",
@@ -223,44 +226,32 @@ def prepare_input(cfg: CoresetConfig, data: CoresetInput) -> CoresetInput:
     """The input as select-coreset selects from it (low-entropy tiles readmitted when the
     config says so); one clear line when nothing is left."""
     if not cfg.exclude_low_entropy:
-        _readmit_low_entropy(data)
+        readmit_low_entropy(data)
     if not (~data.excluded).any():
         raise EmptySelectionError(f"{data.source}: every tile is excluded; nothing to select from")
     return data
 
 
-def _readmit_low_entropy(data: CoresetInput) -> None:
-    """``coreset.exclude_low_entropy: false``: tiles excluded for low entropy alone become
-    candidates (``excluded`` false, ``low_entropy`` dropped from ``exclusion_reason``;
-    ``has_low_entropy`` stays true), docs/algorithms.md §10."""
-    if not data.excluded.any():
-        return
-    col = data.frame.get("exclusion_reason")
-    if col is None or col[data.excluded].isna().all():
-        raise InputDataError(
-            f"{data.source}: coreset.exclude_low_entropy: false needs the exclusion_reason of "
-            "each excluded tile, which this input lacks (written before it existed); rebuild it "
-            "with `pytorch-smt-tools build-balanced-dataset CONFIG` or remove the key"
-        )
-    data.excluded, data.frame["exclusion_reason"] = readmit(data.excluded, col, "low_entropy")
-    data.frame["excluded"] = data.excluded
-
-
-def _features(run: CoresetRun) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(embeddings (n, D) or None, tile centres in metres (n, 2) or None) the method needs."""
+def _features(run: CoresetRun) -> tuple[np.ndarray | None, Any]:
+    """(embeddings (n, D) or None, tile positions: :func:`spatial_inputs`) the method needs."""
     cfg, frame = run.cfg, run.data.frame
     embeddings = run.embeddings if cfg.method in EMBEDDING_METHODS else None
     if cfg.method in EMBEDDING_METHODS and embeddings is None:
         tile_ids = frame["tile_id"].to_numpy(dtype=np.int64)
         embeddings = load_embeddings(cfg, tile_ids, run.eligible)
-    centroids = projected_centroids(frame, run.data.source) if cfg.spatial_weight > 0 else None
-    return embeddings, centroids
+    return embeddings, spatial_inputs(cfg, frame, run.data.source)
 
 
 def _select(
-    run: CoresetRun, device: str, embeddings: np.ndarray | None, centroids: np.ndarray | None
+    run: CoresetRun, device: str, embeddings: np.ndarray | None, centroids: Any
 ) -> CoresetSelection:
     """§10: score and select; a ValueError of the math is one config line naming the input."""
+    if run.cfg.method == "hybrid":  # the steps of coreset.hybrid
+        from smt_tools.pipelines._coreset_hybrid import select_hybrid_run
+
+        return select_hybrid_run(
+            run.cfg, run.data, run.eligible, _params(run.cfg, device), run.embeddings
+        )
     data = run.data
     try:
         return select_coreset(
@@ -294,6 +285,8 @@ def _weigh(run: CoresetRun) -> None:
     out["coreset_score"] = sel.scores
     out["coreset_selected"] = sel.selected
     out["sampler_weight"] = run.weights
+    if sel.step is not None:  # method hybrid: the step that picked each tile
+        out["coreset_step"] = sel.step
     run.out = out
 
 
@@ -399,6 +392,8 @@ def _record_run(run: CoresetRun, config_record: dict[str, Any], map_style: str) 
             "coreset_selected": run.selection.selected,
         }
     )
+    if run.selection.step is not None:
+        results["coreset_step"] = run.selection.step
     for col in FLAG_COLUMNS:  # why a tile was excluded, as the input run recorded it
         if col in run.data.frame.columns:
             results[col] = run.data.frame[col].to_numpy()
@@ -482,6 +477,7 @@ def compute_coreset(
     timings["weights"] = time.perf_counter() - t
     advance(1)
     run.result = _diagnose(run, device)
+    run.result.warnings.extend(run.selection.info.pop("warnings", []))  # hybrid: map layers
     emb = emb if emb is not None else run.embeddings
     div = measure_diversity(cfg, data.frame, run.eligible, run.selection.selected, emb)
     run.result.pool_vendi, run.result.selected_vendi = div.pool, div.selected
