@@ -60,11 +60,17 @@ DEFAULT_AUDIT_KNN_BACKEND: AuditKnnBackend = "sklearn"
 
 # --- select-coreset -----------------------------------------------------------------------
 
-CoresetMethod = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random"]
+#: ``hybrid`` runs the steps of ``coreset.hybrid.steps`` one after another (docs/algorithms.md §10)
+CoresetMethod = Literal["lc", "cb", "fa", "fd", "lc_fd", "fa_cb", "kcenter", "random", "hybrid"]
 CORESET_METHODS: tuple[CoresetMethod, ...] = get_args(CoresetMethod)
 DEFAULT_CORESET_METHOD: CoresetMethod = "cb"
 #: methods that need an embedding per candidate tile
 EMBEDDING_METHODS: frozenset[str] = frozenset({"fa", "fd", "lc_fd", "fa_cb", "kcenter"})
+#: the kinds of step of a hybrid selection, and the methods its embedding step may run
+HybridStepType = Literal["vector", "embedding", "entropy"]
+HYBRID_STEP_TYPES: tuple[HybridStepType, ...] = get_args(HybridStepType)
+HybridEmbeddingMethod = Literal["fd", "kcenter", "fa"]
+HYBRID_EMBEDDING_METHODS: tuple[HybridEmbeddingMethod, ...] = get_args(HybridEmbeddingMethod)
 #: methods with a feature space that the spatial block can be appended to
 SPATIAL_METHODS: frozenset[str] = frozenset({"fd", "lc_fd", "kcenter"})
 

@@ -173,7 +173,7 @@ def test_init_unknown_command_is_a_usage_error() -> None:
 
 def _examples() -> list[Path]:
     found = sorted(EXAMPLES.glob("*.yaml"))
-    assert len(found) == 12
+    assert len(found) == 13
     return found
 
 

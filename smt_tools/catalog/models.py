@@ -153,6 +153,7 @@ class TileResult(CatalogBase):
     exclusion_reason: Mapped[str | None] = mapped_column(Text)  # 0008
     has_low_entropy: Mapped[bool | None] = mapped_column(Boolean)  # 0008
     has_high_nodata: Mapped[bool | None] = mapped_column(Boolean)  # 0008
+    coreset_step: Mapped[str | None] = mapped_column(Text)  # 0009
 
     run: Mapped[Run] = relationship(back_populates="results")
     tile: Mapped[Tile] = relationship(back_populates="results")

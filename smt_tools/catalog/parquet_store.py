@@ -362,6 +362,9 @@ class ParquetStore:
     def buffer_exclusions(self, *_args: Any, **_kwargs: Any) -> np.ndarray | None:
         return None  # no spatial engine: the split computes the buffer with shapely
 
+    def vector_overlap(self, *_args: Any, **_kwargs: Any) -> np.ndarray | None:
+        return None  # no PostGIS tables: a hybrid vector step reads a file layer instead
+
     def close(self) -> None:
         self._locks.close()
         self._locked = False

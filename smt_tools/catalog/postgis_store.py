@@ -176,6 +176,17 @@ class PostgisStore:
             geodesic=geodesic,
         )
 
+    def vector_overlap(
+        self,
+        tile_ids: np.ndarray,
+        table: str,
+        geometry_column: str | None = None,
+        where: str | None = None,
+    ) -> np.ndarray | None:
+        from smt_tools.catalog.vector_layer import vector_overlap_postgis
+
+        return vector_overlap_postgis(self.engine, tile_ids, table, geometry_column, where)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -60,6 +60,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "exclusion_reason",  # catalog version 8
     "has_low_entropy",
     "has_high_nodata",
+    "coreset_step",  # catalog version 9
 )
 
 #: Columns of :meth:`TileStore.list_runs`, on both backends.
@@ -245,6 +246,18 @@ class TileStore(Protocol):
     ) -> np.ndarray | None:
         """The split's buffer computed where the tiles live (PostGIS), or None when the store
         cannot (the caller computes it in memory with shapely)."""
+        ...
+
+    def vector_overlap(
+        self,
+        tile_ids: np.ndarray,
+        table: str,
+        geometry_column: str | None = None,
+        where: str | None = None,
+    ) -> np.ndarray | None:
+        """(n,) float64: the share of each tile that the features of the PostGIS table
+        ``table`` passing ``where`` cover (NaN: none meets the tile), or None when the store
+        holds no such table (Parquet)."""
         ...
 
     def close(self) -> None:

@@ -21,6 +21,10 @@ def _method_note(info: dict[str, Any]) -> str:
         extra += f"; fd clusters k = {info['fd_k']}{rule}"
     if "lc_fd_m" in info:
         extra += f"; first {info['lc_fd_m']} picks by fd"
+    if "steps" in info:  # method hybrid: tiles picked of each step's share
+        extra += "; steps: " + ", ".join(
+            f"{s['name']} {s['picked']} of {s['quota']}" for s in info["steps"]
+        )
     return extra
 
 
@@ -39,9 +43,9 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = set_option(),
         dry_run_: bool = dry_run_option(),
     ) -> object:
-        """Score the included tiles (lc, cb, fa, fd, lc_fd, fa_cb, kcenter or random), select the budget, recompute sampler weights over the selection.
+        """Score the included tiles (lc, cb, fa, fd, lc_fd, fa_cb, kcenter, random or hybrid), select the budget, recompute sampler weights over the selection.
 
-        Writes the input table plus coreset_score, coreset_selected and sampler_weight (0 for tiles not selected); optionally GeoJSON + QGIS style, and (catalog input) a run with tile_result rows.
+        Writes the input table plus coreset_score, coreset_selected and sampler_weight (0 for tiles not selected), and with hybrid coreset_step; optionally GeoJSON + QGIS style, and (catalog input) a run with tile_result rows.
         """
         from smt_tools.config import load_config
         from smt_tools.config.coreset import CoresetFile

@@ -15,6 +15,7 @@ import pandas as pd
 
 from smt_tools.config._source import CatalogSource
 from smt_tools.config.coreset import CoresetConfig
+from smt_tools.curation.exclusion import readmit
 from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
 from smt_tools.export.csv_out import parse_class_counts_json
 from smt_tools.pipelines._sources import tile_query
@@ -44,6 +45,23 @@ class CoresetInput:
     store: TileStore | None = None  # the catalog the tiles came from (the run is recorded there)
     #: catalog input: the JSON count columns are made when the CSV is written, after this column
     json_after: str | None = None
+
+
+def readmit_low_entropy(data: CoresetInput) -> None:
+    """``coreset.exclude_low_entropy: false``: tiles excluded for low entropy alone become
+    candidates (``excluded`` false, ``low_entropy`` dropped from ``exclusion_reason``;
+    ``has_low_entropy`` stays true), docs/algorithms.md §10."""
+    if not data.excluded.any():
+        return
+    col = data.frame.get("exclusion_reason")
+    if col is None or col[data.excluded].isna().all():
+        raise InputDataError(
+            f"{data.source}: coreset.exclude_low_entropy: false needs the exclusion_reason of "
+            "each excluded tile, which this input lacks (written before it existed); rebuild it "
+            "with `pytorch-smt-tools build-balanced-dataset CONFIG` or remove the key"
+        )
+    data.excluded, data.frame["exclusion_reason"] = readmit(data.excluded, col, "low_entropy")
+    data.frame["excluded"] = data.excluded
 
 
 def _bool_column(col: pd.Series, name: str, source: str) -> np.ndarray:
@@ -118,7 +136,8 @@ def read_catalog_tiles(store: TileStore, src: CatalogSource) -> CoresetInput:
     if results is None:
         excluded = np.zeros(len(frame), dtype=bool)
     else:
-        split_cols = ("coreset_score", "coreset_selected", "fold", "buffer_excluded_folds")
+        split_cols = {"coreset_score", "coreset_selected", "coreset_step", "fold"}
+        split_cols.add("buffer_excluded_folds")
         keep = [c for c in results.columns if c not in split_cols]
         frame = frame.merge(results[keep], on="tile_id", how="left", validate="one_to_one")
         excluded = frame["excluded"].fillna(False).astype(bool).to_numpy()

@@ -328,8 +328,32 @@ def plan_coreset(cfg: CoresetConfig, config_path: PathLike) -> Plan:
         plan.settings.append(("fd", k))
     if cfg.spatial_weight > 0:
         plan.settings.append(("spatial_weight", f"{cfg.spatial_weight:g}"))
+    if cfg.hybrid is not None:
+        _hybrid_plan(plan, cfg)
     plan.settings.append(("random_state", str(cfg.random_state)))
     return plan
+
+
+def _hybrid_plan(plan: Plan, cfg: CoresetConfig) -> None:
+    """method hybrid: each step (its share of the budget) and the map layers it reads."""
+    assert cfg.hybrid is not None
+    for i, step in enumerate(cfg.hybrid.steps):
+        share = f"{step.share:.0%} of the budget" if step.share is not None else "the rest"
+        what = {"vector": "tiles the map layer covers", "entropy": "by label complexity"}.get(
+            step.type, f"{step.method} among tiles of classes {step.classes}"
+        )
+        plan.settings.append((f"step {step.label}", f"{share}, {what}"))
+        if step.path is not None:
+            key = f"hybrid.steps[{i}].path"
+            plan.inputs.append((key, _input_file(key, step.path)))
+        if step.type == "embedding" and cfg.parquet_path is None:
+            raise ConfigError(
+                f"coreset.hybrid.steps[{i}]: an embedding step needs tile embeddings: set "
+                "coreset.parquet_path to the embedding cache (fill it with `pytorch-smt-tools "
+                "embed CONFIG`)"
+            )
+    if cfg.parquet_path is not None and any(s.type == "embedding" for s in cfg.hybrid.steps):
+        plan.inputs.append(("parquet_path", _input_file("parquet_path", cfg.parquet_path)))
 
 
 # --- split -------------------------------------------------------------------------------------

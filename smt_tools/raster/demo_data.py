@@ -11,8 +11,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from smt_tools.raster import synthetic_longtail as lt
-from smt_tools.raster.synthetic import _COLOURS, CLASS_NAMES, _World, scene_specs, write_scene
+from smt_tools.raster.synthetic import (
+    _COLOURS,
+    CLASS_NAMES,
+    SceneSpec,
+    _World,
+    scene_specs,
+    write_scene,
+)
 
 
 def make_demo_data(
@@ -62,7 +71,48 @@ def make_demo_data(
     )
     csv_path = out / "pairs.csv"
     _write_csv(csv_path, ["image", "mask", "group"], rows)
+    if profile == "default":
+        write_demo_areas(out / "areas.geojson", specs)
     return csv_path
+
+
+def write_demo_areas(path: Path, specs: list[SceneSpec]) -> None:
+    """``areas.geojson``: a small map layer in lon/lat for select-coreset's hybrid vector step
+    (conf/examples/coreset_hybrid.yaml): in each scene but the revisit, a ``building`` block over
+    its upper-left part and a ``field`` over its lower-right part (attribute ``class``)."""
+    import pyogrio.raw
+    import shapely
+    from pyproj import Transformer
+
+    from smt_tools.raster.synthetic import DEMO_CRS, PIXEL_SIZE
+
+    to_lonlat = Transformer.from_crs(DEMO_CRS, "EPSG:4326", always_xy=True)
+    geoms, classes = [], []
+    for spec in specs:
+        if "revisit" in spec.name:
+            continue
+        side = spec.size * PIXEL_SIZE
+        for cls, lo, hi in (("building", 0.1, 0.35), ("field", 0.55, 0.9)):
+            x0, x1 = spec.x0 + lo * side, spec.x0 + hi * side
+            y0, y1 = spec.y0 - hi * side, spec.y0 - lo * side  # y0 is the scene's top edge
+            ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), side / 16)
+            geoms.append(
+                shapely.transform(
+                    ring, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))
+                )
+            )
+            classes.append(cls)
+    tmp = path.with_suffix(".geojson.part")
+    pyogrio.raw.write(
+        tmp,
+        geometry=np.asarray(shapely.to_wkb(geoms)),
+        field_data=[np.array(classes, dtype=object)],
+        fields=["class"],
+        geometry_type="Polygon",
+        crs="EPSG:4326",
+        driver="GeoJSON",
+    )
+    os.replace(tmp, path)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[tuple[object, ...]]) -> None:
