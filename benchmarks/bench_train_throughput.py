@@ -24,8 +24,9 @@ A third regime, **grid** (decode-bound too), reads the rows of a balanced-style 
 block-aligned ``--crop``-px window of the scenes with ``CSVWindowedSegmentationDataset``, in a
 seeded shuffled order (what a shuffled training loader asks for), against the bare loop over
 the same windows in the same order. Its loaders are persistent (workers started, handles opened
-by ``warm_worker`` and first batches read before timing: the steady state of an epoch), default
-and compact output, ``num_workers`` 0 and 2. An aligned window decodes one block per file, so
+by ``warm_worker`` and first batches read before timing: the steady state of an epoch) and
+collate with ``collate_batch`` (as ``train`` does), default and compact output, ``num_workers``
+0 and 2. An aligned window decodes one block per file, so
 reads are cheap and anything the dataset adds weighs more than with random crops.
 
 Rounds alternate between the readers; the table gives medians over rounds (crops/s, and the
@@ -248,7 +249,7 @@ def child_grid(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
     from smt_tools.train import CSVWindowedSegmentationDataset
-    from smt_tools.train.datasets import warm_worker
+    from smt_tools.train.datasets import collate_batch, warm_worker
 
     torch.set_num_threads(1)
     csv_path = write_grid_csv(args.data, args.crop)
@@ -268,6 +269,7 @@ def child_grid(args: argparse.Namespace) -> None:
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 worker_init_fn=warm_worker if workers else None,
+                collate_fn=collate_batch,  # as the train pipeline builds its loaders
             )
             loaders[f"{'compact' if compact else 'default'}|{workers}"] = (loader, sampler)
     n = args.crops
@@ -414,15 +416,18 @@ deflate; {mb:.0f} MB on disk, {decoded_mb:.0f} MB decoded; written in {t_data:.0
 
 {table}
 
-Target ratio >= 0.8 in the decode-bound regimes: {", ".join(verdict)}. The default output moves
-float32 images and int64 masks (5x the bytes of the uint8 reads) through collation and, with
-workers, shared memory; compact batches move the uint8 crops and convert once on the device. In
-the cache-resident regime a bare read is a copy out of GDAL's cache, so any conversion weighs
-more there. With workers every batch crosses to the main process in fresh shared memory (one
-segment per tensor, every page faulted in by the worker): about 1.3 MB per item with the default
-output, 0.26 MB with compact batches. CPU ms/item (grid): CPU time of the main process and
-the workers per item (from /proc, the round's median): what a reader costs whatever else runs
-on the machine; on free cores 2 workers deliver about 2 / that many items per ms.
+Target ratio >= 0.8 in the decode-bound regimes: {", ".join(verdict)}. The default output is
+float32 images and int64 masks (5x the bytes of the uint8 reads); compact batches keep the uint8
+crops and convert once on the device. Grid loaders use `collate_batch` (as `train` does): the
+windowed dataset writes a batch in place, one tensor per key; with workers a batch crosses in
+one block of fresh shared memory (pages allocated by the worker, costly on this machine), and a
+default-output batch of 8-bit windows crosses as uint8 (0.26 MB per item instead of 1.3 MB) and
+is widened to float32 / int64 in the main process. Random-crop loaders use `default_collate`.
+In the cache-resident regime a bare read is a copy out of GDAL's cache, so any conversion weighs
+more there. CPU ms/item (grid): CPU time of the main process and the workers per item (from
+/proc, the round's median): what a reader costs whatever else runs on the machine; with
+workers the ratio depends on the cores left free by other work (on 2 free cores 2 workers can
+deliver up to 2 / that many items per ms).
 {SHARED_NOTE if shared else ""}"""
     print(section)
     if not args.no_append:

@@ -237,11 +237,10 @@ def _loader(
     import torch
     from torch.utils.data import DataLoader
 
-    from smt_tools.train.datasets import warm_worker  # each worker opens its rasters once
+    from smt_tools.train.datasets import collate_batch, warm_worker  # batches; worker handles
     from smt_tools.train.sampler import build_weighted_sampler
 
-    gen = torch.Generator()
-    gen.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     sampler: Any = None
     shuffle = dl.shuffle
     if dl.weighted_sampler and train:
@@ -282,6 +281,7 @@ def _loader(
         persistent_workers=dl.persistent_workers and dl.num_workers > 0,
         generator=gen,
         worker_init_fn=warm_worker if dl.num_workers > 0 else None,
+        collate_fn=collate_batch,
     )
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.raster import RasterCache, open_raster
 from smt_tools.raster.window import read_window
+from smt_tools.train._direct import read_inside
 from smt_tools.train._targets import build_transforms
 
 if TYPE_CHECKING:
@@ -203,14 +204,22 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         return lut
 
     def _mask_to_classes(
-        self, raw: np.ndarray, inside: np.ndarray | None, where: str | Callable[[], str]
+        self,
+        raw: np.ndarray,
+        inside: np.ndarray | None,
+        where: str | Callable[[], str],
+        narrow: bool = False,
     ) -> np.ndarray:
         """Raw mask (H, W) -> class indices (int64; the compact dtype with ``compact_batches``);
         outside (inside False) / unmapped -> ignore_index. ``where``: the error line's subject
-        (or a function returning it: built only when a value is refused)."""
+        (or a function returning it: built only when a value is refused). ``narrow``: the same
+        values, possibly in a narrower integer dtype (uint8 from the 8-bit lookup), for a
+        caller that widens them while copying them into a batch."""
         if self._lut is not None:
             if raw.dtype == np.uint8 and self._lut8_u8 is not None:
-                out = _lookup_u8(self._lut8_u8, raw).astype(self._mask_dtype, copy=False)
+                out = _lookup_u8(self._lut8_u8, raw)
+                if not narrow:
+                    out = out.astype(self._mask_dtype, copy=False)
             elif raw.dtype == np.uint8:
                 out = np.take(self._lut8, raw)  # 2 KiB table: stays in L1 cache
             elif raw.dtype == np.uint16:
@@ -292,18 +301,20 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         x *= factor
         return x
 
-    def _prepare_image(self, img: np.ndarray) -> np.ndarray:
-        """Scaled float32, or the raw 8-bit crop when it travels unscaled (compact batches
-        without augmentation: :func:`prepare_batch` scales it on the device)."""
-        if (
+    def _keeps_raw(self, dtype: np.dtype) -> bool:
+        """Whether a crop of ``dtype`` travels unscaled (compact batches without augmentation,
+        8-bit data: :func:`prepare_batch` scales it on the device)."""
+        return (
             self.compact_batches
             and self.transform is None
             and self._raw_images_ok
-            and img.dtype == np.uint8
-            and self._scale_params(img.dtype) is not None
-        ):
-            return img
-        return self._scale_image(img)
+            and dtype == np.uint8
+            and self._scale_params(dtype) is not None
+        )
+
+    def _prepare_image(self, img: np.ndarray) -> np.ndarray:
+        """Scaled float32, or the raw 8-bit crop when it travels unscaled (:meth:`_keeps_raw`)."""
+        return img if self._keeps_raw(img.dtype) else self._scale_image(img)
 
     # -- raster access
     def _handle(self, path: str) -> DatasetReader:
@@ -318,9 +329,10 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         height: int,
         width: int,
         mask_band: int = 0,
+        raw: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Return image (bands, H, W) (float32 scaled, or raw uint8: see _prepare_image), mask
-        (H, W) raw, inside (H, W) or None.
+        """Return image (bands, H, W) (float32 scaled, or raw uint8: see _prepare_image; with
+        ``raw`` as read), mask (H, W) raw, inside (H, W) or None.
 
         ``mask_band``: the 1-based band of the mask (0: not given, the mask must have one band;
         a multi-band mask is refused rather than read from band 1 silently)."""
@@ -335,7 +347,7 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
                 "name the band in a mask_band column of the CSV (the balanced CSV has one) or the "
                 "dataset's mask_band key"
             )
-        return self._prepare_image(img), msk[0], inside
+        return (img if raw else self._prepare_image(img)), msk[0], inside
 
     def _read(
         self,
@@ -348,7 +360,11 @@ class _WindowDataset(Dataset[dict[str, torch.Tensor]]):
         fill: float,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if not (self.serialize_rasterio_reads or self.reopen_rasterio_on_read):
-            return read_window(self._handle(path), row_off, col_off, height, width, bands, fill)
+            ds = self._handle(path)
+            data = read_inside(ds, path, row_off, col_off, height, width, bands)
+            if data is not None:
+                return data, None
+            return read_window(ds, row_off, col_off, height, width, bands, fill)
         lock = (
             _file_lock(self.rasterio_lock_dir, path)
             if self.serialize_rasterio_reads

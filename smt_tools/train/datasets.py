@@ -22,7 +22,10 @@ per crop; the float conversion happens once, on the device.
 Raster handles come from :class:`smt_tools.raster.RasterCache` (LRU, closes on eviction) and are
 opened per DataLoader worker (``worker_init_fn=warm_worker`` opens them before the first batch);
 a DataLoader batch of the windowed dataset is read in on-disk order (``__getitems__``: sorted by
-image, row, column) and returned in the order asked. Randomness is a function of (seed, epoch,
+image, row, column) and returned in the order asked, written straight into one batch tensor per
+key that :func:`collate_batch` (the ``collate_fn`` ``train`` passes) hands on without a copy;
+with workers, a default-output batch of 8-bit windows crosses to the main process as uint8 and
+is widened there (:mod:`smt_tools.train._batch`). Randomness is a function of (seed, epoch,
 index), so a crop does not depend on which worker draws it. ``set_epoch`` writes the epoch into
 shared memory, so workers see it whatever their lifetime (``persistent_workers: true``
 included): each epoch gets new crops, the same ones with persistent workers, fresh workers or
@@ -32,9 +35,10 @@ none.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +46,8 @@ import torch
 
 from smt_tools.errors import ConfigError, InputDataError
 from smt_tools.raster.window import read_window
-from smt_tools.train._base import _WindowDataset
+from smt_tools.train._base import _TORCH_DTYPES, _WindowDataset
+from smt_tools.train._batch import assemble, collate_batch, feeds_collate_batch
 from smt_tools.train._table import (
     _as_bool,
     _mask_bands,
@@ -55,6 +60,7 @@ from smt_tools.train.random_crop import RandomCropSegmentationDataset
 __all__ = [
     "CSVWindowedSegmentationDataset",
     "RandomCropSegmentationDataset",
+    "collate_batch",
     "prepare_batch",
     "read_window",
     "warm_worker",
@@ -273,13 +279,42 @@ class CSVWindowedSegmentationDataset(_WindowDataset):
 
         The windows are read sorted by (image, row_off, col_off), so windows of one raster
         follow each other (its handle and GDAL's cached blocks are reused); the items come
-        back in the order asked, each the same as ``self[index]``."""
-        rows = [self._unpack(i)[0] for i in indices]
-        keys = [(self._images[r], int(self._rows[r]), int(self._cols[r])) for r in rows]
-        out: list[dict[str, torch.Tensor] | None] = [None] * len(rows)
-        for k in sorted(range(len(rows)), key=keys.__getitem__):
-            out[k] = self[indices[k]]
-        return cast("list[dict[str, torch.Tensor]]", out)
+        back in the order asked, each equal to ``self[index]``. Without augmentation or soft
+        labels, items of one shape are written straight into one batch tensor per key (in
+        shared memory in a DataLoader worker) and are its rows: :func:`collate_batch` hands
+        those tensors on without stacking them again (see :mod:`smt_tools.train._batch`)."""
+        pairs = [self._unpack(i) for i in indices]
+        keys = [(self._images[r], int(self._rows[r]), int(self._cols[r])) for r, _ in pairs]
+        raws: list[np.ndarray] = [np.empty(0)] * len(pairs)
+        masks: list[np.ndarray] = [np.empty(0)] * len(pairs)
+        for k in sorted(range(len(pairs)), key=keys.__getitem__):
+            raws[k], masks[k] = self._read_raw(pairs[k][0])
+        if pairs and self.transform is None and not self.soft_labels:
+            dtype = raws[0].dtype
+            batch = assemble(
+                raws,
+                masks,
+                keep_raw=self._keeps_raw(dtype),
+                params=self._scale_params(dtype),
+                mask_dtype=_TORCH_DTYPES[self._mask_dtype],
+                compact=self.compact_batches,
+                for_collate_batch=feeds_collate_batch(sys._getframe(1)),
+            )
+            if batch is not None:
+                return [{key: t[k] for key, t in batch.items()} for k in range(len(pairs))]
+        return [
+            self._finish(self._prepare_image(raw), mask, row, draw)
+            for raw, mask, (row, draw) in zip(raws, masks, pairs, strict=True)
+        ]
+
+    def _read_raw(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(raw image (bands, s, s), class mask (s, s), possibly uint8) of row ``row``."""
+        img_path, msk_path, r, c, s = self.window(row)
+        raw, msk, inside = self._read_pair(
+            img_path, msk_path, r, c, s, s, int(self._mask_bands[row]), True
+        )
+        where = lambda: f"{msk_path} window ({r}, {c}, {s})"  # noqa: E731
+        return raw, self._mask_to_classes(msk, inside, where, True)
 
     def warm_handles(self) -> int:
         """Open the rasters of the first images (at most ``lru_cache_size`` files: the image
