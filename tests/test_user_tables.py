@@ -454,6 +454,38 @@ def test_embed_import_round_trip(
     assert out.read_bytes() == before
 
 
+def test_embed_import_two_words(records: pd.DataFrame, tmp_path: Path) -> None:
+    """``embed import OLD.parquet`` (the issue's and the older tool's spelling) runs
+    ``embed-import`` through the console entry point, global options before it allowed."""
+    pytest.importorskip("transformers")
+    from smt_tools.cli.app import main, spelled_out
+    from tests.test_embeddings import save_tiny_dinov2
+
+    assert spelled_out(["--debug", "embed", "import", "a.parquet"]) == [
+        "--debug",
+        "embed-import",
+        "a.parquet",
+    ]
+    assert spelled_out(["embed", "conf.yaml"]) == ["embed", "conf.yaml"]
+    assert spelled_out(["train", "embed", "import"]) == ["train", "embed", "import"]
+    model = save_tiny_dinov2(tmp_path / "tiny")
+    emb = np.random.default_rng(1).normal(size=(len(records), 8)).astype(np.float32)
+    old = tmp_path / "old.parquet"
+    _old_cache(old, records, emb, "list")
+    outs = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    res = runner.invoke(
+        app, ["embed-import", str(old), "--out", str(outs[0]), "--model-id", str(model)]
+    )
+    assert res.exit_code == 0, res.output
+    with pytest.raises(SystemExit) as done:
+        main(["embed", "import", str(old), "--out", str(outs[1]), "--model-id", str(model)])
+    assert done.value.code == 0
+    a, b = (pd.read_parquet(p) for p in outs)
+    pd.testing.assert_frame_equal(
+        a.drop(columns="created_at", errors="ignore"), b.drop(columns="created_at", errors="ignore")
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [

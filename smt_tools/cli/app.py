@@ -65,8 +65,19 @@ def _register() -> None:
 _register()
 
 
+def spelled_out(args: list[str]) -> list[str]:
+    """``embed import OLD.parquet`` (two words, as the older tool's users say it) is the
+    ``embed-import`` command; global options may come before it."""
+    for i, word in enumerate(args):
+        if not word.startswith("-"):
+            if word == "embed" and args[i + 1 : i + 2] == ["import"]:
+                return [*args[:i], "embed-import", *args[i + 2 :]]
+            break
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from smt_tools.cli._common import run_app
 
-    sys.exit(run_app(app, argv))
+    sys.exit(run_app(app, spelled_out(list(sys.argv[1:] if argv is None else argv))))
