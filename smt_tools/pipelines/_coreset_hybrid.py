@@ -13,8 +13,8 @@ import numpy as np
 from smt_tools.config.coreset import CoresetConfig
 from smt_tools.coreset.hybrid import HybridStepSpec, select_hybrid
 from smt_tools.coreset.select import CoresetParams, CoresetSelection
-from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
-from smt_tools.pipelines._coreset_input import CoresetInput
+from smt_tools.errors import ConfigError, InputDataError
+from smt_tools.pipelines._coreset_input import CoresetInput, selection_errors
 from smt_tools.pipelines._coreset_vector import vector_step_shares
 from smt_tools.tiletable import entropy_from_counts
 
@@ -115,7 +115,7 @@ def select_hybrid_run(
             )
             warnings += notes
     emb = embeddings if embeddings is not None else _embeddings(cfg, data, eligible, specs)
-    try:
+    with selection_errors(data.source):
         sel = select_hybrid(
             specs,
             params,
@@ -127,9 +127,5 @@ def select_hybrid_run(
             vector_shares=shares,
             embeddings=emb,
         )
-    except ValueError as exc:
-        if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
-            raise
-        raise ConfigError(f"{data.source}: coreset: {exc}") from None
     sel.info["warnings"] = warnings
     return sel

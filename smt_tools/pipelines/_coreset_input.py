@@ -6,6 +6,8 @@ included tile) and says what is missing in one line naming the file and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,3 +217,15 @@ def load_embeddings(cfg: CoresetConfig, tile_ids: np.ndarray, eligible: np.ndarr
             "(the balanced-dataset config that produced the input)"
         )
     return emb
+
+
+@contextmanager
+def selection_errors(source: str) -> Iterator[None]:
+    """A ValueError from a selection method becomes one line naming the input; the project's
+    own errors pass through."""
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
+            raise
+        raise ConfigError(f"{source}: coreset: {exc}") from None

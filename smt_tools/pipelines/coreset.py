@@ -31,7 +31,7 @@ from smt_tools.coreset import (
 )
 from smt_tools.curation.diagnostics import effective_sample_size
 from smt_tools.curation.exclusion import FLAG_COLUMNS
-from smt_tools.errors import ConfigError, EmptySelectionError, InputDataError
+from smt_tools.errors import EmptySelectionError, InputDataError
 from smt_tools.export.qgis_style import coreset_qml, score_breaks
 from smt_tools.export.run_record import run_json_path
 from smt_tools.pipelines._coreset_csv import write_coreset_csv
@@ -44,6 +44,7 @@ from smt_tools.pipelines._coreset_input import (
     read_balanced_csv,
     read_catalog_tiles,
     readmit_low_entropy,
+    selection_errors,
 )
 from smt_tools.pipelines._coreset_spatial import spatial_inputs
 from smt_tools.pipelines._coreset_vendi import measure_diversity
@@ -253,7 +254,7 @@ def _select(
             run.cfg, run.data, run.eligible, _params(run.cfg, device), run.embeddings
         )
     data = run.data
-    try:
+    with selection_errors(data.source):
         return select_coreset(
             _params(run.cfg, device),
             tile_ids=data.frame["tile_id"].to_numpy(dtype=np.int64),
@@ -263,10 +264,6 @@ def _select(
             embeddings=embeddings,
             centroids_xy=centroids,
         )
-    except ValueError as exc:
-        if isinstance(exc, InputDataError | ConfigError | EmptySelectionError):
-            raise
-        raise ConfigError(f"{data.source}: coreset: {exc}") from None
 
 
 def _weigh(run: CoresetRun) -> None:
