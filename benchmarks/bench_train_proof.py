@@ -177,11 +177,21 @@ def exposure(frame: pd.DataFrame, weighted: bool) -> tuple[float, float]:
 
 # --- training ---------------------------------------------------------------------------------
 
+#: --scheduler -> the train config's ``scheduler`` (stepped once per epoch)
+SCHEDULERS: dict[str, Any] = {
+    "none": lambda args: None,
+    "cosine": lambda args: {
+        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "T_max": args.epochs,
+    },
+}
+
 
 def train_arm(
     csv: Path, weighted: bool, seed: int, args: argparse.Namespace, out: Path
-) -> dict[str, float]:
-    """One run of the real train pipeline; the last epoch's mIoU and per-class IoU."""
+) -> tuple[dict[str, float], list[list[float]]]:
+    """One run of the real train pipeline: the last epoch's mIoU and per-class IoU, and each
+    epoch's (mIoU, class 6 IoU), kept to show how stable the run was."""
     from smt_tools.config._loader import validate_mapping
     from smt_tools.config.train import TrainConfig
     from smt_tools.pipelines.train import run_training
@@ -220,6 +230,7 @@ def train_arm(
         },
         "loss": {"_target_": "smt_tools.train.losses.DiceFocalLoss"},
         "optimizer": {"_target_": "torch.optim.AdamW", "lr": args.lr},
+        "scheduler": SCHEDULERS[args.scheduler](args),
         "epochs": args.epochs,
         "steps_per_epoch": args.steps // args.epochs,
         "device": args.device,
@@ -232,7 +243,11 @@ def train_arm(
     last = res.history.iloc[-1]
     row = {"miou": float(last["miou"])}
     row.update({n: float(last[f"iou_{n}"]) for n in NAMES})
-    return row
+    curve = [
+        [float(m), float(r)]
+        for m, r in zip(res.history["miou"], res.history[f"iou_{RARE_NAME}"], strict=True)
+    ]
+    return row, curve
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -267,6 +282,15 @@ def class_table(results: dict[str, list[dict[str, float]]]) -> str:
     for arm, runs in results.items():
         cells = [fmt(mean_std([r[n] for r in runs])) for n in NAMES]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_lines(curves: dict[str, list[list[float]]]) -> str:
+    """One line per run: mIoU / class 6 IoU after each epoch (how stable training was)."""
+    lines = []
+    for key, curve in curves.items():
+        steps = " → ".join(f"{m:.2f}/{r:.2f}" for m, r in curve) if curve else "not recorded"
+        lines.append(f"- `{key}`: {steps}")
     return "\n".join(lines)
 
 
@@ -311,6 +335,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--base-channels", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument(
+        "--scheduler",
+        choices=list(SCHEDULERS),
+        default="none",
+        help="none: constant lr; cosine: CosineAnnealingLR over the epochs (to 0)",
+    )
+    ap.add_argument("--label", default="", help="protocol name in the BENCHMARKS.md heading")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -334,33 +365,37 @@ def parse_args() -> argparse.Namespace:
 
 def run_arms(
     args: argparse.Namespace, csvs: dict[str, Path], tmp: Path
-) -> tuple[dict[str, list[dict[str, float]]], float]:
+) -> tuple[dict[str, list[dict[str, float]]], float, dict[str, list[list[float]]]]:
     results: dict[str, list[dict[str, float]]] = {a: [] for a in args.arms}
-    same = ("scenes", "size", "data_seed", "patch", "steps", "epochs", "batch_size")
-    same += ("base_channels", "depth", "lr", "device")
+    same = ["scenes", "size", "data_seed", "patch", "steps", "epochs", "batch_size"]
+    same += ["base_channels", "depth", "lr", "scheduler", "device"]
     protocol = {k: getattr(args, k) for k in same}
     done: dict[str, Any] = {"protocol": protocol}
     if args.state and args.state.exists():
         done = json.loads(args.state.read_text(encoding="utf-8"))
+        done.get("protocol", {}).setdefault("scheduler", "none")  # files from before --scheduler
         if done.get("protocol") != protocol:
             sys.exit(
                 f"{args.state}: its runs used {done.get('protocol')}; delete it or rerun those"
             )
     worst = 0.0
+    curves: dict[str, list[list[float]]] = {}
     for seed in args.seeds:
         for arm in args.arms:
             key = f"{arm}/{seed}"
             if key in done:
                 results[arm].append(done[key]["result"])
+                curves[key] = done[key].get("curve", [])
                 worst = max(worst, done[key]["seconds"])
                 print(f"seed {seed} {arm:14s} resumed from {args.state}", flush=True)
                 continue
             t0 = time.perf_counter()
-            r = train_arm(csvs[arm], ARMS[arm][1], seed, args, tmp / f"run_{arm}_{seed}")
+            r, curve = train_arm(csvs[arm], ARMS[arm][1], seed, args, tmp / f"run_{arm}_{seed}")
             results[arm].append(r)
+            curves[key] = curve
             took = time.perf_counter() - t0
             if args.state:
-                done[key] = {"result": r, "seconds": took}
+                done[key] = {"result": r, "seconds": took, "curve": curve}
                 part = args.state.with_suffix(".tmp")
                 part.write_text(json.dumps(done, indent=1), encoding="utf-8")
                 part.replace(args.state)
@@ -370,7 +405,7 @@ def run_arms(
                 f"{r[RARE_NAME]:.4f}  ({took:.0f} s)",
                 flush=True,
             )
-    return results, worst
+    return results, worst, curves
 
 
 def main() -> None:
@@ -397,16 +432,20 @@ def main() -> None:
     frame = pd.read_csv(csvs["uniform"])
     n_train = int(training_rows(frame).sum())
     shares = {a: exposure(pd.read_csv(csvs[a]), ARMS[a][1]) for a in args.arms}
-    results, worst = run_arms(args, csvs, tmp)
+    results, worst, curves = run_arms(args, csvs, tmp)
     total = time.perf_counter() - start
     table, per_class, verdict_line = (
         results_table(results, shares),
         class_table(results),
         verdict(results),
     )
+    label = f" {args.label}" if args.label else ""
+    lr_text = f"AdamW lr {args.lr:g}" + (
+        ", constant" if args.scheduler == "none" else f", {args.scheduler} decay per epoch to 0"
+    )
     arms_cfg = "; ".join(f"`{a}`: {json.dumps(ARMS[a][0])}" for a in args.arms)
     section = f"""
-## Proof protocol: uniform vs weighted sampling on the long-tail demo ({dt.date.today().isoformat()})
+## Proof protocol{label}: uniform vs weighted sampling on the long-tail demo ({dt.date.today().isoformat()})
 
 Machine: {machine}. Command: `{_machine.command()}`. Protocol: README "The proof protocol".
 
@@ -415,7 +454,7 @@ Data: `make-demo-data --profile longtail --scenes {args.scenes} --size {args.siz
 {", ".join(VAL_GROUPS)}, training = the {n_train} included windows of the other scenes. Weights
 from `build-balanced-dataset` (masks_only, nodata_class 0) per arm: {arms_cfg}; `uniform`
 shuffles the same rows unweighted. Training: UNet (base {args.base_channels}, depth
-{args.depth}), Dice+Focal, AdamW lr {args.lr:g}, batch {args.batch_size}, {args.steps} steps
+{args.depth}), Dice+Focal, {lr_text}, batch {args.batch_size}, {args.steps} steps
 ({args.epochs} epochs × {args.steps // args.epochs}), flips + rot90, device {args.device},
 scored after the last epoch; seeds {args.seeds}. Total {total / 60:.1f} min (data and weights
 {t_prep:.0f} s, slowest run {worst:.0f} s).
@@ -427,6 +466,10 @@ Per-class IoU (mean ± std over seeds):
 {per_class}
 
 {verdict_line}
+
+Each run's mIoU / class 6 IoU after each epoch:
+
+{curve_lines(curves)}
 """
     print(section)
     if not args.no_append:
