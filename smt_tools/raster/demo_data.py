@@ -7,6 +7,7 @@ The scenes come from :mod:`smt_tools.raster.synthetic` (profile ``default``) or
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +81,6 @@ def write_demo_areas(path: Path, specs: list[SceneSpec]) -> None:
     """``areas.geojson``: a small map layer in lon/lat for select-coreset's hybrid vector step
     (conf/examples/coreset_hybrid.yaml): in each scene but the revisit, a ``building`` block over
     its upper-left part and a ``field`` over its lower-right part (attribute ``class``)."""
-    import pyogrio.raw
     import shapely
     from pyproj import Transformer
 
@@ -102,16 +102,18 @@ def write_demo_areas(path: Path, specs: list[SceneSpec]) -> None:
                 )
             )
             classes.append(cls)
+    # RFC 7946 GeoJSON (lon/lat, no "crs" member) written as JSON: a dozen polygons need no
+    # GDAL driver, so the demo data has the same dependencies as the rest of the core
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"class": c},
+            "geometry": json.loads(shapely.to_geojson(g)),
+        }
+        for g, c in zip(geoms, classes, strict=True)
+    ]
     tmp = path.with_suffix(".geojson.part")
-    pyogrio.raw.write(
-        tmp,
-        geometry=np.asarray(shapely.to_wkb(geoms)),
-        field_data=[np.array(classes, dtype=object)],
-        fields=["class"],
-        geometry_type="Polygon",
-        crs="EPSG:4326",
-        driver="GeoJSON",
-    )
+    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}), "utf-8")
     os.replace(tmp, path)
 
 
