@@ -29,40 +29,16 @@ from smt_tools.train._batch import (  # noqa: E402
 )
 from smt_tools.train._direct import read_inside  # noqa: E402
 from smt_tools.train.datasets import warm_worker  # noqa: E402
-from tests.rasters import write_tif  # noqa: E402
+from tests.test_windowed_speedups import S, write_grid  # noqa: E402
 
-H, W, S = 70, 90, 16
 #: (scene, row_off, col_off): inside, on the edge (padded), and on the second scene
 WINDOWS = [(0, 0, 0), (1, 32, 48), (0, 64, 80), (1, 0, 16), (0, 16, 32), (1, 60, 0), (0, 48, 8)]
 ORDER = [4, 1, 6, 5, 0, 3, 2]  # shuffled: batches mix scenes and edge windows
 
 
-def _image(k: int) -> np.ndarray:
-    r, c = np.mgrid[0:H, 0:W]
-    return np.stack([(7 * r + 3 * c + 50 * b + 11 * k) % 256 for b in range(3)]).astype(np.uint8)
-
-
-def _mask(k: int) -> np.ndarray:
-    r, c = np.mgrid[0:H, 0:W]
-    m = ((r + 2 * c + k) % 5 + 1).astype(np.uint8)
-    m[5] = 255
-    return m
-
-
 @pytest.fixture
 def grid_csv(tmp_path: Path) -> Path:
-    rows = []
-    for k in range(2):
-        write_tif(tmp_path / f"img{k}.tif", _image(k))
-        write_tif(tmp_path / f"msk{k}.tif", _mask(k))
-    for k, r, c in WINDOWS:
-        rows.append(
-            {"image_path": f"img{k}.tif", "mask_path": f"msk{k}.tif", "row_off": r,
-             "col_off": c, "patch_size": S, "mask_band": 1}
-        )  # fmt: skip
-    p = tmp_path / "balanced.csv"
-    pd.DataFrame(rows).to_csv(p, index=False)
-    return p
+    return write_grid(tmp_path, WINDOWS)
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

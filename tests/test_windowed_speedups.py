@@ -43,20 +43,26 @@ def _mask(k: int) -> np.ndarray:
     return m
 
 
-@pytest.fixture
-def grid_csv(tmp_path: Path) -> Path:
+def write_grid(folder: Path, windows: list[tuple[int, int, int]], **columns: object) -> Path:
+    """The two scenes (``_image``, ``_mask``) as GeoTIFFs in ``folder`` and ``balanced.csv``
+    with one S-px window per (scene, row_off, col_off) of ``windows``, plus ``columns``."""
     rows = []
     for k in range(2):
-        write_tif(tmp_path / f"img{k}.tif", _image(k))
-        write_tif(tmp_path / f"msk{k}.tif", _mask(k))
-    for k, r, c in WINDOWS:
+        write_tif(folder / f"img{k}.tif", _image(k))
+        write_tif(folder / f"msk{k}.tif", _mask(k))
+    for k, r, c in windows:
         rows.append(
             {"image_path": f"img{k}.tif", "mask_path": f"msk{k}.tif", "row_off": r,
-             "col_off": c, "patch_size": S, "mask_band": 1, "sampler_weight": 1.0}
+             "col_off": c, "patch_size": S, "mask_band": 1, **columns}
         )  # fmt: skip
-    p = tmp_path / "balanced.csv"
+    p = folder / "balanced.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
     return p
+
+
+@pytest.fixture
+def grid_csv(tmp_path: Path) -> Path:
+    return write_grid(tmp_path, WINDOWS, sampler_weight=1.0)
 
 
 def _direct(folder: Path, k: int, r: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
